@@ -1,0 +1,52 @@
+//! What an object kind is.
+
+use std::future::Future;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::context::{Host, ObjectContext};
+use crate::migrate::Migration;
+use crate::ObjectResult;
+
+/// A typed message exchanged with an object. Natively it is moved through a
+/// channel; across a network boundary (Cloudflare) it travels as JSON.
+pub trait Message: Serialize + DeserializeOwned + Send + 'static {}
+impl<T: Serialize + DeserializeOwned + Send + 'static> Message for T {}
+
+/// An object kind: a stable class name, a storage schema, and behaviour.
+///
+/// The host creates one instance per (class, name) by calling [`load`](Self::load)
+/// when the object is first needed or woken from hibernation, then feeds it
+/// requests and alarms one at a time. In-memory fields are a cache of what
+/// is in storage: an instance may be dropped (hibernated) whenever it is idle,
+/// and must rebuild itself from storage in `load`.
+pub trait DurableObject: Sized + 'static {
+    /// The class name, stable forever: it names the storage folder and the
+    /// Cloudflare class.
+    const CLASS: &'static str;
+    /// Requests this object accepts.
+    type Request: Message;
+    /// Its answers.
+    type Response: Message;
+
+    /// The storage schema, applied by the host before `load`.
+    fn migrations() -> &'static [Migration];
+
+    /// Builds the instance from its storage.
+    fn load<H: Host>(cx: &ObjectContext<H>) -> impl Future<Output = ObjectResult<Self>>;
+
+    /// Handles one request. If it returns an error, its storage writes are rolled back.
+    fn handle<H: Host>(
+        &mut self,
+        cx: &ObjectContext<H>,
+        req: Self::Request,
+    ) -> impl Future<Output = ObjectResult<Self::Response>>;
+
+    /// Runs when the alarm fires. If it returns an error, its writes are
+    /// rolled back and it is retried with backoff.
+    fn alarm<H: Host>(&mut self, cx: &ObjectContext<H>) -> impl Future<Output = ObjectResult<()>> {
+        let _ = cx;
+        async { Ok(()) }
+    }
+}
