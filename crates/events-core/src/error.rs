@@ -88,9 +88,18 @@ impl ErrorCode {
     pub const fn http_status(self) -> u16 {
         use ErrorCode::*;
         match self {
-            InvalidRequest | InvalidJson | InvalidBatch | InvalidEvent | EventTooLarge
-            | InvalidBatchId | InvalidNamespace | InvalidQuery | InvalidPattern | InvalidConfig
-            | SchemaValidationError | UnsupportedEncoding => 400,
+            InvalidRequest
+            | InvalidJson
+            | InvalidBatch
+            | InvalidEvent
+            | EventTooLarge
+            | InvalidBatchId
+            | InvalidNamespace
+            | InvalidQuery
+            | InvalidPattern
+            | InvalidConfig
+            | SchemaValidationError
+            | UnsupportedEncoding => 400,
             AuthRequired | InvalidAuthFormat | InvalidApiKey | InvalidSignature => 401,
             Forbidden => 403,
             NotFound => 404,
@@ -159,12 +168,35 @@ impl ErrorCode {
     pub const ALL: &'static [ErrorCode] = {
         use ErrorCode::*;
         &[
-            InvalidRequest, InvalidJson, InvalidBatch, InvalidEvent, EventTooLarge,
-            InvalidBatchId, InvalidNamespace, InvalidQuery, InvalidPattern, InvalidConfig,
-            SchemaValidationError, UnsupportedEncoding, AuthRequired, InvalidAuthFormat,
-            InvalidApiKey, InvalidSignature, Forbidden, NotFound, MethodNotAllowed, Conflict,
-            PayloadTooLarge, UnsupportedMediaType, RateLimited, QuotaExceeded, InternalError,
-            StorageError, ServiceUnavailable, Overloaded, Timeout,
+            InvalidRequest,
+            InvalidJson,
+            InvalidBatch,
+            InvalidEvent,
+            EventTooLarge,
+            InvalidBatchId,
+            InvalidNamespace,
+            InvalidQuery,
+            InvalidPattern,
+            InvalidConfig,
+            SchemaValidationError,
+            UnsupportedEncoding,
+            AuthRequired,
+            InvalidAuthFormat,
+            InvalidApiKey,
+            InvalidSignature,
+            Forbidden,
+            NotFound,
+            MethodNotAllowed,
+            Conflict,
+            PayloadTooLarge,
+            UnsupportedMediaType,
+            RateLimited,
+            QuotaExceeded,
+            InternalError,
+            StorageError,
+            ServiceUnavailable,
+            Overloaded,
+            Timeout,
         ]
     };
 }

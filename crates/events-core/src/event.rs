@@ -72,7 +72,11 @@ pub struct EventLimits {
 
 impl Default for EventLimits {
     fn default() -> Self {
-        EventLimits { max_event_bytes: MAX_EVENT_BYTES, max_age_ms: MAX_EVENT_AGE_MS, max_future_ms: MAX_EVENT_FUTURE_MS }
+        EventLimits {
+            max_event_bytes: MAX_EVENT_BYTES,
+            max_age_ms: MAX_EVENT_AGE_MS,
+            max_future_ms: MAX_EVENT_FUTURE_MS,
+        }
     }
 }
 
@@ -116,7 +120,10 @@ pub fn parse_event(
     let event_type = match data.remove("type") {
         Some(Value::String(t)) if valid_event_type(&t) => t,
         Some(Value::String(_)) => {
-            return Err(fault("type", format!("must be {MIN_EVENT_TYPE_LEN}-{MAX_EVENT_TYPE_LEN} characters of [A-Za-z0-9._-]")));
+            return Err(fault(
+                "type",
+                format!("must be {MIN_EVENT_TYPE_LEN}-{MAX_EVENT_TYPE_LEN} characters of [A-Za-z0-9._-]"),
+            ));
         }
         Some(_) => return Err(fault("type", "must be a string".into())),
         None => return Err(fault("type", "is required".into())),
@@ -125,10 +132,16 @@ pub fn parse_event(
         None | Some(Value::Null) => now,
         Some(Value::String(s)) => match Timestamp::parse_iso(&s) {
             Some(ts) if ts.as_millis() < now.as_millis() - limits.max_age_ms => {
-                return Err(fault("ts", format!("{s} is more than {} days in the past", limits.max_age_ms / 86_400_000)));
+                return Err(fault(
+                    "ts",
+                    format!("{s} is more than {} days in the past", limits.max_age_ms / 86_400_000),
+                ));
             }
             Some(ts) if ts.as_millis() > now.as_millis() + limits.max_future_ms => {
-                return Err(fault("ts", format!("{s} is more than {} minutes in the future", limits.max_future_ms / 60_000)));
+                return Err(fault(
+                    "ts",
+                    format!("{s} is more than {} minutes in the future", limits.max_future_ms / 60_000),
+                ));
             }
             Some(ts) => ts,
             None => return Err(fault("ts", format!("{s:?} is not an ISO-8601 date-time with offset"))),
@@ -181,7 +194,11 @@ pub fn batch_error(faults: &[EventFault], limits: &EventLimits) -> ApiError {
     if faults.iter().all(|f| f.too_large) {
         ApiError::new(
             ErrorCode::EventTooLarge,
-            format!("events exceed the maximum size of {} bytes at indices: {}", limits.max_event_bytes, listed.join(", ")),
+            format!(
+                "events exceed the maximum size of {} bytes at indices: {}",
+                limits.max_event_bytes,
+                listed.join(", ")
+            ),
         )
         .with_details(serde_json::json!({"indices": indices, "maxSize": limits.max_event_bytes, "errors": errors}))
     } else {

@@ -4,15 +4,14 @@ use crate::error::{ApiError, ErrorCode};
 use crate::limits::{MAX_BATCH_ID_LEN, MAX_NAMESPACE_LEN};
 
 /// Namespace names that may not be used by tenants.
-pub const RESERVED_NAMESPACES: &[&str] = &["admin", "system", "internal", "_system", "events", "con", "prn", "aux", "nul"];
+pub const RESERVED_NAMESPACES: &[&str] =
+    &["admin", "system", "internal", "_system", "events", "con", "prn", "aux", "nul"];
 
 /// Checks a namespace name: 1–64 characters of `[a-z0-9_-]`, starting with a
 /// letter or digit, not reserved. Namespaces appear in file paths and API keys
 /// (`ns_<namespace>_<secret>`), hence the strict alphabet.
 pub fn validate_namespace(ns: &str) -> Result<(), ApiError> {
-    let bad = |why: &str| {
-        Err(ApiError::new(ErrorCode::InvalidNamespace, format!("invalid namespace {ns:?}: {why}")))
-    };
+    let bad = |why: &str| Err(ApiError::new(ErrorCode::InvalidNamespace, format!("invalid namespace {ns:?}: {why}")));
     if ns.is_empty() || ns.len() > MAX_NAMESPACE_LEN {
         return bad("must be 1-64 characters");
     }

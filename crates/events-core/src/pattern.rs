@@ -30,7 +30,8 @@ pub struct Pattern {
 impl Pattern {
     /// Parses and validates a pattern.
     pub fn parse(source: &str) -> Result<Self, ApiError> {
-        let bad = |why: &str| Err(ApiError::new(ErrorCode::InvalidPattern, format!("invalid pattern {source:?}: {why}")));
+        let bad =
+            |why: &str| Err(ApiError::new(ErrorCode::InvalidPattern, format!("invalid pattern {source:?}: {why}")));
         if source.is_empty() || source.len() > MAX_PATTERN_LEN {
             return bad("must be 1-256 characters");
         }

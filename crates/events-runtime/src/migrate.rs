@@ -40,7 +40,8 @@ pub fn apply<S: SqlStorage>(storage: &S, class: &str, migrations: &[Migration], 
     }
     storage.transaction(|| {
         storage.execute_script(SYSTEM_MIGRATIONS)?;
-        let current = storage.query_one("SELECT COALESCE(MAX(version), 0) FROM _migrations", &[])?.map_or(0, |r| r.i64(0));
+        let current =
+            storage.query_one("SELECT COALESCE(MAX(version), 0) FROM _migrations", &[])?.map_or(0, |r| r.i64(0));
         let current = u32::try_from(current).map_err(|_| ApiError::internal("corrupt migration version"))?;
         if current as usize > migrations.len() {
             return Err(ApiError::internal(format!(

@@ -5,9 +5,9 @@ use std::future::Future;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::ObjectResult;
 use crate::context::{Host, ObjectContext};
 use crate::migrate::Migration;
-use crate::ObjectResult;
 
 /// A typed message exchanged with an object. Natively it is moved through a
 /// channel; across a network boundary (Cloudflare) it travels as JSON.
