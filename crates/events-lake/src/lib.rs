@@ -1,0 +1,35 @@
+//! The lakehouse file formats of events.do: Parquet encoding and decoding of
+//! event batches, and the partition layout of event files.
+//!
+//! This crate does no I/O: it turns events into Parquet bytes and back, and
+//! names the keys those bytes are stored under. It compiles for the native
+//! host and for `wasm32-unknown-unknown` alike.
+//!
+//! - [`layout`]: where event files live, `{prefix}/ns=…/date=…/hour=…/{file}.parquet`,
+//!   and grouping events into those hourly partitions.
+//! - [`schema`]: the Arrow schema of event files and the typed columns derived from `data`.
+//! - [`encode`]: events to one Parquet file, sorted by `(ts, id)`.
+//! - [`decode`]: a Parquet file back to events, or only its footer stats.
+//! - [`merge`]: compaction of several files into one, without duplicates.
+//! - [`error`]: [`LakeError`], and its mapping to the API's error envelope.
+
+#![warn(missing_docs)]
+
+pub mod decode;
+pub mod encode;
+pub mod error;
+pub mod layout;
+pub mod merge;
+pub mod schema;
+
+#[cfg(test)]
+mod testdata;
+
+pub use decode::{FileStats, decode_events, decode_events_bytes, file_stats};
+pub use encode::encode_events;
+pub use error::LakeError;
+pub use layout::{
+    EVENTS_TABLE_PREFIX, EventFileKey, event_file_key, hour_prefix, parse_event_file_key, partition_by_hour,
+};
+pub use merge::merge_event_files;
+pub use schema::event_schema;
