@@ -1,0 +1,24 @@
+//! One module per subcommand. To add one: write `commands/foo.rs` with a
+//! `FooArgs` (clap `Args`, with `about` and an `after_help` holding
+//! `Examples:`) and `pub async fn run(global: &GlobalArgs, args: FooArgs)`,
+//! then add a variant to [`Command`] and an arm to [`run`].
+
+use clap::Subcommand;
+
+use crate::cli::Cli;
+
+pub mod serve;
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Serve(serve::ServeArgs),
+}
+
+/// Runs the chosen subcommand.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let Cli { global, command } = cli;
+    match command {
+        Command::Serve(args) => serve::run(&global, args).await,
+    }
+}

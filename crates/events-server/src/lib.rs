@@ -1,0 +1,126 @@
+//! The HTTP server of events.do.
+//!
+//! - [`config`]: [`ServerConfig`] and its layered loading.
+//! - [`error`]: the error envelope as a response, and the [`ApiJson`] extractor.
+//! - [`routes`]: the route modules and the OpenAPI document built from them.
+//! - [`middleware`]: request id, tracing, metrics, timeout.
+//! - [`state`]: [`AppState`], shared by all handlers.
+//!
+//! [`serve`] binds, prints `events.do listening on http://ADDR` on stdout and
+//! serves until the shutdown future completes.
+
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, header};
+use tokio::net::TcpListener;
+use tower_http::cors::{Any, CorsLayer};
+
+pub mod config;
+pub mod error;
+pub mod middleware;
+pub mod routes;
+pub mod state;
+pub mod telemetry;
+
+pub use config::{ConfigError, ConfigOverrides, LogFormat, ServerConfig};
+pub use error::{ApiErrorResponse, ApiJson};
+pub use state::AppState;
+pub use telemetry::init_tracing;
+
+/// The complete application: every route module, fallbacks and middleware.
+pub fn router(state: AppState) -> Router {
+    let (api, _doc) = routes::api().split();
+    let timeout = Duration::from_millis(state.config.request_timeout_ms);
+    api.method_not_allowed_fallback(error::method_not_allowed)
+        .fallback(error::not_found)
+        // Innermost first; `Router::layer` wraps each route after routing, so
+        // `observe` sees the matched route template.
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(timeout, middleware::timeout))
+        .layer(cors())
+        .layer(axum::middleware::from_fn(middleware::observe))
+        .with_state(state)
+}
+
+/// CORS: any origin, `GET`/`POST`, with `Authorization` and `Content-Type`.
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([middleware::X_REQUEST_ID.clone()])
+        .max_age(Duration::from_secs(600))
+}
+
+/// A server bound to its address, not yet serving.
+pub struct Server {
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: AppState,
+}
+
+impl Server {
+    /// Builds the state for `config` and binds `config.listen`.
+    pub async fn bind(config: ServerConfig) -> anyhow::Result<Server> {
+        Server::bind_with_state(AppState::new(config)?).await
+    }
+
+    /// Binds `state.config.listen`, creating `data_dir` if needed.
+    pub async fn bind_with_state(state: AppState) -> anyhow::Result<Server> {
+        let config = &state.config;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+        let listener =
+            TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr().context("cannot read the bound address")?;
+        Ok(Server { listener, addr, state })
+    }
+
+    /// The address actually bound (the real port when `listen` had port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shared state.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Prints the listening line and serves until `shutdown` completes, then
+    /// lets in-flight requests finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Server { listener, addr, state } = self;
+        let config = &state.config;
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "events.do listening on http://{addr}").context("cannot write to stdout")?;
+            out.flush().context("cannot flush stdout")?;
+        }
+        tracing::info!(
+            %addr,
+            env = %config.env,
+            data_dir = %config.data_dir.display(),
+            version = env!("CARGO_PKG_VERSION"),
+            "events.do listening"
+        );
+        if config.dev {
+            tracing::warn!("dev mode: unauthenticated writes are allowed");
+        }
+        let app = router(state);
+        axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("server error")?;
+        tracing::info!("events.do stopped");
+        Ok(())
+    }
+}
+
+/// Binds `config.listen`, prints `events.do listening on http://ADDR` (one line,
+/// flushed) and serves until `shutdown` completes, then shuts down gracefully.
+pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    Server::bind(config).await?.run(shutdown).await
+}

@@ -1,0 +1,59 @@
+//! The state shared by every handler.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Instant;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::config::ServerConfig;
+
+/// Shared server state: cheap to clone (one `Arc`), read through `Deref` to [`AppStateInner`].
+///
+/// Handlers take it as `State(state): State<AppState>` and read `state.config`, `state.metrics`, ...
+#[derive(Clone)]
+pub struct AppState(Arc<AppStateInner>);
+
+/// The fields of [`AppState`].
+pub struct AppStateInner {
+    /// The effective configuration.
+    pub config: ServerConfig,
+    /// The process-wide Prometheus handle (rendered by `GET /metrics`).
+    pub metrics: PrometheusHandle,
+    /// When this state was built (≈ server start).
+    pub started_at: Instant,
+    // ------------------------------------------------------------------
+    // Extension point: subsystems add their handles below and build them
+    // in `AppState::new` (e.g. the durable-object host of
+    // `events-host-native`, ingest rate limiters, the lake writer).
+    // Keep every field cheap to share (`Arc` or a handle type).
+    // ------------------------------------------------------------------
+}
+
+impl AppState {
+    /// Builds the state for `config`.
+    pub fn new(config: ServerConfig) -> anyhow::Result<AppState> {
+        Ok(AppState(Arc::new(AppStateInner {
+            config,
+            metrics: crate::telemetry::metrics_handle(),
+            started_at: Instant::now(),
+        })))
+    }
+}
+
+impl Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("listen", &self.config.listen)
+            .field("env", &self.config.env)
+            .finish_non_exhaustive()
+    }
+}
