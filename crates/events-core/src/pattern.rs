@@ -100,11 +100,7 @@ impl Pattern {
                         next[j] = any;
                     }
                 }
-                Segment::One => {
-                    for j in 0..n {
-                        next[j + 1] = reachable[j];
-                    }
-                }
+                Segment::One => next[1..=n].copy_from_slice(&reachable[..n]),
                 Segment::Literal(lit) => {
                     for j in 0..n {
                         next[j + 1] = reachable[j] && parts[j] == lit;

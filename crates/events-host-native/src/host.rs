@@ -1,0 +1,427 @@
+//! [`NativeHost`]: starts executors, routes calls to objects, runs alarms.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use events_core::{ApiError, ErrorCode, Timestamp};
+use events_runtime::context::Host;
+use events_runtime::{DurableObject, ObjectResult};
+use sha2::{Digest, Sha256};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::alarms::{AlarmScheduler, HostIndex};
+use crate::blobs::ObjectStoreBlobs;
+use crate::config::{CALL_TIMEOUT_MS, HostConfig, MAILBOX_CAPACITY, MAX_OBJECT_NAME_BYTES};
+use crate::http::ReqwestHttp;
+use crate::instance::{self, Envelope};
+use crate::registry::{Control, Entry, ObjectKey, Registry, Signal};
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Type-erased operations on a registered class.
+trait ClassOps: Send + Sync {
+    fn fire_alarm(&self, host: &NativeHost, name: &str) -> ObjectResult<()>;
+}
+
+struct ClassHandle<O>(std::marker::PhantomData<fn() -> O>);
+
+impl<O: DurableObject> ClassOps for ClassHandle<O> {
+    fn fire_alarm(&self, host: &NativeHost, name: &str) -> ObjectResult<()> {
+        host.dispatch::<O>(name, Envelope::Alarm)
+    }
+}
+
+/// Counters describing the host, for metrics, tests and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostStats {
+    /// Objects currently in memory.
+    pub live_objects: usize,
+    /// Activations since start (first use or wake from hibernation).
+    pub activations: u64,
+    /// Hibernations since start.
+    pub hibernations: u64,
+    /// Durable commits since start.
+    pub commits: u64,
+    /// Requests handled since start.
+    pub requests: u64,
+    /// Alarm handler runs since start.
+    pub alarm_runs: u64,
+    /// Alarms currently scheduled.
+    pub pending_alarms: usize,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) activations: AtomicU64,
+    pub(crate) hibernations: AtomicU64,
+    pub(crate) commits: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) alarm_runs: AtomicU64,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: HostConfig,
+    pub(crate) registry: Registry,
+    pub(crate) index: HostIndex,
+    pub(crate) scheduler: Arc<AlarmScheduler>,
+    pub(crate) counters: Counters,
+    executors: Vec<mpsc::UnboundedSender<Job>>,
+    classes: RwLock<HashMap<&'static str, Arc<dyn ClassOps>>>,
+    blobs: ObjectStoreBlobs,
+    http: ReqwestHttp,
+    shutting_down: AtomicBool,
+    pub(crate) stopped: Notify,
+    /// The data-directory lock, released at the end of shutdown.
+    lock: std::sync::Mutex<Option<File>>,
+}
+
+/// The native host. Cheap to clone; all clones share one set of objects.
+#[derive(Clone)]
+pub struct NativeHost(pub(crate) Arc<Inner>);
+
+impl NativeHost {
+    /// Opens the data directory (taking an exclusive lock on it), starts the
+    /// executor threads and the alarm scheduler, and schedules every alarm
+    /// recorded before the last stop. Must be called inside a tokio runtime.
+    ///
+    /// Register every object class with [`NativeHost::register`] right
+    /// after; alarms of a class fire once it is registered.
+    pub fn start(config: HostConfig) -> ObjectResult<NativeHost> {
+        let io = |what: &str, e: std::io::Error| ApiError::new(ErrorCode::StorageError, format!("{what}: {e}"));
+        std::fs::create_dir_all(config.data_dir.join("objects")).map_err(|e| io("create data directory", e))?;
+        let lock = File::create(config.data_dir.join("LOCK")).map_err(|e| io("create lock file", e))?;
+        lock.try_lock().map_err(|_| {
+            ApiError::new(
+                ErrorCode::StorageError,
+                format!("data directory {} is in use by another process", config.data_dir.display()),
+            )
+        })?;
+        let config = cap_live_objects(config);
+        let index = HostIndex::open(&config.data_dir.join("host.sqlite"))?;
+        let blobs = ObjectStoreBlobs::from_config(&config)?;
+        let http = ReqwestHttp::new(config.outbound.clone())?;
+        let threads = if config.threads == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            config.threads
+        };
+        let executors = (0..threads).map(spawn_executor).collect::<Result<Vec<_>, _>>()?;
+        let host = NativeHost(Arc::new(Inner {
+            config,
+            registry: Registry::new(),
+            index,
+            scheduler: Arc::new(AlarmScheduler::default()),
+            counters: Counters::default(),
+            executors,
+            classes: RwLock::new(HashMap::new()),
+            blobs,
+            http,
+            shutting_down: AtomicBool::new(false),
+            stopped: Notify::new(),
+            lock: std::sync::Mutex::new(Some(lock)),
+        }));
+        for (class, name, at) in host.0.index.alarms()? {
+            if let Some(class) = interned(&class) {
+                host.0.scheduler.schedule((class, name), at);
+            }
+        }
+        tokio::spawn(run_scheduler(Arc::downgrade(&host.0), host.0.scheduler.clone()));
+        Ok(host)
+    }
+
+    /// Makes class `O` known to the host (needed for its alarms to fire after a restart).
+    pub fn register<O: DurableObject>(&self) -> &Self {
+        let class = intern(O::CLASS);
+        self.0
+            .classes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(class, Arc::new(ClassHandle::<O>(Default::default())));
+        self.0.scheduler.notify.notify_one();
+        self
+    }
+
+    /// The configuration the host runs with.
+    pub fn config(&self) -> &HostConfig {
+        &self.0.config
+    }
+
+    /// Sends `req` to object `O` called `name` and waits for its durable answer.
+    pub async fn call_object<O: DurableObject>(&self, name: &str, req: O::Request) -> ObjectResult<O::Response> {
+        if name.is_empty() || name.len() > MAX_OBJECT_NAME_BYTES {
+            return Err(ApiError::new(ErrorCode::InvalidRequest, "object names are 1-256 bytes"));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.dispatch::<O>(name, Envelope::Request { req, reply })?;
+        match tokio::time::timeout(Duration::from_millis(CALL_TIMEOUT_MS), answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ApiError::new(ErrorCode::ServiceUnavailable, "the object stopped before answering")),
+            Err(_) => Err(ApiError::new(ErrorCode::Timeout, format!("{} {name} did not answer in time", O::CLASS))),
+        }
+    }
+
+    /// Enqueues `envelope` for object `O` called `name`, activating it if needed.
+    pub(crate) fn dispatch<O: DurableObject>(&self, name: &str, envelope: Envelope<O>) -> ObjectResult<()> {
+        let registry = &self.0.registry;
+        let key: ObjectKey = (O::CLASS, name.to_string());
+        let mut shard = registry.lock(O::CLASS, name);
+        if let Some(entry) = shard.get(&key) {
+            let sender = entry.sender.downcast_ref::<mpsc::Sender<Envelope<O>>>().unwrap_or_else(|| {
+                panic!("two object types share the class name {}", O::CLASS);
+            });
+            return match sender.try_send(envelope) {
+                Ok(()) => {
+                    entry.last_used.store(registry.next_tick(), Ordering::Relaxed);
+                    Ok(())
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    metrics::counter!("events_runtime_overloaded_total", "class" => O::CLASS).increment(1);
+                    Err(ApiError::new(
+                        ErrorCode::Overloaded,
+                        format!("{} {name} has {MAILBOX_CAPACITY} requests queued; retry later", O::CLASS),
+                    ))
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    // Invariant (registry.rs): a closed instance has left the table.
+                    unreachable!("{} {name}: closed instance still registered", O::CLASS)
+                }
+            };
+        }
+        if self.0.shutting_down.load(Ordering::SeqCst) {
+            return Err(ApiError::new(ErrorCode::ServiceUnavailable, "the server is shutting down"));
+        }
+        let (tx, rx) = mpsc::channel::<Envelope<O>>(MAILBOX_CAPACITY);
+        tx.try_send(envelope).map_err(|_| ApiError::internal("fresh mailbox refused a message"))?;
+        let control = Arc::new(Control::default());
+        let generation = registry.next_generation();
+        shard.insert(
+            key.clone(),
+            Entry {
+                sender: Box::new(tx),
+                control: control.clone(),
+                generation,
+                last_used: AtomicU64::new(registry.next_tick()),
+            },
+        );
+        drop(shard);
+        let live = registry.inc_live();
+        metrics::gauge!("events_runtime_live_objects").set(live as f64);
+        let executor = &self.0.executors[generation as usize % self.0.executors.len()];
+        let host = self.clone();
+        let job: Job = Box::new(move || {
+            tokio::task::spawn_local(instance::run::<O>(host, key.1, generation, rx, control));
+        });
+        executor.send(job).map_err(|_| ApiError::new(ErrorCode::ServiceUnavailable, "executors stopped"))?;
+        registry.shed(self.0.config.max_live_objects, &(O::CLASS, name.to_string()));
+        Ok(())
+    }
+
+    /// Path of an object's database file.
+    pub(crate) fn object_path(&self, class: &str, name: &str) -> PathBuf {
+        let digest = hex::encode(Sha256::digest(name.as_bytes()));
+        self.0.config.data_dir.join("objects").join(class).join(&digest[..2]).join(format!("{}.sqlite", &digest[..40]))
+    }
+
+    /// Names of every object of class `O` ever created on this data directory.
+    pub fn object_names<O: DurableObject>(&self) -> ObjectResult<Vec<String>> {
+        self.0.index.objects(O::CLASS)
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> HostStats {
+        let c = &self.0.counters;
+        HostStats {
+            live_objects: self.0.registry.live(),
+            activations: c.activations.load(Ordering::Relaxed),
+            hibernations: c.hibernations.load(Ordering::Relaxed),
+            commits: c.commits.load(Ordering::Relaxed),
+            requests: c.requests.load(Ordering::Relaxed),
+            alarm_runs: c.alarm_runs.load(Ordering::Relaxed),
+            pending_alarms: self.0.scheduler.len(),
+        }
+    }
+
+    /// Asks every idle live object to hibernate now (tests, benchmarks).
+    pub fn hibernate_all(&self) {
+        self.0.registry.signal_all(Signal::Hibernate);
+    }
+
+    /// Stops taking new work, lets every live object finish and commit what
+    /// it has queued, and waits until all have stopped.
+    pub async fn shutdown(&self) {
+        self.0.shutting_down.store(true, Ordering::SeqCst);
+        loop {
+            let stopped = self.0.stopped.notified();
+            if self.0.registry.live() == 0 {
+                break;
+            }
+            self.0.registry.signal_all(Signal::Shutdown);
+            let _ = tokio::time::timeout(Duration::from_millis(100), stopped).await;
+        }
+        // Every instance has made its last commit: another host may open the directory.
+        self.0.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
+        tracing::info!("object host stopped");
+    }
+
+    /// Whether [`NativeHost::shutdown`] has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.0.shutting_down.load(Ordering::SeqCst)
+    }
+
+    fn fire_alarm(&self, key: &ObjectKey) -> ObjectResult<bool> {
+        let ops = self.0.classes.read().unwrap_or_else(|p| p.into_inner()).get(key.0).cloned();
+        match ops {
+            Some(ops) => ops.fire_alarm(self, &key.1).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    pub(crate) fn blobs_ref(&self) -> &ObjectStoreBlobs {
+        &self.0.blobs
+    }
+}
+
+impl Host for NativeHost {
+    type Storage = crate::storage::SqliteStorage;
+    type Blobs = ObjectStoreBlobs;
+    type Http = ReqwestHttp;
+
+    fn now(&self) -> Timestamp {
+        self.0.config.clock.now()
+    }
+
+    fn random(&self) -> u128 {
+        rand::random()
+    }
+
+    fn var(&self, key: &str) -> Option<String> {
+        self.0.config.vars.get(key).cloned()
+    }
+
+    fn blobs(&self) -> &ObjectStoreBlobs {
+        self.blobs_ref()
+    }
+
+    fn http(&self) -> &ReqwestHttp {
+        &self.0.http
+    }
+
+    async fn call<O: DurableObject>(&self, name: &str, req: O::Request) -> ObjectResult<O::Response> {
+        self.call_object::<O>(name, req).await
+    }
+}
+
+/// File descriptors each live object holds (database and WAL).
+const FDS_PER_LIVE_OBJECT: u64 = 2;
+/// File descriptors kept for sockets, the lake and everything else.
+const FDS_RESERVED: u64 = 2_048;
+
+/// Raises the open-file limit as far as allowed, and lowers
+/// `max_live_objects` to what the limit can hold.
+fn cap_live_objects(mut config: HostConfig) -> HostConfig {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return config;
+        }
+        let wanted: libc::rlim_t = config.max_live_objects as u64 * FDS_PER_LIVE_OBJECT + FDS_RESERVED;
+        if wanted > limit.rlim_max {
+            // Raising the hard limit needs privileges; fine if refused.
+            let raised = libc::rlimit { rlim_cur: wanted, rlim_max: wanted };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+        if limit.rlim_cur < limit.rlim_max.min(wanted) {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max.min(wanted), rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    let fit = limit.rlim_cur.saturating_sub(FDS_RESERVED) / FDS_PER_LIVE_OBJECT;
+    if (config.max_live_objects as u64) > fit {
+        tracing::warn!(configured = config.max_live_objects, fit, "open-file limit caps live objects");
+        config.max_live_objects = fit.max(16) as usize;
+    }
+    config
+}
+
+fn spawn_executor(i: usize) -> ObjectResult<mpsc::UnboundedSender<Job>> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ApiError::internal(format!("executor runtime: {e}")))?;
+    std::thread::Builder::new()
+        .name(format!("objects-{i}"))
+        .spawn(move || {
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&runtime, async move {
+                while let Some(job) = rx.recv().await {
+                    job();
+                }
+            });
+            // Let instances that are still winding down finish.
+            runtime.block_on(local);
+        })
+        .map_err(|e| ApiError::internal(format!("executor thread: {e}")))?;
+    Ok(tx)
+}
+
+async fn run_scheduler(host: std::sync::Weak<Inner>, scheduler: Arc<AlarmScheduler>) {
+    loop {
+        let notified = scheduler.notify.notified();
+        let wait_ms = {
+            // Hold the host only while firing, so dropping it ends this task.
+            let Some(inner) = host.upgrade() else { return };
+            let host = NativeHost(inner);
+            let now = host.now();
+            let (due, next) = scheduler.take_due(now);
+            for key in due {
+                match host.fire_alarm(&key) {
+                    Ok(true) => {}
+                    // Class not registered yet, or the object is overloaded: try again shortly.
+                    Ok(false) | Err(_) => scheduler.schedule(key, now.add_millis(1_000)),
+                }
+            }
+            let poll_ms = if host.0.config.clock.is_real() { 60_000 } else { 10 };
+            next.map_or(poll_ms, |t| (t.as_millis() - now.as_millis()).clamp(0, poll_ms as i64) as u64)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => {}
+            _ = notified => {}
+        }
+    }
+}
+
+/// Class names are `&'static str` (object types declare them as constants);
+/// names read back from the alarm index are mapped onto the same strings.
+fn intern(class: &'static str) -> &'static str {
+    let mut table = INTERNED.write().unwrap_or_else(|p| p.into_inner());
+    match table.iter().find(|c| **c == class) {
+        Some(known) => known,
+        None => {
+            table.push(class);
+            class
+        }
+    }
+}
+
+fn interned(class: &str) -> Option<&'static str> {
+    let mut table = INTERNED.write().unwrap_or_else(|p| p.into_inner());
+    if let Some(known) = table.iter().find(|c| **c == class) {
+        return Some(known);
+    }
+    // A class seen only in the index so far; bounded by the number of classes.
+    let leaked: &'static str = Box::leak(class.to_string().into_boxed_str());
+    table.push(leaked);
+    Some(leaked)
+}
+
+static INTERNED: RwLock<Vec<&'static str>> = RwLock::new(Vec::new());

@@ -1,0 +1,255 @@
+//! [`ReqwestHttp`]: outbound HTTP with the outbound safety policy.
+//!
+//! - Redirects are never followed.
+//! - Response bodies are read up to [`OutboundPolicy::max_response_bytes`].
+//! - Targets that are, or resolve to, loopback, private, link-local,
+//!   shared (CGNAT), unspecified, multicast or cloud-metadata addresses are
+//!   refused unless an allowlist entry covers them. The check runs in the DNS
+//!   resolver, so a name that resolves to a private address is refused too.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use events_core::{ApiError, ErrorCode};
+use events_runtime::{HttpClient, HttpRequest, HttpResponse, ObjectResult};
+use futures::StreamExt;
+
+/// Default cap on the response bytes read.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// What outbound requests may reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundPolicy {
+    /// CIDR blocks (`127.0.0.0/8`, `::1/128`) allowed even though private.
+    pub allow: Vec<String>,
+    /// Response bytes read at most.
+    pub max_response_bytes: usize,
+}
+
+impl Default for OutboundPolicy {
+    fn default() -> Self {
+        OutboundPolicy { allow: Vec::new(), max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Cidr {
+    net: IpAddr,
+    bits: u8,
+}
+
+impl Cidr {
+    fn parse(s: &str) -> Option<Cidr> {
+        let (ip, bits) = match s.split_once('/') {
+            Some((ip, bits)) => (ip.parse().ok()?, bits.parse().ok()?),
+            None => {
+                let ip: IpAddr = s.parse().ok()?;
+                (ip, if ip.is_ipv4() { 32 } else { 128 })
+            }
+        };
+        let max = if matches!(ip, IpAddr::V4(_)) { 32 } else { 128 };
+        (bits <= max).then_some(Cidr { net: ip, bits })
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = if self.bits == 0 { 0 } else { u32::MAX << (32 - self.bits) };
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = if self.bits == 0 { 0 } else { u128::MAX << (128 - self.bits) };
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Whether `ip` is an address outbound webhooks must not reach by default.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local() // includes 169.254.169.254 (cloud metadata)
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (o[1] & 0xC0) == 64) // 100.64.0.0/10 shared
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // 192.0.0.0/24
+                || (o[0] == 198 && (o[1] & 0xFE) == 18) // 198.18.0.0/15 benchmarking
+                || o[0] >= 240
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            let seg = v6.segments();
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (seg[0] & 0xfe00) == 0xfc00 // unique local
+                || (seg[0] & 0xffc0) == 0xfe80 // link local
+                || (seg[0] == 0xfd00 && seg[1] == 0x0ec2) // AWS metadata v6 (fd00:ec2::254)
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Guard {
+    allow: Vec<Cidr>,
+}
+
+impl Guard {
+    fn permits(&self, ip: IpAddr) -> bool {
+        !is_private(ip) || self.allow.iter().any(|c| c.contains(ip))
+    }
+}
+
+struct GuardedResolver(Arc<Guard>);
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let guard = self.0.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = addrs.into_iter().filter(|a| guard.permits(a.ip())).collect();
+            if allowed.is_empty() {
+                return Err(format!("{host} resolves only to blocked (private) addresses").into());
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The outbound HTTP client.
+#[derive(Clone)]
+pub struct ReqwestHttp {
+    client: reqwest::Client,
+    guard: Arc<Guard>,
+    max_response_bytes: usize,
+}
+
+impl ReqwestHttp {
+    /// A client enforcing `policy`.
+    pub fn new(policy: OutboundPolicy) -> ObjectResult<Self> {
+        let allow = policy
+            .allow
+            .iter()
+            .map(|s| Cidr::parse(s).ok_or_else(|| ApiError::new(ErrorCode::InvalidConfig, format!("bad CIDR {s:?}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let guard = Arc::new(Guard { allow });
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
+            .user_agent(concat!("events.do/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(64)
+            .build()
+            .map_err(|e| ApiError::internal(format!("http client: {e}")))?;
+        Ok(ReqwestHttp { client, guard, max_response_bytes: policy.max_response_bytes })
+    }
+
+    /// Checks a URL before sending: scheme and literal IP addresses.
+    pub fn check_url(&self, url: &str) -> ObjectResult<reqwest::Url> {
+        let refuse = |why: String| Err(ApiError::new(ErrorCode::Forbidden, why));
+        let parsed = match reqwest::Url::parse(url) {
+            Ok(u) => u,
+            Err(e) => return refuse(format!("invalid URL {url:?}: {e}")),
+        };
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return refuse(format!("only http and https targets are allowed, not {}", parsed.scheme()));
+        }
+        let ip = match parsed.host() {
+            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+            Some(url::Host::Domain(_)) => None,
+            None => return refuse("URL has no host".into()),
+        };
+        if let Some(ip) = ip
+            && !self.guard.permits(ip)
+        {
+            return refuse(format!("target address {ip} is private; allow it in outbound.allow to use it"));
+        }
+        Ok(parsed)
+    }
+}
+
+impl HttpClient for ReqwestHttp {
+    async fn send(&self, req: HttpRequest) -> ObjectResult<HttpResponse> {
+        let url = self.check_url(&req.url)?;
+        let method = reqwest::Method::from_bytes(req.method.as_bytes())
+            .map_err(|_| ApiError::new(ErrorCode::InvalidRequest, format!("bad method {}", req.method)))?;
+        let mut builder =
+            self.client.request(method, url).timeout(Duration::from_millis(req.timeout_ms)).body(req.body);
+        for (k, v) in &req.headers {
+            builder = builder.header(k, v);
+        }
+        let response = builder.send().await.map_err(|e| {
+            let code = if e.is_timeout() { ErrorCode::Timeout } else { ErrorCode::ServiceUnavailable };
+            ApiError::new(code, format!("request failed: {e}"))
+        })?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let Ok(chunk) = chunk else { break };
+            let room = self.max_response_bytes - body.len();
+            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if body.len() >= self.max_response_bytes {
+                break;
+            }
+        }
+        Ok(HttpResponse { status, headers, body })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_ranges() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fc00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(is_private(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
+            assert!(!is_private(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn allowlist_and_literals() {
+        let http = ReqwestHttp::new(OutboundPolicy::default()).unwrap();
+        assert_eq!(http.check_url("http://127.0.0.1:9/x").unwrap_err().code, ErrorCode::Forbidden);
+        assert_eq!(http.check_url("http://[::1]/").unwrap_err().code, ErrorCode::Forbidden);
+        assert_eq!(http.check_url("ftp://example.com/").unwrap_err().code, ErrorCode::Forbidden);
+        assert!(http.check_url("https://example.com/hook").is_ok());
+        let open =
+            ReqwestHttp::new(OutboundPolicy { allow: vec!["127.0.0.0/8".into()], ..Default::default() }).unwrap();
+        assert!(open.check_url("http://127.0.0.1:9/x").is_ok());
+        assert_eq!(open.check_url("http://10.0.0.1/").unwrap_err().code, ErrorCode::Forbidden);
+    }
+}

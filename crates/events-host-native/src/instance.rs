@@ -1,0 +1,347 @@
+//! The life of one object instance: activation, the request loop with group
+//! commit, alarms, hibernation and shutdown.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use events_core::{ApiError, ErrorCode};
+use events_runtime::context::ObjectContext;
+use events_runtime::{ALARM_MAX_RETRIES, ALARM_RETRY_BASE_MS, DurableObject, ObjectResult};
+use futures::FutureExt;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::MAX_REQUESTS_PER_COMMIT;
+use crate::host::NativeHost;
+use crate::registry::{Control, ObjectKey, Signal};
+use crate::storage::{SqliteStorage, make_durable, open_connection, storage_error};
+
+/// A message in an object's mailbox.
+pub(crate) enum Envelope<O: DurableObject> {
+    /// A request and where to send its answer.
+    Request { req: O::Request, reply: oneshot::Sender<ObjectResult<O::Response>> },
+    /// The alarm may be due.
+    Alarm,
+}
+
+type Reply<O> =
+    (oneshot::Sender<ObjectResult<<O as DurableObject>::Response>>, ObjectResult<<O as DurableObject>::Response>);
+
+/// Runs one instance until it hibernates, stops or fails.
+pub(crate) async fn run<O: DurableObject>(
+    host: NativeHost,
+    name: String,
+    generation: u64,
+    mut rx: mpsc::Receiver<Envelope<O>>,
+    control: Arc<Control>,
+) {
+    let key: ObjectKey = (O::CLASS, name);
+    let started = Instant::now();
+    let (cx, mut object) = match activate::<O>(&host, &key).await {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::error!(class = O::CLASS, name = %key.1, error = %e, "activation failed");
+            leave(&host, &key, generation, &mut rx, Some(e));
+            return;
+        }
+    };
+    host.0.counters.activations.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("events_runtime_activations_total", "class" => O::CLASS).increment(1);
+    metrics::histogram!("events_runtime_activation_seconds", "class" => O::CLASS)
+        .record(started.elapsed().as_secs_f64());
+
+    let idle = Duration::from_millis(host.config().idle_timeout_ms);
+    let mut stopping = false;
+    loop {
+        if rx.is_empty() {
+            // Going idle: an idle object should cost as little memory as possible.
+            cx.storage().release_memory();
+        }
+        let first = if stopping {
+            match rx.try_recv() {
+                Ok(m) => m,
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                biased;
+                msg = rx.recv() => match msg {
+                    Some(m) => m,
+                    None => break,
+                },
+                _ = control.notify.notified() => {
+                    match control.take() {
+                        Signal::Shutdown => {
+                            // Leave the table first, so nothing new arrives; then drain.
+                            host.0.registry.remove_if(&key, generation, || true);
+                            stopping = true;
+                        }
+                        Signal::Hibernate => {
+                            if host.0.registry.remove_if(&key, generation, || rx.is_empty()) {
+                                host.0.counters.hibernations.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            }
+                        }
+                        Signal::None => {}
+                    }
+                    continue;
+                }
+                _ = tokio::time::sleep(idle) => {
+                    if host.0.registry.remove_if(&key, generation, || rx.is_empty()) {
+                        host.0.counters.hibernations.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    continue;
+                }
+            }
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_REQUESTS_PER_COMMIT {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = process_batch(&host, &key, &cx, &mut object, batch).await {
+            // The in-memory object may no longer match storage: drop it; the
+            // next call reloads it from what was committed.
+            tracing::error!(class = O::CLASS, name = %key.1, error = %e, "object reset after a failed batch");
+            leave(&host, &key, generation, &mut rx, None);
+            return;
+        }
+    }
+    leave(&host, &key, generation, &mut rx, None);
+}
+
+/// Opens the database, applies migrations and loads the object.
+async fn activate<O: DurableObject>(
+    host: &NativeHost,
+    key: &ObjectKey,
+) -> ObjectResult<(ObjectContext<NativeHost>, O)> {
+    let path = host.object_path(O::CLASS, &key.1);
+    let now = host.config().clock.now();
+    let class = O::CLASS;
+    let (conn, created) = tokio::task::spawn_blocking(move || -> ObjectResult<_> {
+        let created = !path.exists();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| ApiError::new(ErrorCode::StorageError, format!("{e}")))?;
+        }
+        let conn = open_connection(&path).map_err(storage_error)?;
+        let storage = SqliteStorage::new(conn);
+        events_runtime::migrate::apply(&storage, class, O::migrations(), now.as_millis())?;
+        let conn = storage.take();
+        make_durable(&conn).map_err(storage_error)?;
+        Ok((conn, created))
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("activation task: {e}")))??;
+    if created {
+        host.0.index.record_object(key, now)?;
+    }
+    let storage = SqliteStorage::new(conn);
+    let cx = ObjectContext::new(key.1.clone(), storage.clone(), host.clone());
+    storage.begin()?;
+    let loaded = AssertUnwindSafe(O::load(&cx)).catch_unwind().await;
+    let object = match loaded {
+        Ok(Ok(object)) => object,
+        Ok(Err(e)) => {
+            storage.raw("ROLLBACK")?;
+            return Err(e);
+        }
+        Err(_) => {
+            storage.raw("ROLLBACK")?;
+            return Err(ApiError::internal(format!("{class} {} panicked while loading", key.1)));
+        }
+    };
+    commit(host, key, &storage).await?;
+    if let Some((at, _)) = storage.alarm_row()? {
+        host.0.scheduler.schedule(key.clone(), at);
+    }
+    Ok((cx, object))
+}
+
+/// Runs a batch in one transaction, each message in its own savepoint, then
+/// commits once and releases the answers.
+async fn process_batch<O: DurableObject>(
+    host: &NativeHost,
+    key: &ObjectKey,
+    cx: &ObjectContext<NativeHost>,
+    object: &mut O,
+    batch: Vec<Envelope<O>>,
+) -> ObjectResult<()> {
+    let storage = cx.storage();
+    storage.begin()?;
+    let mut replies: Vec<Reply<O>> = Vec::with_capacity(batch.len());
+    let mut poisoned = None;
+    for envelope in batch {
+        if let Some(e) = &poisoned {
+            if let Envelope::Request { reply, .. } = envelope {
+                replies.push((reply, Err(ApiError::clone(e))));
+            }
+            continue;
+        }
+        match envelope {
+            Envelope::Request { req, reply } => {
+                storage.raw("SAVEPOINT request")?;
+                let outcome = AssertUnwindSafe(object.handle(cx, req)).catch_unwind().await;
+                host.0.counters.requests.fetch_add(1, Ordering::Relaxed);
+                match outcome {
+                    Ok(Ok(response)) => {
+                        storage.raw("RELEASE request")?;
+                        replies.push((reply, Ok(response)));
+                    }
+                    Ok(Err(e)) => {
+                        storage.raw("ROLLBACK TO request; RELEASE request")?;
+                        replies.push((reply, Err(e)));
+                    }
+                    Err(_) => {
+                        storage.raw("ROLLBACK TO request; RELEASE request")?;
+                        let e = ApiError::internal(format!("{} {} panicked", O::CLASS, key.1));
+                        replies.push((reply, Err(e.clone())));
+                        poisoned = Some(e);
+                    }
+                }
+            }
+            Envelope::Alarm => run_alarm(host, key, cx, object).await?,
+        }
+    }
+    let size = replies.len();
+    match commit(host, key, storage).await {
+        Ok(()) => {
+            metrics::histogram!("events_runtime_batch_requests", "class" => O::CLASS).record(size as f64);
+            for (reply, result) in replies {
+                let _ = reply.send(result);
+            }
+        }
+        Err(e) => {
+            for (reply, _) in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+            return Err(e);
+        }
+    }
+    match poisoned {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Runs the alarm handler if the stored alarm is due.
+async fn run_alarm<O: DurableObject>(
+    host: &NativeHost,
+    key: &ObjectKey,
+    cx: &ObjectContext<NativeHost>,
+    object: &mut O,
+) -> ObjectResult<()> {
+    let storage = cx.storage();
+    let now = host.config().clock.now();
+    let (due_at, retries) = match storage.alarm_row()? {
+        Some((at, retries)) if at <= now => (at, retries),
+        Some((at, _)) => {
+            host.0.scheduler.schedule(key.clone(), at);
+            return Ok(());
+        }
+        None => {
+            // A stale index entry: make the commit reconcile the index.
+            storage.clear_alarm()?;
+            return Ok(());
+        }
+    };
+    storage.raw("SAVEPOINT alarm")?;
+    storage.clear_alarm()?;
+    let outcome = AssertUnwindSafe(object.alarm(cx)).catch_unwind().await;
+    host.0.counters.alarm_runs.fetch_add(1, Ordering::Relaxed);
+    let failure = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("alarm handler panicked".to_string()),
+    };
+    match failure {
+        None => {
+            storage.raw("RELEASE alarm")?;
+            metrics::counter!("events_runtime_alarm_runs_total", "class" => O::CLASS, "outcome" => "ok").increment(1);
+        }
+        Some(error) => {
+            storage.raw("ROLLBACK TO alarm; RELEASE alarm")?;
+            if retries < ALARM_MAX_RETRIES {
+                let delay = ALARM_RETRY_BASE_MS << retries;
+                tracing::warn!(class = O::CLASS, name = %key.1, %error, retry = retries + 1, delay_ms = delay, "alarm failed; retrying");
+                storage.set_alarm_retry(now.add_millis(delay), retries + 1)?;
+                metrics::counter!("events_runtime_alarm_runs_total", "class" => O::CLASS, "outcome" => "retry")
+                    .increment(1);
+            } else {
+                tracing::error!(class = O::CLASS, name = %key.1, %error, scheduled = %due_at, "alarm failed after all retries; dropped");
+                storage.clear_alarm()?;
+                metrics::counter!("events_runtime_alarm_runs_total", "class" => O::CLASS, "outcome" => "dropped")
+                    .increment(1);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Commits the open transaction durably, keeping the alarm index in step.
+async fn commit(host: &NativeHost, key: &ObjectKey, storage: &SqliteStorage) -> ObjectResult<()> {
+    let alarm_changed = storage.take_alarm_changed();
+    let alarm = if alarm_changed { storage.alarm_row()?.map(|(at, _)| at) } else { None };
+    if !alarm_changed && !storage.wrote_since_begin() {
+        // Nothing to make durable: a read-only commit writes no WAL frame.
+        return storage.raw("COMMIT");
+    }
+    let started = Instant::now();
+    let conn = storage.take();
+    let host2 = host.clone();
+    let key2 = key.clone();
+    let (returned, result) = tokio::task::spawn_blocking(move || {
+        let result = (|| {
+            if let Some(at) = alarm {
+                host2.0.index.upsert_alarm(&key2, at)?; // intent first (alarms.rs)
+            }
+            conn.execute_batch("COMMIT").map_err(storage_error)?;
+            if alarm_changed && alarm.is_none() {
+                host2.0.index.delete_alarm(&key2)?;
+            }
+            Ok(())
+        })();
+        if result.is_err() && !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        (conn, result)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("commit task: {e}")))?;
+    storage.restore(returned);
+    result?;
+    host.0.counters.commits.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("events_runtime_commits_total", "class" => key.0).increment(1);
+    metrics::histogram!("events_runtime_commit_seconds").record(started.elapsed().as_secs_f64());
+    if alarm_changed {
+        match alarm {
+            Some(at) => host.0.scheduler.schedule(key.clone(), at),
+            None => host.0.scheduler.cancel(key),
+        }
+    }
+    Ok(())
+}
+
+/// Leaves the live table and answers whatever is still queued.
+fn leave<O: DurableObject>(
+    host: &NativeHost,
+    key: &ObjectKey,
+    generation: u64,
+    rx: &mut mpsc::Receiver<Envelope<O>>,
+    error: Option<ApiError>,
+) {
+    host.0.registry.remove_if(key, generation, || true);
+    rx.close();
+    let error = error.unwrap_or_else(|| ApiError::new(ErrorCode::ServiceUnavailable, "object restarted; retry"));
+    while let Ok(envelope) = rx.try_recv() {
+        if let Envelope::Request { reply, .. } = envelope {
+            let _ = reply.send(Err(error.clone()));
+        }
+    }
+    let live = host.0.registry.dec_live();
+    metrics::gauge!("events_runtime_live_objects").set(live as f64);
+    host.0.stopped.notify_waiters();
+}
