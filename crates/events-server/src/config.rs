@@ -94,6 +94,12 @@ pub struct ServerConfig {
     pub ingest: IngestConfig,
     /// Durable-object runtime settings.
     pub runtime: RuntimeConfig,
+    /// Event writer flush and compaction settings.
+    pub writer: WriterConfig,
+    /// Outbound HTTP policy (webhook delivery).
+    pub outbound: OutboundConfig,
+    /// Dynamic sharding of event writers.
+    pub shards: ShardsConfig,
 }
 
 impl Default for ServerConfig {
@@ -110,6 +116,9 @@ impl Default for ServerConfig {
             max_body_bytes: limits::MAX_INGEST_BODY_BYTES,
             ingest: IngestConfig::default(),
             runtime: RuntimeConfig::default(),
+            writer: WriterConfig::default(),
+            outbound: OutboundConfig::default(),
+            shards: ShardsConfig::default(),
         }
     }
 }
@@ -128,6 +137,9 @@ impl fmt::Debug for ServerConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("ingest", &self.ingest)
             .field("runtime", &self.runtime)
+            .field("writer", &self.writer)
+            .field("outbound", &self.outbound)
+            .field("shards", &self.shards)
             .finish()
     }
 }
@@ -146,6 +158,8 @@ pub struct IngestConfig {
     pub max_events_per_batch: usize,
     /// Largest single event, serialized, in bytes.
     pub max_event_bytes: usize,
+    /// Let requests through when the rate limiter fails (default: refuse).
+    pub rate_limit_fail_open: bool,
 }
 
 impl Default for IngestConfig {
@@ -156,6 +170,67 @@ impl Default for IngestConfig {
             events_per_day: limits::DEFAULT_EVENTS_PER_DAY,
             max_events_per_batch: limits::MAX_EVENTS_PER_BATCH,
             max_event_bytes: limits::MAX_EVENT_BYTES,
+            rate_limit_fail_open: false,
+        }
+    }
+}
+
+/// Event writer settings (the `[writer]` table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WriterConfig {
+    /// Flush a writer shard once it buffers this many events.
+    pub flush_max_events: u64,
+    /// Flush once the buffered JSON reaches this many bytes.
+    pub flush_max_bytes: u64,
+    /// Flush once the oldest buffered event waited this long (ms).
+    pub flush_max_age_ms: i64,
+    /// Compact an hour's small files this long after the hour ends (ms).
+    pub compact_grace_ms: i64,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        use events_objects::event_writer as w;
+        WriterConfig {
+            flush_max_events: w::DEFAULT_FLUSH_MAX_EVENTS,
+            flush_max_bytes: w::DEFAULT_FLUSH_MAX_BYTES,
+            flush_max_age_ms: w::DEFAULT_FLUSH_MAX_AGE_MS,
+            compact_grace_ms: w::COMPACT_GRACE_MS,
+        }
+    }
+}
+
+/// Outbound HTTP policy (the `[outbound]` table).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// CIDR blocks that webhooks may reach although private (e.g. `127.0.0.0/8`).
+    pub allow: Vec<String>,
+}
+
+/// Dynamic sharding of event writers (the `[shards]` table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShardsConfig {
+    /// Most writer shards per namespace.
+    pub max: u32,
+    /// Requests in flight on one shard that count as backpressure.
+    pub backpressure_inflight: usize,
+    /// Minimum time between two layout changes (ms).
+    pub cooldown_ms: i64,
+    /// Quiet time after which one shard is removed (ms).
+    pub scale_down_quiet_ms: i64,
+}
+
+impl Default for ShardsConfig {
+    fn default() -> Self {
+        use events_objects::shard_coordinator as s;
+        ShardsConfig {
+            max: s::MAX_SHARDS,
+            backpressure_inflight: 64,
+            cooldown_ms: s::COOLDOWN_MS,
+            scale_down_quiet_ms: s::SCALE_DOWN_QUIET_MS,
         }
     }
 }

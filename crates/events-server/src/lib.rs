@@ -21,9 +21,13 @@ use axum::http::{Method, header};
 use tokio::net::TcpListener;
 use tower_http::cors::{Any, CorsLayer};
 
+pub mod auth;
 pub mod config;
 pub mod error;
+pub mod ingest;
 pub mod middleware;
+pub mod objects;
+pub mod reader;
 pub mod routes;
 pub mod state;
 pub mod telemetry;
@@ -112,8 +116,10 @@ impl Server {
         if config.dev {
             tracing::warn!("dev mode: unauthenticated writes are allowed");
         }
-        let app = router(state);
+        let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("server error")?;
+        // HTTP is drained: flush the writers and let every object commit and stop.
+        crate::objects::stop_host(&state.host).await;
         tracing::info!("events.do stopped");
         Ok(())
     }

@@ -22,6 +22,12 @@ pub struct AppStateInner {
     pub metrics: PrometheusHandle,
     /// When this state was built (≈ server start).
     pub started_at: Instant,
+    /// The durable-object host running every object.
+    pub host: events_host_native::NativeHost,
+    /// Authentication (admin token, key cache).
+    pub auth: crate::auth::Auth,
+    /// The ingest pipeline's shared state.
+    pub ingest: crate::ingest::Ingest,
     // ------------------------------------------------------------------
     // Extension point: subsystems add their handles below and build them
     // in `AppState::new` (e.g. the durable-object host of
@@ -32,11 +38,17 @@ pub struct AppStateInner {
 
 impl AppState {
     /// Builds the state for `config`.
+    /// Starts the object host, so it must run inside a tokio runtime.
     pub fn new(config: ServerConfig) -> anyhow::Result<AppState> {
+        let admin_token = crate::auth::Auth::load_admin_token(config.admin_token.as_deref(), &config.data_dir)?;
+        let host = crate::objects::start_host(&config)?;
         Ok(AppState(Arc::new(AppStateInner {
-            config,
             metrics: crate::telemetry::metrics_handle(),
             started_at: Instant::now(),
+            host,
+            auth: crate::auth::Auth::new(admin_token, config.dev),
+            ingest: crate::ingest::Ingest::default(),
+            config,
         })))
     }
 }

@@ -22,11 +22,15 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use crate::error::ErrorBody;
 use crate::state::AppState;
 
+pub mod admin;
+pub mod events;
 pub mod health;
+pub mod ingest;
 pub mod meta;
 
 /// Every route module, in registration order. The one list of routes.
-pub const MODULES: &[fn(ApiRouter) -> ApiRouter] = &[health::register, meta::register];
+pub const MODULES: &[fn(ApiRouter) -> ApiRouter] =
+    &[health::register, meta::register, ingest::register, events::register, admin::register];
 
 /// One registered route: an HTTP method and a path template (`/things/{id}`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -1,0 +1,28 @@
+//! The durable objects of events.do.
+//!
+//! Each module is one object kind: its storage schema (migrations), its
+//! request and response messages, and its behaviour. Objects see the world
+//! only through `events_runtime` (storage, alarm, stubs, host), so this
+//! crate builds for the native host and for `wasm32-unknown-unknown` alike.
+//!
+//! | object | name | job |
+//! |---|---|---|
+//! | [`EventWriter`] | `<ns>/<shard>` | durable buffer of accepted events, flushed to Parquet; the fan-out outbox |
+//! | [`RateLimiter`] | `key:<id>`, `ip:<addr>`, `quota:<ns>` | sliding-window limits and daily quotas |
+//! | [`ShardCoordinator`] | `<ns>` | how many writer shards a namespace uses |
+//! | [`Tenant`] | `<ns>` | API keys, namespace limits, `batchId` reservations |
+
+pub mod event_writer;
+pub mod rate_limiter;
+pub mod shard_coordinator;
+pub mod tenant;
+
+pub use event_writer::EventWriter;
+pub use rate_limiter::RateLimiter;
+pub use shard_coordinator::ShardCoordinator;
+pub use tenant::Tenant;
+
+/// Reads a numeric configuration variable, falling back to `default`.
+pub(crate) fn var_or<H: events_runtime::Host, T: std::str::FromStr>(host: &H, key: &str, default: T) -> T {
+    host.var(key).and_then(|v| v.parse().ok()).unwrap_or(default)
+}

@@ -1,0 +1,148 @@
+//! [`ShardCoordinator`]: how many [`crate::EventWriter`] shards a namespace uses.
+//!
+//! A namespace starts with one writer shard (`<ns>/0`). When callers report
+//! backpressure (a shard had too many requests in flight, or refused one as
+//! overloaded) often enough, the coordinator adds a shard, up to
+//! [`MAX_SHARDS`]; after a quiet spell it removes the newest one again. A
+//! removed shard keeps flushing what it holds: only routing changes.
+//! The layout carries an `epoch` that grows with every change.
+
+use events_core::Timestamp;
+use events_runtime::context::ObjectStorage;
+use events_runtime::{DurableObject, Host, Migration, ObjectContext, ObjectResult};
+use serde::{Deserialize, Serialize};
+
+use crate::var_or;
+
+/// Most writer shards per namespace.
+pub const MAX_SHARDS: u32 = 16;
+/// Backpressure reports within [`REPORT_WINDOW_MS`] that add a shard.
+pub const SCALE_UP_REPORTS: usize = 3;
+/// Window over which backpressure reports are counted.
+pub const REPORT_WINDOW_MS: i64 = 30_000;
+/// Minimum time between two layout changes.
+pub const COOLDOWN_MS: i64 = 60_000;
+/// Quiet time (no backpressure) after which one shard is removed.
+pub const SCALE_DOWN_QUIET_MS: i64 = 300_000;
+
+/// The current shard layout of a namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardLayout {
+    /// Active shard numbers, `0..count`.
+    pub shards: u32,
+    /// Grows with every change.
+    pub epoch: u64,
+    /// When the layout last changed.
+    pub changed_at: Timestamp,
+    /// Backpressure reports in the current window.
+    pub recent_reports: usize,
+}
+
+/// Requests to a [`ShardCoordinator`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ShardRequest {
+    /// The current layout.
+    Layout,
+    /// A caller saw backpressure on `shard`.
+    Backpressure {
+        /// The shard number.
+        shard: u32,
+    },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct State {
+    shards: u32,
+    epoch: u64,
+    changed_at: i64,
+    reports: Vec<i64>,
+    last_report: i64,
+}
+
+/// The coordinator object (one per namespace).
+pub struct ShardCoordinator {
+    state: State,
+    cooldown_ms: i64,
+    quiet_ms: i64,
+    max_shards: u32,
+}
+
+const MIGRATIONS: &[Migration] = &[];
+
+impl ShardCoordinator {
+    fn layout(&self) -> ShardLayout {
+        ShardLayout {
+            shards: self.state.shards,
+            epoch: self.state.epoch,
+            changed_at: Timestamp(self.state.changed_at),
+            recent_reports: self.state.reports.len(),
+        }
+    }
+
+    fn change(&mut self, shards: u32, now: i64) {
+        assert!((1..=self.max_shards).contains(&shards), "shard count out of range");
+        self.state.shards = shards;
+        self.state.epoch += 1;
+        self.state.changed_at = now;
+        self.state.reports.clear();
+    }
+}
+
+impl DurableObject for ShardCoordinator {
+    const CLASS: &'static str = "ShardCoordinator";
+    type Request = ShardRequest;
+    type Response = ShardLayout;
+
+    fn migrations() -> &'static [Migration] {
+        MIGRATIONS
+    }
+
+    async fn load<H: Host>(cx: &ObjectContext<H>) -> ObjectResult<Self> {
+        let mut state: State = cx.kv().get("state")?.unwrap_or_default();
+        if state.shards == 0 {
+            state.shards = 1;
+        }
+        Ok(ShardCoordinator {
+            state,
+            cooldown_ms: var_or(cx.host(), "shards.cooldown_ms", COOLDOWN_MS),
+            quiet_ms: var_or(cx.host(), "shards.scale_down_quiet_ms", SCALE_DOWN_QUIET_MS),
+            max_shards: var_or(cx.host(), "shards.max", MAX_SHARDS).clamp(1, MAX_SHARDS),
+        })
+    }
+
+    async fn handle<H: Host>(&mut self, cx: &ObjectContext<H>, req: ShardRequest) -> ObjectResult<ShardLayout> {
+        let now = cx.now().as_millis();
+        match req {
+            ShardRequest::Layout => return Ok(self.layout()),
+            ShardRequest::Backpressure { shard } => {
+                self.state.reports.retain(|t| now - t < REPORT_WINDOW_MS);
+                self.state.reports.push(now);
+                self.state.last_report = now;
+                let cooling = now - self.state.changed_at < self.cooldown_ms && self.state.epoch > 0;
+                if self.state.reports.len() >= SCALE_UP_REPORTS && self.state.shards < self.max_shards && !cooling {
+                    let shards = self.state.shards + 1;
+                    self.change(shards, now);
+                    cx.storage().set_alarm(Timestamp(now + self.quiet_ms)).await?;
+                    let _ = shard;
+                }
+            }
+        }
+        cx.kv().put("state", &self.state)?;
+        Ok(self.layout())
+    }
+
+    async fn alarm<H: Host>(&mut self, cx: &ObjectContext<H>) -> ObjectResult<()> {
+        let now = cx.now().as_millis();
+        let quiet_since = self.state.last_report.max(self.state.changed_at);
+        if self.state.shards > 1 {
+            if now - quiet_since >= self.quiet_ms {
+                let shards = self.state.shards - 1;
+                self.change(shards, now);
+                cx.kv().put("state", &self.state)?;
+            }
+            let next = self.state.last_report.max(self.state.changed_at) + self.quiet_ms;
+            cx.storage().set_alarm(Timestamp(next.max(now + 1_000))).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,282 @@
+//! [`Tenant`]: one per namespace. API keys, namespace limits, `batchId` reservations.
+//!
+//! API keys have the form `ns_<namespace>_<secret>`, where the secret is 64
+//! hex digits (256 random bits). Only the SHA-256 of the secret is stored;
+//! the full key is shown once, when it is created.
+
+use events_core::limits::{
+    BATCH_ID_TTL_MS, DEFAULT_EVENTS_PER_DAY, DEFAULT_EVENTS_PER_MINUTE, DEFAULT_REQUESTS_PER_MINUTE,
+};
+use events_core::{ApiError, ErrorCode, Timestamp};
+use events_runtime::{DurableObject, Host, Migration, ObjectContext, ObjectResult, Row, SqlStorage};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Most API keys a namespace may hold (revoked ones included).
+pub const MAX_KEYS_PER_NAMESPACE: usize = 1_000;
+/// Longest key name.
+pub const MAX_KEY_NAME_LEN: usize = 128;
+/// Expired `batchId` reservations pruned per request.
+const PRUNE_PER_REQUEST: i64 = 256;
+
+/// The namespace object.
+pub struct Tenant;
+
+/// Public facts about one API key (never the secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    /// Key id (a ULID).
+    pub id: String,
+    /// Namespace the key belongs to.
+    pub namespace: String,
+    /// Optional label.
+    pub name: Option<String>,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<Timestamp>,
+    /// The first characters of the key, to recognise it.
+    pub prefix: String,
+}
+
+/// Per-namespace limits; `None` fields take the server defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceLimits {
+    /// Requests per minute per key.
+    pub requests_per_minute: Option<u64>,
+    /// Events per minute per key.
+    pub events_per_minute: Option<u64>,
+    /// Events per UTC day for the namespace (0 = unlimited).
+    pub events_per_day: Option<u64>,
+}
+
+impl NamespaceLimits {
+    /// These limits with server defaults filled in.
+    pub fn or_defaults(self, defaults: NamespaceLimits) -> NamespaceLimits {
+        NamespaceLimits {
+            requests_per_minute: self
+                .requests_per_minute
+                .or(defaults.requests_per_minute)
+                .or(Some(DEFAULT_REQUESTS_PER_MINUTE)),
+            events_per_minute: self
+                .events_per_minute
+                .or(defaults.events_per_minute)
+                .or(Some(DEFAULT_EVENTS_PER_MINUTE)),
+            events_per_day: self.events_per_day.or(defaults.events_per_day).or(Some(DEFAULT_EVENTS_PER_DAY)),
+        }
+    }
+}
+
+/// Requests to a [`Tenant`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum TenantRequest {
+    /// Creates a key; the answer carries the full key, once.
+    CreateKey {
+        /// Optional label.
+        name: Option<String>,
+    },
+    /// Lists every key.
+    ListKeys,
+    /// Revokes a key by id.
+    RevokeKey {
+        /// Key id.
+        id: String,
+    },
+    /// Checks a presented secret (hex SHA-256 of the part after the namespace).
+    Authenticate {
+        /// Hex SHA-256 of the secret.
+        secret_sha256: String,
+    },
+    /// Reserves `batch_id` for `shard`, or says which shard already holds it.
+    ReserveBatch {
+        /// The client's idempotency key.
+        batch_id: String,
+        /// The shard the caller means to send the batch to.
+        shard: u32,
+    },
+    /// Reads the namespace limits.
+    GetLimits,
+    /// Replaces the namespace limits.
+    SetLimits(NamespaceLimits),
+}
+
+/// Answers of a [`Tenant`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum TenantResponse {
+    /// A new key and its one-time secret.
+    KeyCreated {
+        /// The key's public facts.
+        info: KeyInfo,
+        /// The full key, `ns_<namespace>_<secret>`.
+        key: String,
+    },
+    /// Key listing.
+    Keys(Vec<KeyInfo>),
+    /// One key.
+    Key(KeyInfo),
+    /// Result of authentication: the key, if valid and not revoked.
+    Authenticated(Option<KeyInfo>),
+    /// The shard that holds (or will hold) the batch.
+    BatchShard(u32),
+    /// Namespace limits.
+    Limits(NamespaceLimits),
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "keys, batches",
+    sql: "CREATE TABLE api_keys (
+              id TEXT PRIMARY KEY,
+              secret_sha256 TEXT NOT NULL UNIQUE,
+              name TEXT,
+              prefix TEXT NOT NULL,
+              created_at INTEGER NOT NULL,
+              revoked_at INTEGER
+          );
+          CREATE TABLE batches (
+              batch_id TEXT PRIMARY KEY,
+              shard INTEGER NOT NULL,
+              reserved_at INTEGER NOT NULL
+          ) WITHOUT ROWID;
+          CREATE INDEX batches_reserved_at ON batches (reserved_at);",
+}];
+
+/// The SHA-256 of a key secret, as stored.
+pub fn secret_digest(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Splits `ns_<namespace>_<secret>` into its namespace and secret.
+pub fn parse_key(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix("ns_")?;
+    let (ns, secret) = rest.split_once('_')?;
+    (!ns.is_empty() && secret.len() == 64 && secret.bytes().all(|b| b.is_ascii_hexdigit())).then_some((ns, secret))
+}
+
+fn key_info(ns: &str, r: &Row) -> KeyInfo {
+    KeyInfo {
+        id: r.str(0).to_string(),
+        namespace: ns.to_string(),
+        name: r.opt_str(1).map(str::to_string),
+        created_at: Timestamp(r.i64(2)),
+        revoked_at: r.opt_i64(3).map(Timestamp),
+        prefix: r.str(4).to_string(),
+    }
+}
+
+const KEY_COLUMNS: &str = "id, name, created_at, revoked_at, prefix";
+
+impl DurableObject for Tenant {
+    const CLASS: &'static str = "Tenant";
+    type Request = TenantRequest;
+    type Response = TenantResponse;
+
+    fn migrations() -> &'static [Migration] {
+        MIGRATIONS
+    }
+
+    async fn load<H: Host>(_cx: &ObjectContext<H>) -> ObjectResult<Self> {
+        Ok(Tenant)
+    }
+
+    async fn handle<H: Host>(&mut self, cx: &ObjectContext<H>, req: TenantRequest) -> ObjectResult<TenantResponse> {
+        let db = cx.storage();
+        let ns = cx.name();
+        match req {
+            TenantRequest::CreateKey { name } => {
+                if name.as_ref().is_some_and(|n| n.len() > MAX_KEY_NAME_LEN) {
+                    return Err(ApiError::new(ErrorCode::InvalidRequest, "key names are at most 128 characters"));
+                }
+                let count = db.query_one("SELECT COUNT(*) FROM api_keys", &[])?.map_or(0, |r| r.i64(0));
+                if count as usize >= MAX_KEYS_PER_NAMESPACE {
+                    return Err(ApiError::new(ErrorCode::Conflict, "this namespace has the maximum number of keys"));
+                }
+                let secret = format!("{:032x}{:032x}", cx.host().random(), cx.host().random());
+                let key = format!("ns_{ns}_{secret}");
+                let id = cx.ulid();
+                let prefix: String = key.chars().take(ns.len() + 8).collect();
+                let now = cx.now();
+                db.execute(
+                    "INSERT INTO api_keys (id, secret_sha256, name, prefix, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    &[
+                        id.as_str().into(),
+                        secret_digest(&secret).into(),
+                        name.clone().into(),
+                        prefix.as_str().into(),
+                        now.as_millis().into(),
+                    ],
+                )?;
+                let info = KeyInfo { id, namespace: ns.to_string(), name, created_at: now, revoked_at: None, prefix };
+                Ok(TenantResponse::KeyCreated { info, key })
+            }
+            TenantRequest::ListKeys => {
+                let rows = db.query(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at, id"), &[])?;
+                Ok(TenantResponse::Keys(rows.iter().map(|r| key_info(ns, r)).collect()))
+            }
+            TenantRequest::RevokeKey { id } => {
+                db.execute(
+                    "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                    &[id.as_str().into(), cx.now().as_millis().into()],
+                )?;
+                let row =
+                    db.query_one(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"), &[id.as_str().into()])?;
+                row.map(|r| TenantResponse::Key(key_info(ns, &r)))
+                    .ok_or_else(|| ApiError::not_found(format!("no key {id} in namespace {ns}")))
+            }
+            TenantRequest::Authenticate { secret_sha256 } => {
+                let row = db.query_one(
+                    &format!("SELECT {KEY_COLUMNS}, secret_sha256 FROM api_keys WHERE secret_sha256 = ?1"),
+                    &[secret_sha256.as_str().into()],
+                )?;
+                let valid = row.filter(|r| {
+                    // The index lookup already matched; compare again in constant time.
+                    let stored = r.str(5).as_bytes();
+                    bool::from(stored.ct_eq(secret_sha256.as_bytes())) && r.opt_i64(3).is_none()
+                });
+                Ok(TenantResponse::Authenticated(valid.map(|r| key_info(ns, &r))))
+            }
+            TenantRequest::ReserveBatch { batch_id, shard } => {
+                let now = cx.now().as_millis();
+                db.execute(
+                    "DELETE FROM batches WHERE batch_id IN
+                       (SELECT batch_id FROM batches WHERE reserved_at < ?1 ORDER BY reserved_at LIMIT ?2)",
+                    &[(now - BATCH_ID_TTL_MS).into(), PRUNE_PER_REQUEST.into()],
+                )?;
+                let existing = db.query_one(
+                    "SELECT shard FROM batches WHERE batch_id = ?1 AND reserved_at >= ?2",
+                    &[batch_id.as_str().into(), (now - BATCH_ID_TTL_MS).into()],
+                )?;
+                if let Some(r) = existing {
+                    return Ok(TenantResponse::BatchShard(r.i64(0) as u32));
+                }
+                db.execute(
+                    "INSERT INTO batches (batch_id, shard, reserved_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(batch_id) DO UPDATE SET shard = excluded.shard, reserved_at = excluded.reserved_at",
+                    &[batch_id.as_str().into(), shard.into(), now.into()],
+                )?;
+                Ok(TenantResponse::BatchShard(shard))
+            }
+            TenantRequest::GetLimits => Ok(TenantResponse::Limits(cx.kv().get("limits")?.unwrap_or_default())),
+            TenantRequest::SetLimits(limits) => {
+                cx.kv().put("limits", &limits)?;
+                Ok(TenantResponse::Limits(limits))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_format() {
+        let secret = "ab".repeat(32);
+        let key = format!("ns_acme-prod_{secret}");
+        assert_eq!(parse_key(&key), Some(("acme-prod", secret.as_str())));
+        assert_eq!(parse_key("ns_acme_short"), None);
+        assert_eq!(parse_key("sk_acme_x"), None);
+        assert_eq!(parse_key(&format!("ns__{secret}")), None);
+    }
+}

@@ -1,0 +1,161 @@
+//! EventWriter behaviour on the native host, with real SQLite and a real local bucket.
+
+use std::sync::Arc;
+
+use events_core::{Event, Timestamp};
+use events_host_native::{Clock, HostConfig, ManualClock, NativeHost};
+use events_objects::EventWriter;
+use events_objects::event_writer::{Appended, ReadFilter, WriterRequest, WriterResponse, writer_name};
+use events_runtime::BlobStore;
+use events_runtime::context::Host;
+
+const T0: i64 = 1_800_000_000_000; // 2027-01-15T08:00:00Z
+
+fn event(ns: &str, id: &str, ts: i64, ty: &str) -> Event {
+    let mut data = serde_json::Map::new();
+    data.insert("n".into(), serde_json::json!(id));
+    Event { id: id.into(), ns: ns.into(), ts: Timestamp(ts), event_type: ty.into(), source: None, data }
+}
+
+async fn host(dir: &std::path::Path, clock: Arc<ManualClock>, vars: &[(&str, &str)]) -> NativeHost {
+    let mut config = HostConfig::new(dir);
+    config.threads = 1;
+    config.clock = clock;
+    config.vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let host = NativeHost::start(config).unwrap();
+    host.register::<EventWriter>();
+    host
+}
+
+async fn call(host: &NativeHost, req: WriterRequest) -> WriterResponse {
+    host.call_object::<EventWriter>(&writer_name("acme", 0), req).await.unwrap()
+}
+
+async fn append(host: &NativeHost, events: Vec<Event>, batch: Option<&str>) -> Appended {
+    match call(host, WriterRequest::Append { events, batch_id: batch.map(str::to_string) }).await {
+        WriterResponse::Appended(a) => a,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn lake_ids(host: &NativeHost) -> Vec<String> {
+    let mut ids = Vec::new();
+    for blob in host.blobs().list("events/").await.unwrap() {
+        let bytes = host.blobs().get(&blob.key).await.unwrap().unwrap();
+        ids.extend(events_lake::decode_events(&bytes).unwrap().into_iter().map(|e| e.id));
+    }
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_ids_and_event_ids_are_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host(dir.path(), Arc::new(ManualClock::new(Timestamp(T0))), &[]).await;
+    let batch = vec![event("acme", "a", T0, "x.y"), event("acme", "b", T0, "x.y")];
+    assert_eq!(
+        append(&host, batch.clone(), Some("b1")).await,
+        Appended { received: 2, stored: 2, duplicates: 0, deduplicated: false }
+    );
+    let replay = append(&host, batch.clone(), Some("b1")).await;
+    assert!(replay.deduplicated);
+    assert_eq!((replay.received, replay.stored), (2, 0));
+    // Same ids under a new batch id: stored once.
+    let again = append(&host, vec![event("acme", "a", T0, "x.y"), event("acme", "c", T0, "x.y")], Some("b2")).await;
+    assert_eq!((again.stored, again.duplicates), (1, 1));
+    call(&host, WriterRequest::Flush).await;
+    assert_eq!(lake_ids(&host).await, ["a", "b", "c"]);
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn age_threshold_flushes_by_alarm_into_hour_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(Timestamp(T0)));
+    let host = host(dir.path(), clock.clone(), &[("writer.flush_max_age_ms", "1000")]).await;
+    // Two event hours.
+    append(&host, vec![event("acme", "e1", T0 - 3_600_000, "a"), event("acme", "e2", T0, "a")], None).await;
+    match call(&host, WriterRequest::Recent { filter: ReadFilter::default(), limit: 10 }).await {
+        WriterResponse::Events(e) => assert_eq!(e.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["e2", "e1"]),
+        other => panic!("{other:?}"),
+    }
+    clock.advance(1_000);
+    let start = std::time::Instant::now();
+    while lake_ids(&host).await.len() < 2 {
+        assert!(start.elapsed().as_secs() < 10, "the alarm flushed the buffer");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let keys: Vec<String> = host.blobs().list("events/").await.unwrap().into_iter().map(|b| b.key).collect();
+    assert_eq!(keys.len(), 2, "one file per event hour: {keys:?}");
+    assert!(keys.iter().all(|k| k.starts_with("events/ns=acme/date=2027-01-15/hour=")));
+    match call(&host, WriterRequest::Stats).await {
+        WriterResponse::Stats(s) => assert_eq!((s.buffered, s.events_flushed, s.files_written), (0, 2, 2)),
+        other => panic!("{other:?}"),
+    }
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_consumers_see_every_event_across_flush_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(Timestamp(T0)));
+    let h = host(dir.path(), clock.clone(), &[]).await;
+    call(&h, WriterRequest::RegisterConsumer { name: "cdc".into(), from_start: true }).await;
+    append(&h, (0..5).map(|i| event("acme", &format!("o{i}"), T0, "a")).collect(), None).await;
+    // Flushing does not drop rows the consumer has not acknowledged.
+    call(&h, WriterRequest::Flush).await;
+    let read = |h: NativeHost| async move {
+        match h
+            .call_object::<EventWriter>("acme/0", WriterRequest::ReadOutbox { consumer: "cdc".into(), limit: 3 })
+            .await
+            .unwrap()
+        {
+            WriterResponse::Outbox(o) => o,
+            other => panic!("{other:?}"),
+        }
+    };
+    let first = read(h.clone()).await;
+    assert_eq!(first.iter().map(|o| o.event.id.as_str()).collect::<Vec<_>>(), ["o0", "o1", "o2"]);
+    call(&h, WriterRequest::AckOutbox { consumer: "cdc".into(), upto: first[2].seq }).await;
+    h.shutdown().await;
+    drop(h);
+    // After a restart the consumer resumes at its cursor.
+    let h = host(dir.path(), clock, &[]).await;
+    let rest = read(h.clone()).await;
+    assert_eq!(rest.iter().map(|o| o.event.id.as_str()).collect::<Vec<_>>(), ["o3", "o4"]);
+    call(&h, WriterRequest::AckOutbox { consumer: "cdc".into(), upto: rest[1].seq }).await;
+    match call(&h, WriterRequest::Stats).await {
+        WriterResponse::Stats(s) => assert_eq!(s.retained, 0, "acknowledged and flushed rows are trimmed"),
+        other => panic!("{other:?}"),
+    }
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_merges_an_hours_small_files_without_losing_or_doubling_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(Timestamp(T0)));
+    let h = host(dir.path(), clock.clone(), &[("writer.compact_grace_ms", "0")]).await;
+    for round in 0..4 {
+        append(&h, (0..10).map(|i| event("acme", &format!("r{round}-{i}"), T0 + round, "a")).collect(), None).await;
+        call(&h, WriterRequest::Flush).await;
+    }
+    assert_eq!(h.blobs().list("events/").await.unwrap().len(), 4);
+    // The hour is not closed yet: nothing happens.
+    match call(&h, WriterRequest::Compact).await {
+        WriterResponse::Files(f) => assert!(f.is_empty()),
+        other => panic!("{other:?}"),
+    }
+    clock.advance(2 * 3_600_000);
+    match call(&h, WriterRequest::Compact).await {
+        WriterResponse::Files(f) => assert_eq!(f.len(), 1),
+        other => panic!("{other:?}"),
+    }
+    let files = h.blobs().list("events/").await.unwrap();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let ids = lake_ids(&h).await;
+    assert_eq!(ids.len(), 40);
+    assert_eq!(ids.iter().collect::<std::collections::BTreeSet<_>>().len(), 40);
+    assert_eq!(clock.now().as_millis(), T0 + 7_200_000);
+    h.shutdown().await;
+}

@@ -1,0 +1,431 @@
+//! The ingest pipeline behind `POST /e`.
+//!
+//! Order: authenticate → decode the body (size, encoding, JSON or NDJSON)
+//! → rate limit → validate every event → daily quota → reserve the `batchId`
+//! → append to a writer shard (fsynced) → answer. Each step that refuses
+//! returns before anything is written, so a refused batch leaves no trace.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, HeaderValue, header};
+use bytes::Bytes;
+use events_core::event::{EventFault, EventLimits, batch_error, parse_event};
+use events_core::name::validate_batch_id;
+use events_core::{ApiError, ErrorCode, Event, Timestamp};
+use events_host_native::NativeHost;
+use events_objects::event_writer::{Appended, WriterRequest, WriterResponse, writer_name};
+use events_objects::rate_limiter::{LimitRequest, LimitResponse, QuotaDecision, RateDecision};
+use events_objects::shard_coordinator::ShardRequest;
+use events_objects::tenant::{NamespaceLimits, TenantRequest, TenantResponse};
+use events_objects::{EventWriter, RateLimiter, ShardCoordinator, Tenant};
+use serde_json::value::RawValue;
+
+use crate::auth::Caller;
+use crate::config::ServerConfig;
+
+/// How long a namespace's shard layout and limits are cached.
+pub const LAYOUT_CACHE_TTL: Duration = Duration::from_secs(2);
+/// Most namespaces whose layout is cached (cleared when full).
+pub const LAYOUT_CACHE_CAPACITY: usize = 10_000;
+/// Header carrying a `batchId` for NDJSON bodies (or JSON ones without it).
+pub const BATCH_ID_HEADER: &str = "idempotency-key";
+
+/// A decoded ingest body.
+pub struct DecodedBatch {
+    /// The raw events.
+    pub events: Vec<Box<RawValue>>,
+    /// The idempotency key, if any.
+    pub batch_id: Option<String>,
+}
+
+/// Decodes the request body: size limit, `Content-Encoding`, `Content-Type`.
+pub fn decode_body(headers: &HeaderMap, body: Bytes, config: &ServerConfig) -> Result<DecodedBatch, ApiError> {
+    let max = config.max_body_bytes;
+    let too_large = |size: usize| {
+        ApiError::new(ErrorCode::PayloadTooLarge, format!("request body is larger than {max} bytes"))
+            .with_details(serde_json::json!({"maxSize": max, "size": size}))
+    };
+    if body.len() > max {
+        return Err(too_large(body.len()));
+    }
+    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
+    let body = match encoding.trim().to_ascii_lowercase().as_str() {
+        "identity" | "" => body,
+        "gzip" | "x-gzip" => {
+            let mut out = Vec::with_capacity(body.len() * 4);
+            let mut reader = flate2::read::MultiGzDecoder::new(&body[..]).take(max as u64 + 1);
+            reader.read_to_end(&mut out).map_err(|e| {
+                ApiError::new(ErrorCode::UnsupportedEncoding, format!("the gzip body could not be decoded: {e}"))
+            })?;
+            if out.len() > max {
+                return Err(too_large(out.len()));
+            }
+            Bytes::from(out)
+        }
+        other => {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedEncoding,
+                format!("Content-Encoding {other:?} is not supported; use gzip"),
+            ));
+        }
+    };
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let header_batch_id = headers.get(BATCH_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+    match mime.as_str() {
+        "application/json" | "text/json" | "text/plain" | "" => {
+            let batch: events_core::EventBatch = serde_json::from_slice(&body).map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => ApiError::new(
+                    ErrorCode::InvalidBatch,
+                    format!("the body must be {{\"events\": [...], \"batchId\"?: string}}: {e}"),
+                ),
+                _ => ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")),
+            })?;
+            Ok(DecodedBatch { events: batch.events, batch_id: batch.batch_id.or(header_batch_id) })
+        }
+        "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
+            let text = std::str::from_utf8(&body)
+                .map_err(|_| ApiError::new(ErrorCode::InvalidJson, "NDJSON must be UTF-8"))?;
+            let mut events = Vec::new();
+            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                let raw: Box<RawValue> = serde_json::from_str(line)
+                    .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("line {}: invalid JSON: {e}", i + 1)))?;
+                events.push(raw);
+            }
+            Ok(DecodedBatch { events, batch_id: header_batch_id })
+        }
+        other => Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            format!("Content-Type {other:?} is not supported; use application/json or application/x-ndjson"),
+        )),
+    }
+}
+
+/// Validates every event; all faults are reported together.
+pub fn validate_events(
+    raw: &[Box<RawValue>],
+    ns: &str,
+    now: Timestamp,
+    limits: &EventLimits,
+) -> Result<Vec<Event>, ApiError> {
+    let mut events = Vec::with_capacity(raw.len());
+    let mut faults: Vec<EventFault> = Vec::new();
+    let mut new_id = || events_core::id::ulid_string(now, rand::random());
+    for (index, r) in raw.iter().enumerate() {
+        match parse_event(r.get(), index, ns, now, limits, &mut new_id) {
+            Ok(e) => events.push(e),
+            Err(f) => faults.push(f),
+        }
+    }
+    if faults.is_empty() { Ok(events) } else { Err(batch_error(&faults, limits)) }
+}
+
+/// The rate-limit state of a response, rendered as IETF `RateLimit` headers.
+#[derive(Debug, Clone, Copy)]
+pub struct RateHeaders(pub RateDecision);
+
+impl RateHeaders {
+    /// Adds `RateLimit-Policy` and `RateLimit` (and `Retry-After` when refused).
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        let d = &self.0;
+        let policy = format!("\"requests\";q={};w=60, \"events\";q={};w=60", d.request_limit, d.event_limit);
+        let state = format!(
+            "\"requests\";r={};t={}, \"events\";r={};t={}",
+            d.requests_remaining, d.reset_seconds, d.events_remaining, d.reset_seconds
+        );
+        if let Ok(v) = HeaderValue::from_str(&policy) {
+            headers.insert("ratelimit-policy", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&state) {
+            headers.insert("ratelimit", v);
+        }
+        if !d.allowed {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(d.retry_after_seconds));
+        }
+    }
+}
+
+/// A successful ingest.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// Events in the batch.
+    pub received: usize,
+    /// Whether it was a replay of an accepted `batchId`.
+    pub deduplicated: bool,
+    /// The namespace written to.
+    pub namespace: String,
+}
+
+/// An ingest failure and the rate state to report with it (if known).
+pub struct Refused {
+    /// The error.
+    pub error: ApiError,
+    /// Rate headers, once the rate limiter has answered.
+    pub rate: Option<RateHeaders>,
+    /// `Retry-After` for errors other than rate limiting.
+    pub retry_after: Option<u64>,
+}
+
+impl From<ApiError> for Refused {
+    fn from(error: ApiError) -> Self {
+        Refused { error, rate: None, retry_after: None }
+    }
+}
+
+struct NamespaceState {
+    shards: u32,
+    limits: NamespaceLimits,
+    fetched: Instant,
+    inflight: Vec<Arc<AtomicUsize>>,
+    last_backpressure: Option<Instant>,
+}
+
+/// Ingest state shared by requests: cached layouts, limits and in-flight counts.
+pub struct Ingest {
+    namespaces: Mutex<HashMap<String, NamespaceState>>,
+}
+
+impl Default for Ingest {
+    fn default() -> Self {
+        Ingest { namespaces: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl Ingest {
+    /// Shard count and limits of `ns`, from cache or from its objects.
+    async fn namespace(&self, host: &NativeHost, ns: &str) -> Result<(u32, NamespaceLimits), ApiError> {
+        {
+            let map = self.namespaces.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(s) = map.get(ns)
+                && s.fetched.elapsed() < LAYOUT_CACHE_TTL
+            {
+                return Ok((s.shards, s.limits));
+            }
+        }
+        let (layout, limits) = tokio::join!(
+            host.call_object::<ShardCoordinator>(ns, ShardRequest::Layout),
+            host.call_object::<Tenant>(ns, TenantRequest::GetLimits)
+        );
+        let shards = layout?.shards.max(1);
+        let limits = match limits? {
+            TenantResponse::Limits(l) => l,
+            _ => NamespaceLimits::default(),
+        };
+        let mut map = self.namespaces.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= LAYOUT_CACHE_CAPACITY {
+            map.clear();
+        }
+        let entry = map.entry(ns.to_string()).or_insert_with(|| NamespaceState {
+            shards,
+            limits,
+            fetched: Instant::now(),
+            inflight: Vec::new(),
+            last_backpressure: None,
+        });
+        entry.shards = shards;
+        entry.limits = limits;
+        entry.fetched = Instant::now();
+        while entry.inflight.len() < shards as usize {
+            entry.inflight.push(Arc::new(AtomicUsize::new(0)));
+        }
+        Ok((shards, limits))
+    }
+
+    /// Forgets cached limits of `ns` (after an admin change).
+    pub fn invalidate(&self, ns: &str) {
+        self.namespaces.lock().unwrap_or_else(|p| p.into_inner()).remove(ns);
+    }
+
+    /// The least loaded shard of `ns` and its in-flight counter.
+    fn pick_shard(&self, ns: &str, shards: u32, forced: Option<u32>) -> (u32, Arc<AtomicUsize>) {
+        let mut map = self.namespaces.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(ns.to_string()).or_insert_with(|| NamespaceState {
+            shards,
+            limits: NamespaceLimits::default(),
+            fetched: Instant::now() - LAYOUT_CACHE_TTL,
+            inflight: Vec::new(),
+            last_backpressure: None,
+        });
+        let needed = shards.max(forced.map_or(0, |f| f + 1)) as usize;
+        while entry.inflight.len() < needed {
+            entry.inflight.push(Arc::new(AtomicUsize::new(0)));
+        }
+        let shard = forced.unwrap_or_else(|| {
+            (0..shards).min_by_key(|s| entry.inflight[*s as usize].load(Ordering::Relaxed)).unwrap_or(0)
+        });
+        (shard, entry.inflight[shard as usize].clone())
+    }
+
+    /// Whether to report backpressure now (at most once a second per namespace).
+    fn should_report(&self, ns: &str) -> bool {
+        let mut map = self.namespaces.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(entry) = map.get_mut(ns) else { return false };
+        if entry.last_backpressure.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return false;
+        }
+        entry.last_backpressure = Some(Instant::now());
+        true
+    }
+
+    /// Runs the pipeline for one authenticated request.
+    pub async fn ingest(
+        &self,
+        host: &NativeHost,
+        config: &ServerConfig,
+        caller: &Caller,
+        client_ip: Option<&str>,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<(Accepted, Option<RateHeaders>), Refused> {
+        let started = Instant::now();
+        let ns = caller.namespace.clone();
+        let batch = decode_body(headers, body, config)?;
+        if batch.events.len() > config.ingest.max_events_per_batch {
+            return Err(ApiError::new(
+                ErrorCode::InvalidBatch,
+                format!(
+                    "a batch holds at most {} events, not {}",
+                    config.ingest.max_events_per_batch,
+                    batch.events.len()
+                ),
+            )
+            .into());
+        }
+        if let Some(id) = &batch.batch_id {
+            validate_batch_id(id)?;
+        }
+        let (shards, limits) = self.namespace(host, &ns).await?;
+        let defaults = NamespaceLimits {
+            requests_per_minute: Some(config.ingest.requests_per_minute),
+            events_per_minute: Some(config.ingest.events_per_minute),
+            events_per_day: Some(config.ingest.events_per_day),
+        };
+        let limits = limits.or_defaults(defaults);
+        let count = batch.events.len() as u64;
+
+        // Rate limit (per key) and daily quota (per namespace), side by side.
+        let subject = caller.limiter_subject(client_ip);
+        let rate_req = LimitRequest::Check {
+            requests_per_minute: limits.requests_per_minute.unwrap_or_default(),
+            events_per_minute: limits.events_per_minute.unwrap_or_default(),
+            events: count,
+        };
+        let rate = match host.call_object::<RateLimiter>(&subject, rate_req).await {
+            Ok(LimitResponse::Rate(d)) => Some(RateHeaders(d)),
+            Ok(_) => None,
+            Err(e) if config.ingest.rate_limit_fail_open => {
+                tracing::warn!(error = %e, "rate limiter failed; letting the request through (fail-open)");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let refuse = |error: ApiError, retry_after: Option<u64>| Refused { error, rate, retry_after };
+        if let Some(RateHeaders(d)) = rate
+            && !d.allowed
+        {
+            metrics::counter!("events_ingest_rejected_total", "code" => "RATE_LIMITED").increment(1);
+            return Err(refuse(
+                ApiError::new(ErrorCode::RateLimited, "rate limit exceeded; see the RateLimit and Retry-After headers")
+                    .with_details(serde_json::json!({
+                        "requestsPerMinute": d.request_limit, "eventsPerMinute": d.event_limit,
+                        "retryAfterSeconds": d.retry_after_seconds,
+                    })),
+                None,
+            ));
+        }
+
+        let now = Timestamp(chrono::Utc::now().timestamp_millis());
+        let event_limits = EventLimits { max_event_bytes: config.ingest.max_event_bytes, ..EventLimits::default() };
+        let events = validate_events(&batch.events, &ns, now, &event_limits).map_err(|e| {
+            metrics::counter!("events_ingest_rejected_total", "code" => e.code.as_str()).increment(1);
+            refuse(e, None)
+        })?;
+
+        let per_day = limits.events_per_day.unwrap_or_default();
+        if per_day > 0 {
+            let quota = host
+                .call_object::<RateLimiter>(
+                    &format!("quota:{ns}"),
+                    LimitRequest::Quota { events_per_day: per_day, events: count },
+                )
+                .await
+                .map_err(|e| refuse(e, None))?;
+            if let LimitResponse::Quota(QuotaDecision { allowed: false, used, limit, reset_seconds }) = quota {
+                metrics::counter!("events_ingest_rejected_total", "code" => "QUOTA_EXCEEDED").increment(1);
+                return Err(refuse(
+                    ApiError::new(
+                        ErrorCode::QuotaExceeded,
+                        format!("daily event quota exceeded: {used} of {limit} used"),
+                    )
+                    .with_details(serde_json::json!({"used": used, "limit": limit, "requested": count})),
+                    Some(reset_seconds),
+                ));
+            }
+        }
+
+        // Choose the shard; a batchId sticks to the shard that first took it.
+        let mut forced = None;
+        if let Some(batch_id) = &batch.batch_id {
+            let (proposal, _) = self.pick_shard(&ns, shards, None);
+            let reserved = host
+                .call_object::<Tenant>(&ns, TenantRequest::ReserveBatch { batch_id: batch_id.clone(), shard: proposal })
+                .await
+                .map_err(|e| refuse(e, None))?;
+            if let TenantResponse::BatchShard(s) = reserved {
+                forced = Some(s);
+            }
+        }
+        let (shard, inflight) = self.pick_shard(&ns, shards, forced);
+        let depth = inflight.fetch_add(1, Ordering::Relaxed) + 1;
+        if depth >= config.shards.backpressure_inflight && self.should_report(&ns) {
+            self.report_backpressure(host, &ns, shard);
+        }
+        let result = host
+            .call_object::<EventWriter>(
+                &writer_name(&ns, shard),
+                WriterRequest::Append { events, batch_id: batch.batch_id },
+            )
+            .await;
+        inflight.fetch_sub(1, Ordering::Relaxed);
+        let appended = match result {
+            Ok(WriterResponse::Appended(a)) => a,
+            Ok(_) => return Err(refuse(ApiError::internal("writer answered out of protocol"), None)),
+            Err(e) => {
+                if e.code == ErrorCode::Overloaded {
+                    self.report_backpressure(host, &ns, shard);
+                }
+                return Err(refuse(e, Some(1)));
+            }
+        };
+        let Appended { received, stored, deduplicated, .. } = appended;
+        metrics::counter!("events_ingested_total").increment(stored as u64);
+        metrics::counter!("events_ingest_batches_total", "outcome" => if deduplicated { "deduplicated" } else { "accepted" })
+            .increment(1);
+        metrics::histogram!("events_ingest_ack_seconds").record(started.elapsed().as_secs_f64());
+        Ok((Accepted { received, deduplicated, namespace: ns }, rate))
+    }
+
+    fn report_backpressure(&self, host: &NativeHost, ns: &str, shard: u32) {
+        metrics::counter!("events_ingest_backpressure_total").increment(1);
+        let host = host.clone();
+        let owned = ns.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = host.call_object::<ShardCoordinator>(&owned, ShardRequest::Backpressure { shard }).await {
+                tracing::warn!(error = %e, "backpressure report failed");
+            }
+        });
+        // Pick up a grown layout on the next request.
+        self.invalidate_layout(ns);
+    }
+
+    fn invalidate_layout(&self, ns: &str) {
+        if let Some(entry) = self.namespaces.lock().unwrap_or_else(|p| p.into_inner()).get_mut(ns) {
+            entry.fetched = Instant::now() - LAYOUT_CACHE_TTL;
+        }
+    }
+}

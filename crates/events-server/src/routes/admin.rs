@@ -1,0 +1,277 @@
+//! `/admin/...`: namespace keys and limits, flushing, shard layouts. Admin token only.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use events_core::name::validate_namespace;
+use events_core::{ApiError, Timestamp};
+use events_objects::shard_coordinator::ShardRequest;
+use events_objects::tenant::{KeyInfo, NamespaceLimits, TenantRequest, TenantResponse};
+use events_objects::{ShardCoordinator, Tenant};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::routes;
+
+use crate::error::{ApiErrorResponse, ApiJson};
+use crate::routes::ApiRouter;
+use crate::state::AppState;
+
+/// Registers this module's routes.
+pub fn register(api: ApiRouter) -> ApiRouter {
+    api.routes(routes!(create_key, list_keys))
+        .routes(routes!(revoke_key))
+        .routes(routes!(get_limits, put_limits))
+        .routes(routes!(flush))
+        .routes(routes!(shards))
+}
+
+type Result<T> = std::result::Result<T, ApiErrorResponse>;
+
+async fn admin(state: &AppState, headers: &HeaderMap) -> Result<()> {
+    state.auth.authenticate(&state.host, headers).await?.require_admin()?;
+    Ok(())
+}
+
+/// A namespace API key, without its secret.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyView {
+    /// Key id.
+    pub id: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Label.
+    pub name: Option<String>,
+    /// Creation time (ISO-8601).
+    pub created_at: String,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<String>,
+    /// The key's first characters.
+    pub prefix: String,
+}
+
+impl From<KeyInfo> for KeyView {
+    fn from(k: KeyInfo) -> Self {
+        KeyView {
+            id: k.id,
+            namespace: k.namespace,
+            name: k.name,
+            created_at: k.created_at.to_iso(),
+            revoked_at: k.revoked_at.map(Timestamp::to_iso),
+            prefix: k.prefix,
+        }
+    }
+}
+
+/// A new key: the only time its secret is shown.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedKey {
+    /// The full key, `ns_<namespace>_<secret>`. Store it now; it is not shown again.
+    pub key: String,
+    /// The key's facts.
+    #[serde(flatten)]
+    pub info: KeyView,
+}
+
+/// Body of key creation.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct CreateKeyRequest {
+    /// Optional label.
+    pub name: Option<String>,
+}
+
+/// Key listing.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct KeyList {
+    /// Every key of the namespace, revoked ones included.
+    pub keys: Vec<KeyView>,
+}
+
+/// Creates an API key for a namespace.
+#[utoipa::path(post, path = "/admin/namespaces/{ns}/keys", tag = "admin",
+    params(("ns" = String, Path, description = "Namespace")),
+    request_body = CreateKeyRequest,
+    responses((status = 201, description = "Created", body = CreatedKey)),
+    security(("bearerAuth" = [])))]
+pub async fn create_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(ns): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, ApiJson<CreatedKey>)> {
+    admin(&state, &headers).await?;
+    validate_namespace(&ns)?;
+    // The body is optional: no body means no label.
+    let request: CreateKeyRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CreateKeyRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(events_core::ErrorCode::InvalidJson, format!("invalid key request: {e}")))?
+    };
+    let name = request.name;
+    match state.host.call_object::<Tenant>(&ns, TenantRequest::CreateKey { name }).await? {
+        TenantResponse::KeyCreated { info, key } => {
+            Ok((StatusCode::CREATED, ApiJson(CreatedKey { key, info: info.into() })))
+        }
+        _ => Err(ApiError::internal("unexpected answer").into()),
+    }
+}
+
+/// Lists a namespace's API keys.
+#[utoipa::path(get, path = "/admin/namespaces/{ns}/keys", tag = "admin",
+    params(("ns" = String, Path, description = "Namespace")),
+    responses((status = 200, description = "Keys", body = KeyList)),
+    security(("bearerAuth" = [])))]
+pub async fn list_keys(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(ns): Path<String>,
+) -> Result<ApiJson<KeyList>> {
+    admin(&state, &headers).await?;
+    validate_namespace(&ns)?;
+    match state.host.call_object::<Tenant>(&ns, TenantRequest::ListKeys).await? {
+        TenantResponse::Keys(keys) => Ok(ApiJson(KeyList { keys: keys.into_iter().map(Into::into).collect() })),
+        _ => Err(ApiError::internal("unexpected answer").into()),
+    }
+}
+
+/// Revokes an API key; it stops working at once.
+#[utoipa::path(delete, path = "/admin/namespaces/{ns}/keys/{id}", tag = "admin",
+    params(("ns" = String, Path, description = "Namespace"), ("id" = String, Path, description = "Key id")),
+    responses((status = 200, description = "Revoked", body = KeyView)),
+    security(("bearerAuth" = [])))]
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((ns, id)): Path<(String, String)>,
+) -> Result<ApiJson<KeyView>> {
+    admin(&state, &headers).await?;
+    validate_namespace(&ns)?;
+    match state.host.call_object::<Tenant>(&ns, TenantRequest::RevokeKey { id: id.clone() }).await? {
+        TenantResponse::Key(info) => {
+            state.auth.evict_key(&id);
+            Ok(ApiJson(info.into()))
+        }
+        _ => Err(ApiError::internal("unexpected answer").into()),
+    }
+}
+
+/// Namespace limits; absent fields use the server defaults.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LimitsView {
+    /// Requests per minute per key.
+    pub requests_per_minute: Option<u64>,
+    /// Events per minute per key.
+    pub events_per_minute: Option<u64>,
+    /// Events per UTC day for the namespace (0 = unlimited).
+    pub events_per_day: Option<u64>,
+}
+
+/// Reads a namespace's limits.
+#[utoipa::path(get, path = "/admin/namespaces/{ns}/limits", tag = "admin",
+    params(("ns" = String, Path, description = "Namespace")),
+    responses((status = 200, description = "Limits", body = LimitsView)),
+    security(("bearerAuth" = [])))]
+pub async fn get_limits(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(ns): Path<String>,
+) -> Result<ApiJson<LimitsView>> {
+    admin(&state, &headers).await?;
+    validate_namespace(&ns)?;
+    match state.host.call_object::<Tenant>(&ns, TenantRequest::GetLimits).await? {
+        TenantResponse::Limits(l) => Ok(ApiJson(LimitsView {
+            requests_per_minute: l.requests_per_minute,
+            events_per_minute: l.events_per_minute,
+            events_per_day: l.events_per_day,
+        })),
+        _ => Err(ApiError::internal("unexpected answer").into()),
+    }
+}
+
+/// Replaces a namespace's limits.
+#[utoipa::path(put, path = "/admin/namespaces/{ns}/limits", tag = "admin",
+    params(("ns" = String, Path, description = "Namespace")),
+    request_body = LimitsView,
+    responses((status = 200, description = "Limits", body = LimitsView)),
+    security(("bearerAuth" = [])))]
+pub async fn put_limits(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(ns): Path<String>,
+    ApiJson(body): ApiJson<LimitsView>,
+) -> Result<ApiJson<LimitsView>> {
+    admin(&state, &headers).await?;
+    validate_namespace(&ns)?;
+    let limits = NamespaceLimits {
+        requests_per_minute: body.requests_per_minute,
+        events_per_minute: body.events_per_minute,
+        events_per_day: body.events_per_day,
+    };
+    state.host.call_object::<Tenant>(&ns, TenantRequest::SetLimits(limits)).await?;
+    state.ingest.invalidate(&ns);
+    Ok(ApiJson(body))
+}
+
+/// Files written by a flush.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct FlushResponse {
+    /// Keys of the Parquet files written.
+    pub files: Vec<String>,
+}
+
+/// Flushes every writer buffer to the lake now.
+#[utoipa::path(post, path = "/admin/flush", tag = "admin",
+    responses((status = 200, description = "Flushed", body = FlushResponse)),
+    security(("bearerAuth" = [])))]
+pub async fn flush(State(state): State<AppState>, headers: HeaderMap) -> Result<ApiJson<FlushResponse>> {
+    admin(&state, &headers).await?;
+    let files = crate::objects::flush_writers(&state.host)
+        .await
+        .map_err(|e| ApiError::new(events_core::ErrorCode::StorageError, e.to_string()))?;
+    Ok(ApiJson(FlushResponse { files }))
+}
+
+/// One namespace's writer layout.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardView {
+    /// Namespace.
+    pub namespace: String,
+    /// Active writer shards.
+    pub shards: u32,
+    /// Grows with every change.
+    pub epoch: u64,
+    /// When the layout last changed (ISO-8601).
+    pub changed_at: String,
+    /// Backpressure reports in the current window.
+    pub recent_backpressure: usize,
+}
+
+/// Every namespace's layout.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ShardsResponse {
+    /// Layouts, by namespace.
+    pub namespaces: Vec<ShardView>,
+}
+
+/// The writer shard layout of every namespace.
+#[utoipa::path(get, path = "/admin/shards", tag = "admin",
+    responses((status = 200, description = "Layouts", body = ShardsResponse)),
+    security(("bearerAuth" = [])))]
+pub async fn shards(State(state): State<AppState>, headers: HeaderMap) -> Result<ApiJson<ShardsResponse>> {
+    admin(&state, &headers).await?;
+    let mut namespaces = Vec::new();
+    for ns in state.host.object_names::<ShardCoordinator>()? {
+        let layout = state.host.call_object::<ShardCoordinator>(&ns, ShardRequest::Layout).await?;
+        namespaces.push(ShardView {
+            namespace: ns,
+            shards: layout.shards,
+            epoch: layout.epoch,
+            changed_at: layout.changed_at.to_iso(),
+            recent_backpressure: layout.recent_reports,
+        });
+    }
+    Ok(ApiJson(ShardsResponse { namespaces }))
+}

@@ -1,0 +1,138 @@
+//! `POST /e` (and its deprecated alias `POST /ingest`): event ingest.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::routes;
+
+use crate::error::ApiErrorResponse;
+use crate::ingest::Refused;
+use crate::routes::ApiRouter;
+use crate::state::AppState;
+
+/// Registers this module's routes.
+pub fn register(api: ApiRouter) -> ApiRouter {
+    api.routes(routes!(ingest)).routes(routes!(ingest_deprecated))
+}
+
+/// The ingest request body (JSON form; NDJSON sends one event per line).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestRequest {
+    /// Up to 1,000 events. Each needs `type`; `ts` (ISO-8601), `id` and
+    /// `source` are optional; every other field is kept as data.
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<serde_json::Value>,
+    /// Idempotency key: a repeat within 24 hours is not stored again.
+    pub batch_id: Option<String>,
+}
+
+/// The ingest answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct IngestResponse {
+    /// Always `true`.
+    pub ok: bool,
+    /// Events in the batch.
+    pub received: usize,
+    /// The namespace written to.
+    pub namespace: String,
+    /// Present (true) when the batch was a replay of an accepted `batchId`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deduplicated: Option<bool>,
+}
+
+/// Ingests a batch of events. The answer is sent only once the events are on disk (fsynced).
+#[utoipa::path(
+    post,
+    path = "/e",
+    tag = "ingest",
+    request_body(content = IngestRequest, description = "JSON batch, or NDJSON (application/x-ndjson); gzip allowed"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "batchId for NDJSON bodies")),
+    responses(
+        (status = 200, description = "Accepted and durable", body = IngestResponse),
+        (status = 429, description = "Rate limit or quota exceeded (see Retry-After)", body = crate::error::ErrorBody),
+    ),
+    security(("bearerAuth" = []))
+)]
+pub async fn ingest(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    run(state, peer, headers, body).await
+}
+
+/// Deprecated alias of `POST /e`.
+#[utoipa::path(
+    post,
+    path = "/ingest",
+    tag = "ingest",
+    request_body(content = IngestRequest),
+    responses((status = 200, description = "Accepted (adds Deprecation and Link headers)", body = IngestResponse)),
+    security(("bearerAuth" = []))
+)]
+pub async fn ingest_deprecated(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut response = run(state, peer, headers, body).await;
+    let h = response.headers_mut();
+    h.insert("deprecation", HeaderValue::from_static("true"));
+    h.insert("link", HeaderValue::from_static("</e>; rel=\"successor-version\""));
+    response
+}
+
+async fn run(state: AppState, peer: SocketAddr, headers: HeaderMap, body: Body) -> Response {
+    let caller = match state.auth.authenticate(&state.host, &headers).await {
+        Ok(c) => c,
+        Err(e) => return ApiErrorResponse(e).into_response(),
+    };
+    let limit = state.config.max_body_bytes;
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiErrorResponse(
+                events_core::ApiError::new(
+                    events_core::ErrorCode::PayloadTooLarge,
+                    format!("request body is larger than {limit} bytes"),
+                )
+                .with_details(serde_json::json!({"maxSize": limit})),
+            )
+            .into_response();
+        }
+    };
+    let ip = peer.ip().to_string();
+    match state.ingest.ingest(&state.host, &state.config, &caller, Some(&ip), &headers, bytes).await {
+        Ok((accepted, rate)) => {
+            let body = IngestResponse {
+                ok: true,
+                received: accepted.received,
+                namespace: accepted.namespace,
+                deduplicated: accepted.deduplicated.then_some(true),
+            };
+            let mut response = (StatusCode::OK, axum::Json(body)).into_response();
+            if let Some(rate) = rate {
+                rate.apply(response.headers_mut());
+            }
+            response
+        }
+        Err(Refused { error, rate, retry_after }) => {
+            let mut response = ApiErrorResponse(error).into_response();
+            if let Some(rate) = rate {
+                rate.apply(response.headers_mut());
+            }
+            if let Some(secs) = retry_after {
+                response.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            response
+        }
+    }
+}
