@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::MAX_REQUESTS_PER_COMMIT;
 use crate::host::NativeHost;
 use crate::registry::{Control, ObjectKey, Signal};
-use crate::storage::{SqliteStorage, make_durable, open_connection, storage_error};
+use crate::storage::{SqliteStorage, open_connection, set_durability, storage_error};
 
 /// A message in an object's mailbox.
 pub(crate) enum Envelope<O: DurableObject> {
@@ -131,7 +131,7 @@ async fn activate<O: DurableObject>(
         let storage = SqliteStorage::new(conn);
         events_runtime::migrate::apply(&storage, class, O::migrations(), now.as_millis())?;
         let conn = storage.take();
-        make_durable(&conn).map_err(storage_error)?;
+        set_durability(&conn, O::DURABILITY).map_err(storage_error)?;
         Ok((conn, created))
     })
     .await

@@ -41,7 +41,7 @@ pub(crate) fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     // WAL index in memory: two file descriptors per object instead of three.
     // Opening runs at `synchronous = OFF` (schema set-up need not be durable
     // on its own: the first durable commit fsyncs the WAL, which holds it);
-    // `make_durable` switches to FULL before the object handles anything.
+    // `set_durability` switches to FULL before the object handles anything.
     conn.execute_batch(&format!(
         "PRAGMA locking_mode = EXCLUSIVE;
          PRAGMA journal_mode = WAL;
@@ -55,9 +55,13 @@ pub(crate) fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// Switches a connection to fsync-on-commit, the mode objects always run in.
-pub(crate) fn make_durable(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch("PRAGMA synchronous = FULL")
+/// Sets how the connection's commits reach the disk: fsynced (`FULL`), or
+/// ordered but not fsynced (`NORMAL`) for classes with relaxed durability.
+pub(crate) fn set_durability(conn: &Connection, durability: events_runtime::Durability) -> rusqlite::Result<()> {
+    match durability {
+        events_runtime::Durability::Fsync => conn.execute_batch("PRAGMA synchronous = FULL"),
+        events_runtime::Durability::Relaxed => conn.execute_batch("PRAGMA synchronous = NORMAL"),
+    }
 }
 
 pub(crate) fn storage_error(e: rusqlite::Error) -> ApiError {

@@ -14,6 +14,17 @@ use crate::migrate::Migration;
 pub trait Message: Serialize + DeserializeOwned + Send + 'static {}
 impl<T: Serialize + DeserializeOwned + Send + 'static> Message for T {}
 
+/// How a class's commits reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Every commit is fsynced before its answer is released (the default).
+    Fsync,
+    /// Commits are ordered and atomic but not individually fsynced; a crash
+    /// of the machine (not of the process) may lose the last moments. For
+    /// soft state only, such as rate-limit counters.
+    Relaxed,
+}
+
 /// An object kind: a stable class name, a storage schema, and behaviour.
 ///
 /// The host creates one instance per (class, name) by calling [`load`](Self::load)
@@ -29,6 +40,8 @@ pub trait DurableObject: Sized + 'static {
     type Request: Message;
     /// Its answers.
     type Response: Message;
+    /// How its commits reach the disk; hosts that always fsync may ignore this.
+    const DURABILITY: Durability = Durability::Fsync;
 
     /// The storage schema, applied by the host before `load`.
     fn migrations() -> &'static [Migration];
