@@ -201,7 +201,8 @@ pub enum WriterResponse {
     Ok,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
+const MIGRATIONS: &[Migration] = &[
+    Migration {
     version: 1,
     name: "buffer, dedup, flush plan, outbox",
     sql: "CREATE TABLE buffer (
@@ -221,7 +222,13 @@ const MIGRATIONS: &[Migration] = &[Migration {
           CREATE TABLE dirty_hours (prefix TEXT PRIMARY KEY, hour INTEGER NOT NULL) WITHOUT ROWID;
           CREATE TABLE consumers (name TEXT PRIMARY KEY, cursor INTEGER NOT NULL, registered_at INTEGER NOT NULL);
           CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "consumer errors",
+        sql: "ALTER TABLE consumers ADD COLUMN last_error TEXT;",
+    },
+];
 
 /// The writer object.
 pub struct EventWriter {
@@ -232,6 +239,8 @@ pub struct EventWriter {
     buffered_bytes: u64,
     oldest_received: Option<i64>,
     alarm_at: Option<i64>,
+    /// Whether built-in consumers may have events to receive.
+    fanout_pending: bool,
 }
 
 /// Name of shard `shard` of namespace `ns`.
@@ -464,6 +473,61 @@ impl EventWriter {
         Ok(written)
     }
 
+    /// Hands new events to every built-in consumer. Returns when to try
+    /// again if some consumer failed or has more to receive.
+    async fn fan_out<H: Host>(&mut self, cx: &ObjectContext<H>) -> ObjectResult<Option<i64>> {
+        if !self.fanout_pending {
+            return Ok(None);
+        }
+        let db = cx.storage();
+        let now = cx.now().as_millis();
+        let mut again = None;
+        for consumer in crate::fanout::CONSUMERS {
+            let cursor = db
+                .query_one("SELECT cursor FROM consumers WHERE name = ?1", &[(*consumer).into()])?
+                .map_or(0, |r| r.i64(0));
+            let rows = db.query(
+                "SELECT seq, body FROM buffer WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                &[cursor.into(), crate::fanout::FANOUT_BATCH.into()],
+            )?;
+            if rows.is_empty() {
+                continue;
+            }
+            let events = rows
+                .iter()
+                .map(|r| {
+                    Ok(OutboxEvent {
+                        seq: r.i64(0) as u64,
+                        event: serde_json::from_slice(r.bytes(1)).map_err(corrupt)?,
+                    })
+                })
+                .collect::<ObjectResult<Vec<_>>>()?;
+            match crate::fanout::deliver(cx, consumer, &events).await {
+                Ok(()) => {
+                    let upto = events.last().expect("non-empty").seq as i64;
+                    db.execute(
+                        "UPDATE consumers SET cursor = ?2, last_error = NULL WHERE name = ?1",
+                        &[(*consumer).into(), upto.into()],
+                    )?;
+                    if rows.len() == crate::fanout::FANOUT_BATCH {
+                        again = Some(now);
+                    }
+                }
+                Err(e) => {
+                    // Kept for `Stats`; the same events are offered again.
+                    db.execute(
+                        "UPDATE consumers SET last_error = ?2 WHERE name = ?1",
+                        &[(*consumer).into(), e.to_string().into()],
+                    )?;
+                    again = Some(again.unwrap_or(i64::MAX).min(now + crate::fanout::FANOUT_RETRY_MS));
+                }
+            }
+        }
+        self.trim(db)?;
+        self.fanout_pending = again.is_some();
+        Ok(again)
+    }
+
     fn prune<S: SqlStorage>(db: &S, now: i64) -> ObjectResult<()> {
         let horizon = now - BATCH_ID_TTL_MS;
         db.execute(
@@ -536,8 +600,17 @@ impl DurableObject for EventWriter {
             buffered_bytes: 0,
             oldest_received: None,
             alarm_at: cx.storage().get_alarm().await?.map(|t| t.as_millis()),
+            fanout_pending: false,
         };
         writer.refresh(cx.storage())?;
+        for consumer in crate::fanout::CONSUMERS {
+            cx.storage().execute(
+                "INSERT INTO consumers (name, cursor, registered_at)
+                 VALUES (?1, (SELECT COALESCE(MAX(seq), 0) FROM buffer), ?2) ON CONFLICT(name) DO NOTHING",
+                &[(*consumer).into(), cx.now().as_millis().into()],
+            )?;
+        }
+        writer.fanout_pending = !crate::fanout::CONSUMERS.is_empty();
         Ok(writer)
     }
 
@@ -550,6 +623,10 @@ impl DurableObject for EventWriter {
                     assert_eq!(e.ns, self.ns, "events reach only their own namespace's writer");
                 }
                 let result = self.append(cx, events, batch_id)?;
+                if result.stored > 0 && !crate::fanout::CONSUMERS.is_empty() {
+                    self.fanout_pending = true;
+                    self.arm(cx, now).await?;
+                }
                 if self.needs_flush(now) {
                     Self::plan_flush(db)?;
                     self.arm(cx, now).await?;
@@ -640,11 +717,15 @@ impl DurableObject for EventWriter {
         if self.needs_flush(now) && Self::plan_flush(db)? {
             self.execute_plan(cx).await?;
         }
+        let fanout_retry = self.fan_out(cx).await?;
         self.compact(cx).await?;
         Self::prune(db, now)?;
         // Next wake-up: the age deadline of what is buffered, the next
         // compaction of dirty hours, or the next dedup prune.
         let mut next = BTreeMap::new();
+        if let Some(at) = fanout_retry {
+            next.insert(at, ());
+        }
         if let Some(oldest) = self.oldest_received {
             next.insert(oldest + self.config.max_age_ms, ());
         }

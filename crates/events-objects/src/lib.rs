@@ -13,6 +13,7 @@
 //! | [`Tenant`] | `<ns>` | API keys, namespace limits, `batchId` reservations |
 
 pub mod event_writer;
+pub mod fanout;
 pub mod rate_limiter;
 pub mod shard_coordinator;
 pub mod tenant;

@@ -1,0 +1,30 @@
+//! Fan-out: which objects receive every accepted event, through the
+//! [`crate::EventWriter`] outbox.
+//!
+//! Each writer shard keeps one cursor per consumer listed in [`CONSUMERS`].
+//! Its alarm reads the events after a cursor, hands them to the consumer
+//! with [`deliver`], and advances the cursor only when `deliver` succeeded.
+//! So every accepted event reaches every consumer at least once, in the
+//! writer's order, across crashes; consumers make redelivery harmless by
+//! keying on the event id.
+
+use events_core::ApiError;
+use events_runtime::{Host, ObjectContext, ObjectResult};
+
+use crate::event_writer::OutboxEvent;
+
+/// Most events handed to a consumer in one call.
+pub const FANOUT_BATCH: usize = 1_000;
+/// Delay before retrying a consumer whose delivery failed (ms).
+pub const FANOUT_RETRY_MS: i64 = 1_000;
+
+/// The built-in consumers, registered by every writer when it loads.
+/// A capability that needs every event adds its name here and an arm in [`deliver`].
+pub const CONSUMERS: &[&str] = &[];
+
+/// Hands `events` (in order) to `consumer`. An error leaves the cursor where
+/// it was, and the same events are offered again later.
+pub async fn deliver<H: Host>(cx: &ObjectContext<H>, consumer: &str, events: &[OutboxEvent]) -> ObjectResult<()> {
+    let _ = (cx, events);
+    Err(ApiError::internal(format!("unknown outbox consumer {consumer:?}")))
+}
