@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod cli;
+mod client;
 mod commands;
 
 #[tokio::main]

@@ -7,12 +7,18 @@ use clap::Subcommand;
 
 use crate::cli::Cli;
 
+pub mod bench;
+pub mod keys;
+pub mod send;
 pub mod serve;
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Serve(serve::ServeArgs),
+    Send(send::SendArgs),
+    Keys(keys::KeysArgs),
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the chosen subcommand.
@@ -20,5 +26,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let Cli { global, command } = cli;
     match command {
         Command::Serve(args) => serve::run(&global, args).await,
+        Command::Send(args) => send::run(&global, args).await,
+        Command::Keys(args) => keys::run(&global, args).await,
+        Command::Bench(args) => bench::run(&global, args).await,
     }
 }

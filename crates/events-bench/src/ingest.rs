@@ -1,0 +1,226 @@
+//! Durable ingest over loopback HTTP, against a ceiling measured in the same run.
+//!
+//! - **Ceiling**: an axum server on the same machine whose `POST /e` only
+//!   reads and parses the batch (`{"events":[raw...]}`) and answers 200.
+//! - **events.do**: the real server (auth, rate limit, validation, writer
+//!   append with fsync before the answer).
+//!
+//! Both are driven by the same client: `connections` keep-alive
+//! connections, each sending 100-event batches back to back.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::routing::post;
+use bytes::Bytes;
+use events_server::config::ServerConfig;
+
+use crate::Figure;
+
+/// Options of the ingest benchmark.
+pub struct IngestBench {
+    /// Seconds per timed phase.
+    pub seconds: f64,
+    /// Concurrent client connections at peak.
+    pub connections: usize,
+    /// Events per batch.
+    pub batch: usize,
+}
+
+impl Default for IngestBench {
+    fn default() -> Self {
+        IngestBench { seconds: 5.0, connections: 32, batch: 100 }
+    }
+}
+
+/// A realistic event of about 250 bytes.
+fn body(batch: usize, seq: u64) -> Bytes {
+    let events: Vec<serde_json::Value> = (0..batch)
+        .map(|i| {
+            let event_type = ["page.view", "order.created", "user.signup", "api.request"][i % 4];
+            serde_json::json!({
+                "type": event_type,
+                "userId": format!("user-{}", (seq as usize * 7 + i) % 5000),
+                "sessionId": format!("s-{}", seq % 977),
+                "url": "https://shop.example.com/products/42?ref=home",
+                "statusCode": 200,
+                "durationMs": 12.5 + i as f64,
+                "properties": {"plan": "pro", "amount": i * 3, "currency": "EUR"},
+            })
+        })
+        .collect();
+    Bytes::from(serde_json::to_vec(&serde_json::json!({ "events": events })).expect("json"))
+}
+
+async fn ceiling_server() -> anyhow::Result<(String, tokio::sync::oneshot::Sender<()>)> {
+    async fn parse_only(body: Bytes) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        match serde_json::from_slice::<events_core::EventBatch>(&body) {
+            Ok(b) => axum::Json(serde_json::json!({"ok": true, "received": b.events.len(), "namespace": "bench"}))
+                .into_response(),
+            Err(_) => axum::http::StatusCode::BAD_REQUEST.into_response(),
+        }
+    }
+    let app = axum::Router::new().route("/e", post(parse_only)).layer(axum::extract::DefaultBodyLimit::max(2 << 20));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).with_graceful_shutdown(async move { drop(rx.await) }).await;
+    });
+    Ok((url, tx))
+}
+
+struct Load {
+    events_per_s: f64,
+    latencies_ms: Vec<f64>,
+    errors: u64,
+}
+
+/// Sends batches for `seconds`; `rate` (batches/s in total) paces the load if set.
+async fn drive(
+    url: &str,
+    token: &str,
+    opts: &IngestBench,
+    connections: usize,
+    rate: Option<f64>,
+) -> anyhow::Result<Load> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(connections).build()?;
+    let bodies: Arc<Vec<Bytes>> = Arc::new((0..64).map(|s| body(opts.batch, s)).collect());
+    let sent = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(opts.seconds);
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..connections {
+        let (client, bodies, sent, errors) = (client.clone(), bodies.clone(), sent.clone(), errors.clone());
+        let url = format!("{url}/e");
+        let auth = format!("Bearer {token}");
+        let batch = opts.batch as u64;
+        let interval = rate.map(|r| Duration::from_secs_f64(connections as f64 / r));
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut i = c as u64;
+            let mut next = Instant::now();
+            while Instant::now() < deadline {
+                if let Some(iv) = interval {
+                    tokio::time::sleep_until(next.into()).await;
+                    next += iv;
+                }
+                let t = Instant::now();
+                let r = client
+                    .post(&url)
+                    .header("authorization", &auth)
+                    .header("content-type", "application/json")
+                    .body(bodies[(i % 64) as usize].clone())
+                    .send()
+                    .await;
+                match r {
+                    Ok(resp) if resp.status().is_success() => {
+                        let _ = resp.bytes().await;
+                        latencies.push(t.elapsed().as_secs_f64() * 1e3);
+                        sent.fetch_add(batch, Ordering::Relaxed);
+                    }
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                i += connections as u64;
+            }
+            latencies
+        });
+    }
+    let mut latencies_ms = Vec::new();
+    while let Some(l) = tasks.join_next().await {
+        latencies_ms.extend(l?);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    latencies_ms.sort_by(|a, b| a.total_cmp(b));
+    Ok(Load {
+        events_per_s: sent.load(Ordering::Relaxed) as f64 / elapsed,
+        latencies_ms,
+        errors: errors.load(Ordering::Relaxed),
+    })
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            total += if p.is_dir() { dir_bytes(&p) } else { e.metadata().map_or(0, |m| m.len()) };
+        }
+    }
+    total
+}
+
+/// Runs the ingest figures.
+pub async fn run(opts: &IngestBench) -> anyhow::Result<Vec<Figure>> {
+    let dir = tempfile::tempdir()?;
+    let mut config =
+        ServerConfig { data_dir: dir.path().join("data"), listen: "127.0.0.1:0".parse()?, ..Default::default() };
+    config.admin_token = Some("bench-admin-token-0123456789".into());
+    config.ingest.requests_per_minute = u64::MAX / 4;
+    config.ingest.events_per_minute = u64::MAX / 4;
+    let server = events_server::Server::bind(config).await?;
+    let url = format!("http://{}", server.local_addr());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.run(async move { drop(stop_rx.await) }));
+    let client = reqwest::Client::new();
+    let created: serde_json::Value = client
+        .post(format!("{url}/admin/namespaces/bench/keys"))
+        .bearer_auth("bench-admin-token-0123456789")
+        .json(&serde_json::json!({"name": "bench"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let key = created["key"].as_str().ok_or_else(|| anyhow::anyhow!("no key: {created}"))?.to_string();
+
+    let (ceiling_url, ceiling_stop) = ceiling_server().await?;
+    // Warm up both, then measure.
+    let warm = IngestBench { seconds: 1.0, ..*opts };
+    drive(&ceiling_url, "x", &warm, opts.connections, None).await?;
+    drive(&url, &key, &warm, opts.connections, None).await?;
+    let ceiling = drive(&ceiling_url, "x", opts, opts.connections, None).await?;
+    let peak = drive(&url, &key, opts, opts.connections, None).await?;
+    let half_rate = peak.events_per_s / 2.0 / opts.batch as f64;
+    let half = drive(&url, &key, opts, opts.connections, Some(half_rate)).await?;
+    let _ = ceiling_stop.send(());
+
+    let mut figures = vec![
+        Figure::new(
+            &format!("durable ingest, {}-event batches, {} connections", opts.batch, opts.connections),
+            peak.events_per_s,
+            "events/s",
+        )
+        .against("parse-only HTTP ceiling", ceiling.events_per_s),
+        Figure::new("ack latency p50 at half of peak", percentile(&half.latencies_ms, 0.5), "ms"),
+        Figure::new("ack latency p99 at half of peak", percentile(&half.latencies_ms, 0.99), "ms"),
+        Figure::new("failed requests (all phases)", (peak.errors + half.errors) as f64, "requests"),
+    ];
+
+    // Storage efficiency: flush, then compare Parquet bytes with the JSON sent.
+    client.post(format!("{url}/admin/flush")).bearer_auth("bench-admin-token-0123456789").send().await?;
+    let events_stored: u64 = (peak.events_per_s * opts.seconds + half.events_per_s * opts.seconds) as u64;
+    let sample = body(opts.batch, 1);
+    let json_per_event = (sample.len() as f64 - 12.0) / opts.batch as f64;
+    let parquet = dir_bytes(&dir.path().join("data/lake")) as f64;
+    if events_stored > 0 {
+        figures.push(
+            Figure::new("Parquet bytes per event", parquet / events_stored as f64, "bytes")
+                .against("raw JSON", json_per_event),
+        );
+    }
+    let _ = stop_tx.send(());
+    serving.await??;
+    Ok(figures)
+}
