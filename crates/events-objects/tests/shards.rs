@@ -1,0 +1,73 @@
+//! ShardCoordinator: scale up on backpressure, down after a quiet spell, never past the bounds.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use events_core::Timestamp;
+use events_host_native::{HostConfig, ManualClock, NativeHost};
+use events_objects::ShardCoordinator;
+use events_objects::shard_coordinator::{ShardLayout, ShardRequest};
+
+const T0: i64 = 1_800_000_000_000;
+
+async fn layout(host: &NativeHost, req: ShardRequest) -> ShardLayout {
+    host.call_object::<ShardCoordinator>("acme", req).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backpressure_adds_shards_and_quiet_removes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(Timestamp(T0)));
+    let mut config = HostConfig::new(dir.path());
+    config.clock = clock.clone();
+    config.vars = [("shards.max", "3"), ("shards.cooldown_ms", "1000"), ("shards.scale_down_quiet_ms", "60000")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let host = NativeHost::start(config).unwrap();
+    host.register::<ShardCoordinator>();
+
+    assert_eq!(layout(&host, ShardRequest::Layout).await.shards, 1);
+    // Two reports are not enough; the third within the window adds a shard.
+    layout(&host, ShardRequest::Backpressure { shard: 0 }).await;
+    assert_eq!(layout(&host, ShardRequest::Backpressure { shard: 0 }).await.shards, 1);
+    let grown = layout(&host, ShardRequest::Backpressure { shard: 0 }).await;
+    assert_eq!((grown.shards, grown.epoch), (2, 1));
+    // During the cooldown, more reports change nothing.
+    for _ in 0..5 {
+        assert_eq!(layout(&host, ShardRequest::Backpressure { shard: 1 }).await.shards, 2);
+    }
+    clock.advance(1_000);
+    for _ in 0..3 {
+        layout(&host, ShardRequest::Backpressure { shard: 1 }).await;
+    }
+    assert_eq!(layout(&host, ShardRequest::Layout).await.shards, 3);
+    // The maximum holds.
+    clock.advance(1_000);
+    for _ in 0..6 {
+        layout(&host, ShardRequest::Backpressure { shard: 2 }).await;
+    }
+    assert_eq!(layout(&host, ShardRequest::Layout).await.shards, 3);
+    // After a quiet minute the alarm removes one shard, then another.
+    clock.advance(60_000);
+    let start = Instant::now();
+    while layout(&host, ShardRequest::Layout).await.shards != 2 {
+        assert!(start.elapsed() < Duration::from_secs(10), "scale-down after the quiet spell");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    clock.advance(60_000);
+    while layout(&host, ShardRequest::Layout).await.shards != 1 {
+        assert!(start.elapsed() < Duration::from_secs(20), "second scale-down");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The layout survives a restart.
+    host.shutdown().await;
+    drop(host);
+    let mut config = HostConfig::new(dir.path());
+    config.clock = clock.clone();
+    let host = NativeHost::start(config).unwrap();
+    host.register::<ShardCoordinator>();
+    let after = layout(&host, ShardRequest::Layout).await;
+    assert_eq!((after.shards, after.epoch), (1, 4));
+    host.shutdown().await;
+}
