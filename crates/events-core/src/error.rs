@@ -81,6 +81,9 @@ pub enum ErrorCode {
     // 504
     /// The operation did not finish in time.
     Timeout,
+    // 409 (appended)
+    /// A new schema version breaks the subject's compatibility rule; `details.differences` lists why.
+    SchemaIncompatible,
 }
 
 impl ErrorCode {
@@ -111,6 +114,7 @@ impl ErrorCode {
             InternalError | StorageError => 500,
             ServiceUnavailable | Overloaded => 503,
             Timeout => 504,
+            SchemaIncompatible => 409,
         }
     }
 
@@ -161,6 +165,7 @@ impl ErrorCode {
             ServiceUnavailable => "SERVICE_UNAVAILABLE",
             Overloaded => "OVERLOADED",
             Timeout => "TIMEOUT",
+            SchemaIncompatible => "SCHEMA_INCOMPATIBLE",
         }
     }
 
@@ -197,6 +202,7 @@ impl ErrorCode {
             ServiceUnavailable,
             Overloaded,
             Timeout,
+            SchemaIncompatible,
         ]
     };
 }

@@ -10,18 +10,26 @@
 //! | [`EventWriter`] | `<ns>/<shard>` | durable buffer of accepted events, flushed to Parquet; the fan-out outbox |
 //! | [`RateLimiter`] | `key:<id>`, `ip:<addr>`, `quota:<ns>` | sliding-window limits and daily quotas |
 //! | [`ShardCoordinator`] | `<ns>` | how many writer shards a namespace uses |
+//! | [`SchemaRegistry`] | `<ns>` | event JSON Schemas, versions, compatibility, validation at ingest |
+//! | [`WebhookSecrets`] | `<ns>` | signing secrets of inbound webhook providers |
 //! | [`Tenant`] | `<ns>` | API keys, namespace limits, `batchId` reservations |
 
 pub mod event_writer;
 pub mod fanout;
 pub mod rate_limiter;
+pub mod schema_compat;
+pub mod schema_regex;
+pub mod schema_registry;
 pub mod shard_coordinator;
 pub mod tenant;
+pub mod webhook_secrets;
 
 pub use event_writer::EventWriter;
 pub use rate_limiter::RateLimiter;
+pub use schema_registry::SchemaRegistry;
 pub use shard_coordinator::ShardCoordinator;
 pub use tenant::Tenant;
+pub use webhook_secrets::WebhookSecrets;
 
 /// Reads a numeric configuration variable, falling back to `default`.
 pub(crate) fn var_or<H: events_runtime::Host, T: std::str::FromStr>(host: &H, key: &str, default: T) -> T {

@@ -1,7 +1,7 @@
 //! The ingest pipeline behind `POST /e`.
 //!
 //! Order: authenticate → decode the body (size, encoding, JSON or NDJSON)
-//! → rate limit → validate every event → daily quota → reserve the `batchId`
+//! → rate limit → validate every event → schemas ([`crate::schemas`]) → daily quota → reserve the `batchId`
 //! → append to a writer shard (fsynced) → answer. Each step that refuses
 //! returns before anything is written, so a refused batch leaves no trace.
 
@@ -159,6 +159,8 @@ pub struct Accepted {
     pub deduplicated: bool,
     /// The namespace written to.
     pub namespace: String,
+    /// Schema failures of `warn`-mode schemas (the events were stored, marked).
+    pub warnings: Vec<serde_json::Value>,
 }
 
 /// An ingest failure and the rate state to report with it (if known).
@@ -188,11 +190,13 @@ struct NamespaceState {
 /// Ingest state shared by requests: cached layouts, limits and in-flight counts.
 pub struct Ingest {
     namespaces: Mutex<HashMap<String, NamespaceState>>,
+    /// Schema validation in front of the namespace's registry.
+    pub schemas: crate::schemas::SchemaGate,
 }
 
 impl Default for Ingest {
     fn default() -> Self {
-        Ingest { namespaces: Mutex::new(HashMap::new()) }
+        Ingest { namespaces: Mutex::new(HashMap::new()), schemas: Default::default() }
     }
 }
 
@@ -299,7 +303,7 @@ impl Ingest {
         if let Some(id) = &batch.batch_id {
             validate_batch_id(id)?;
         }
-        let (shards, limits) = self.namespace(host, &ns).await?;
+        let (_, limits) = self.namespace(host, &ns).await?;
         let defaults = NamespaceLimits {
             requests_per_minute: Some(config.ingest.requests_per_minute),
             events_per_minute: Some(config.ingest.events_per_minute),
@@ -345,6 +349,11 @@ impl Ingest {
             metrics::counter!("events_ingest_rejected_total", "code" => e.code.as_str()).increment(1);
             refuse(e, None)
         })?;
+        // Schemas: strict failures refuse the batch; warn failures are reported and marked.
+        let (events, warnings) = self.schemas.check(host, &ns, events).await.map_err(|e| {
+            metrics::counter!("events_ingest_rejected_total", "code" => e.code.as_str()).increment(1);
+            refuse(e, None)
+        })?;
 
         let per_day = limits.events_per_day.unwrap_or_default();
         if per_day > 0 {
@@ -368,46 +377,60 @@ impl Ingest {
             }
         }
 
-        // Choose the shard; a batchId sticks to the shard that first took it.
-        let mut forced = None;
-        if let Some(batch_id) = &batch.batch_id {
-            let (proposal, _) = self.pick_shard(&ns, shards, None);
-            let reserved = host
-                .call_object::<Tenant>(&ns, TenantRequest::ReserveBatch { batch_id: batch_id.clone(), shard: proposal })
-                .await
-                .map_err(|e| refuse(e, None))?;
-            if let TenantResponse::BatchShard(s) = reserved {
-                forced = Some(s);
-            }
-        }
-        let (shard, inflight) = self.pick_shard(&ns, shards, forced);
-        let depth = inflight.fetch_add(1, Ordering::Relaxed) + 1;
-        if depth >= config.shards.backpressure_inflight && self.should_report(&ns) {
-            self.report_backpressure(host, &ns, shard);
-        }
-        let result = host
-            .call_object::<EventWriter>(
-                &writer_name(&ns, shard),
-                WriterRequest::Append { events, batch_id: batch.batch_id },
-            )
-            .await;
-        inflight.fetch_sub(1, Ordering::Relaxed);
-        let appended = match result {
-            Ok(WriterResponse::Appended(a)) => a,
-            Ok(_) => return Err(refuse(ApiError::internal("writer answered out of protocol"), None)),
-            Err(e) => {
-                if e.code == ErrorCode::Overloaded {
-                    self.report_backpressure(host, &ns, shard);
-                }
-                return Err(refuse(e, Some(1)));
-            }
-        };
+        let appended = self
+            .store(host, config, &ns, events, batch.batch_id)
+            .await
+            .map_err(|r| Refused { rate: r.rate.or(rate), ..r })?;
         let Appended { received, stored, deduplicated, .. } = appended;
         metrics::counter!("events_ingested_total").increment(stored as u64);
         metrics::counter!("events_ingest_batches_total", "outcome" => if deduplicated { "deduplicated" } else { "accepted" })
             .increment(1);
         metrics::histogram!("events_ingest_ack_seconds").record(started.elapsed().as_secs_f64());
-        Ok((Accepted { received, deduplicated, namespace: ns }, rate))
+        Ok((Accepted { received, deduplicated, namespace: ns, warnings }, rate))
+    }
+
+    /// Stores validated events of `ns`: picks the writer shard (a `batchId`
+    /// sticks to the shard that first took it) and appends, fsynced.
+    pub async fn store(
+        &self,
+        host: &NativeHost,
+        config: &ServerConfig,
+        ns: &str,
+        events: Vec<Event>,
+        batch_id: Option<String>,
+    ) -> Result<Appended, Refused> {
+        let (shards, _) = self.namespace(host, ns).await?;
+        // Choose the shard; a batchId sticks to the shard that first took it.
+        let mut forced = None;
+        if let Some(batch_id) = &batch_id {
+            let (proposal, _) = self.pick_shard(ns, shards, None);
+            let reserved = host
+                .call_object::<Tenant>(ns, TenantRequest::ReserveBatch { batch_id: batch_id.clone(), shard: proposal })
+                .await
+                .map_err(Refused::from)?;
+            if let TenantResponse::BatchShard(s) = reserved {
+                forced = Some(s);
+            }
+        }
+        let (shard, inflight) = self.pick_shard(ns, shards, forced);
+        let depth = inflight.fetch_add(1, Ordering::Relaxed) + 1;
+        if depth >= config.shards.backpressure_inflight && self.should_report(ns) {
+            self.report_backpressure(host, ns, shard);
+        }
+        let result =
+            host.call_object::<EventWriter>(&writer_name(ns, shard), WriterRequest::Append { events, batch_id }).await;
+        inflight.fetch_sub(1, Ordering::Relaxed);
+        let appended = match result {
+            Ok(WriterResponse::Appended(a)) => a,
+            Ok(_) => return Err(ApiError::internal("writer answered out of protocol").into()),
+            Err(e) => {
+                if e.code == ErrorCode::Overloaded {
+                    self.report_backpressure(host, ns, shard);
+                }
+                return Err(Refused { error: e, rate: None, retry_after: Some(1) });
+            }
+        };
+        Ok(appended)
     }
 
     fn report_backpressure(&self, host: &NativeHost, ns: &str, shard: u32) {

@@ -29,8 +29,10 @@ pub mod middleware;
 pub mod objects;
 pub mod reader;
 pub mod routes;
+pub mod schemas;
 pub mod state;
 pub mod telemetry;
+pub mod webhooks;
 
 pub use config::{ConfigError, ConfigOverrides, LogFormat, ServerConfig};
 pub use error::{ApiErrorResponse, ApiJson};

@@ -2,7 +2,7 @@
 
 use events_host_native::{HostConfig, NativeHost, OutboundPolicy};
 use events_objects::event_writer::{WriterRequest, WriterResponse};
-use events_objects::{EventWriter, RateLimiter, ShardCoordinator, Tenant};
+use events_objects::{EventWriter, RateLimiter, SchemaRegistry, ShardCoordinator, Tenant, WebhookSecrets};
 
 use crate::config::ServerConfig;
 
@@ -26,6 +26,7 @@ pub fn start_host(config: &ServerConfig) -> anyhow::Result<NativeHost> {
     host_config.vars = vars.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     let host = NativeHost::start(host_config).map_err(|e| anyhow::anyhow!("{}", e.message))?;
     host.register::<EventWriter>().register::<Tenant>().register::<RateLimiter>().register::<ShardCoordinator>();
+    host.register::<SchemaRegistry>().register::<WebhookSecrets>();
     Ok(host)
 }
 

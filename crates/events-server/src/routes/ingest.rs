@@ -44,6 +44,11 @@ pub struct IngestResponse {
     /// Present (true) when the batch was a replay of an accepted `batchId`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deduplicated: Option<bool>,
+    /// Schema failures of `warn`-mode schemas: `{index, type, path, message, schema, version}`.
+    /// The events were stored, with the messages in their `_schemaErrors` field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub warnings: Option<Vec<serde_json::Value>>,
 }
 
 /// Ingests a batch of events. The answer is sent only once the events are on disk (fsynced).
@@ -117,6 +122,7 @@ async fn run(state: AppState, peer: SocketAddr, headers: HeaderMap, body: Body) 
                 received: accepted.received,
                 namespace: accepted.namespace,
                 deduplicated: accepted.deduplicated.then_some(true),
+                warnings: (!accepted.warnings.is_empty()).then_some(accepted.warnings),
             };
             let mut response = (StatusCode::OK, axum::Json(body)).into_response();
             if let Some(rate) = rate {
