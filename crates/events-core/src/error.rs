@@ -81,6 +81,10 @@ pub enum ErrorCode {
     // 504
     /// The operation did not finish in time.
     Timeout,
+    // 400 (appended)
+    /// An outbound target (webhook URL) is refused by the outbound policy:
+    /// a private, loopback or metadata address that `[outbound] allow` does not cover.
+    TargetNotAllowed,
     // 409 (appended)
     /// A new schema version breaks the subject's compatibility rule; `details.differences` lists why.
     SchemaIncompatible,
@@ -115,6 +119,7 @@ impl ErrorCode {
             ServiceUnavailable | Overloaded => 503,
             Timeout => 504,
             SchemaIncompatible => 409,
+            TargetNotAllowed => 400,
         }
     }
 
@@ -166,6 +171,7 @@ impl ErrorCode {
             Overloaded => "OVERLOADED",
             Timeout => "TIMEOUT",
             SchemaIncompatible => "SCHEMA_INCOMPATIBLE",
+            TargetNotAllowed => "TARGET_NOT_ALLOWED",
         }
     }
 
@@ -202,6 +208,7 @@ impl ErrorCode {
             ServiceUnavailable,
             Overloaded,
             Timeout,
+            TargetNotAllowed,
             SchemaIncompatible,
         ]
     };

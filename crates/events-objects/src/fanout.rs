@@ -20,11 +20,23 @@ pub const FANOUT_RETRY_MS: i64 = 1_000;
 
 /// The built-in consumers, registered by every writer when it loads.
 /// A capability that needs every event adds its name here and an arm in [`deliver`].
-pub const CONSUMERS: &[&str] = &[];
+pub const CONSUMERS: &[&str] = &[SUBSCRIPTIONS];
+
+/// The consumer that routes events to the namespace's [`crate::Subscriptions`].
+pub const SUBSCRIPTIONS: &str = "subscriptions";
 
 /// Hands `events` (in order) to `consumer`. An error leaves the cursor where
 /// it was, and the same events are offered again later.
 pub async fn deliver<H: Host>(cx: &ObjectContext<H>, consumer: &str, events: &[OutboxEvent]) -> ObjectResult<()> {
-    let _ = (cx, events);
-    Err(ApiError::internal(format!("unknown outbox consumer {consumer:?}")))
+    match consumer {
+        SUBSCRIPTIONS => {
+            let Some(first) = events.first() else { return Ok(()) };
+            let events: Vec<_> = events.iter().map(|e| e.event.clone()).collect();
+            cx.stub::<crate::Subscriptions>(first.event.ns.clone())
+                .call(crate::subscription::SubsRequest::Route { events })
+                .await?;
+            Ok(())
+        }
+        _ => Err(ApiError::internal(format!("unknown outbox consumer {consumer:?}"))),
+    }
 }

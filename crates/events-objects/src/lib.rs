@@ -13,6 +13,7 @@
 //! | [`SchemaRegistry`] | `<ns>` | event JSON Schemas, versions, compatibility, validation at ingest |
 //! | [`WebhookSecrets`] | `<ns>` | signing secrets of inbound webhook providers |
 //! | [`Tenant`] | `<ns>` | API keys, namespace limits, `batchId` reservations |
+//! | [`Subscriptions`] | `<ns>` | subscription routing, signed webhook delivery, retries, dead letters, replay |
 
 pub mod event_writer;
 pub mod fanout;
@@ -21,6 +22,7 @@ pub mod schema_compat;
 pub mod schema_regex;
 pub mod schema_registry;
 pub mod shard_coordinator;
+pub mod subscription;
 pub mod tenant;
 pub mod webhook_secrets;
 
@@ -28,6 +30,7 @@ pub use event_writer::EventWriter;
 pub use rate_limiter::RateLimiter;
 pub use schema_registry::SchemaRegistry;
 pub use shard_coordinator::ShardCoordinator;
+pub use subscription::Subscriptions;
 pub use tenant::Tenant;
 pub use webhook_secrets::WebhookSecrets;
 

@@ -100,6 +100,8 @@ pub struct ServerConfig {
     pub outbound: OutboundConfig,
     /// Dynamic sharding of event writers.
     pub shards: ShardsConfig,
+    /// Webhook subscriptions.
+    pub subscriptions: SubscriptionsConfig,
 }
 
 impl Default for ServerConfig {
@@ -119,6 +121,7 @@ impl Default for ServerConfig {
             writer: WriterConfig::default(),
             outbound: OutboundConfig::default(),
             shards: ShardsConfig::default(),
+            subscriptions: SubscriptionsConfig::default(),
         }
     }
 }
@@ -140,6 +143,7 @@ impl fmt::Debug for ServerConfig {
             .field("writer", &self.writer)
             .field("outbound", &self.outbound)
             .field("shards", &self.shards)
+            .field("subscriptions", &self.subscriptions)
             .finish()
     }
 }
@@ -207,6 +211,20 @@ impl Default for WriterConfig {
 pub struct OutboundConfig {
     /// CIDR blocks that webhooks may reach although private (e.g. `127.0.0.0/8`).
     pub allow: Vec<String>,
+}
+
+/// Webhook subscriptions (the `[subscriptions]` table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SubscriptionsConfig {
+    /// Target of `POST /subscriptions/subscribe`; `{workerId}` and `{rpcMethod}` are replaced.
+    pub rpc_url_template: String,
+}
+
+impl Default for SubscriptionsConfig {
+    fn default() -> Self {
+        SubscriptionsConfig { rpc_url_template: "https://{workerId}.workers.dev/rpc/{rpcMethod}".to_string() }
+    }
 }
 
 /// Dynamic sharding of event writers (the `[shards]` table).

@@ -2,7 +2,9 @@
 
 use events_host_native::{HostConfig, NativeHost, OutboundPolicy};
 use events_objects::event_writer::{WriterRequest, WriterResponse};
-use events_objects::{EventWriter, RateLimiter, SchemaRegistry, ShardCoordinator, Tenant, WebhookSecrets};
+use events_objects::{
+    EventWriter, RateLimiter, SchemaRegistry, ShardCoordinator, Subscriptions, Tenant, WebhookSecrets,
+};
 
 use crate::config::ServerConfig;
 
@@ -27,6 +29,7 @@ pub fn start_host(config: &ServerConfig) -> anyhow::Result<NativeHost> {
     let host = NativeHost::start(host_config).map_err(|e| anyhow::anyhow!("{}", e.message))?;
     host.register::<EventWriter>().register::<Tenant>().register::<RateLimiter>().register::<ShardCoordinator>();
     host.register::<SchemaRegistry>().register::<WebhookSecrets>();
+    host.register::<Subscriptions>();
     Ok(host)
 }
 

@@ -11,11 +11,15 @@ pub mod bench;
 pub mod keys;
 pub mod send;
 pub mod serve;
+pub mod subs;
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Serve(serve::ServeArgs),
+    Subs(subs::SubsArgs),
+    Deliveries(subs::DeliveriesArgs),
+    Replay(subs::ReplayArgs),
     Send(send::SendArgs),
     Keys(keys::KeysArgs),
     Bench(bench::BenchArgs),
@@ -26,6 +30,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let Cli { global, command } = cli;
     match command {
         Command::Serve(args) => serve::run(&global, args).await,
+        Command::Subs(args) => subs::run_subs(&global, args).await,
+        Command::Deliveries(args) => subs::run_deliveries(&global, args).await,
+        Command::Replay(args) => subs::run_replay(&global, args).await,
         Command::Send(args) => send::run(&global, args).await,
         Command::Keys(args) => keys::run(&global, args).await,
         Command::Bench(args) => bench::run(&global, args).await,

@@ -28,11 +28,20 @@ pub mod health;
 pub mod ingest;
 pub mod meta;
 pub mod schemas;
+pub mod subscriptions;
 pub mod webhooks;
 
 /// Every route module, in registration order. The one list of routes.
-pub const MODULES: &[fn(ApiRouter) -> ApiRouter] =
-    &[health::register, meta::register, ingest::register, events::register, admin::register, schemas::register, webhooks::register];
+pub const MODULES: &[fn(ApiRouter) -> ApiRouter] = &[
+    health::register,
+    meta::register,
+    ingest::register,
+    events::register,
+    admin::register,
+    subscriptions::register,
+    schemas::register,
+    webhooks::register,
+];
 
 /// One registered route: an HTTP method and a path template (`/things/{id}`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
