@@ -245,7 +245,7 @@ async fn unsafe_or_invalid_schemas_are_refused_at_registration() {
         (json!({"type": "no-such-type"}), "invalid JSON Schema"),
     ] {
         let r = register(&server, &key, &ns, json!({"type": "bad.schema", "schema": schema})).await;
-        let body = r.expect_error(400, "INVALID_REQUEST");
+        r.expect_error(400, "INVALID_REQUEST");
         assert!(r.body["error"].as_str().unwrap().contains(needle), "{needle}: {}", r.text);
     }
     // Draft-07 with definitions is accepted.

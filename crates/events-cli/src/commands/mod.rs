@@ -9,6 +9,7 @@ use crate::cli::Cli;
 
 pub mod bench;
 pub mod keys;
+pub mod schema;
 pub mod send;
 pub mod serve;
 pub mod subs;
@@ -23,6 +24,7 @@ pub enum Command {
     Send(send::SendArgs),
     Keys(keys::KeysArgs),
     Bench(bench::BenchArgs),
+    Schema(schema::SchemaArgs),
 }
 
 /// Runs the chosen subcommand.
@@ -36,5 +38,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Send(args) => send::run(&global, args).await,
         Command::Keys(args) => keys::run(&global, args).await,
         Command::Bench(args) => bench::run(&global, args).await,
+        Command::Schema(args) => schema::run(&global, args).await,
     }
 }

@@ -112,6 +112,7 @@ mod tests {
         argv.extend_from_slice(args);
         match Cli::try_parse_from(argv).unwrap().command {
             Command::Serve(a) => a,
+            other => panic!("parsed as another command: {other:?}"),
         }
     }
 
