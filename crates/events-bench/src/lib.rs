@@ -7,6 +7,7 @@
 
 pub mod ingest;
 pub mod runtime;
+pub mod schemas;
 
 /// One measured figure.
 #[derive(Debug, Clone, serde::Serialize)]
