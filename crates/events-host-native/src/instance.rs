@@ -243,8 +243,9 @@ async fn run_alarm<O: DurableObject>(
             return Ok(());
         }
         None => {
-            // A stale index entry: make the commit reconcile the index.
+            // A stale index entry woke us: make the commit remove it.
             storage.clear_alarm()?;
+            storage.mark_index_stale();
             return Ok(());
         }
     };
@@ -289,17 +290,22 @@ async fn commit(host: &NativeHost, key: &ObjectKey, storage: &SqliteStorage) -> 
         // Nothing to make durable: a read-only commit writes no WAL frame.
         return storage.raw("COMMIT");
     }
+    // The index only has to hold a time at or before the alarm (alarms.rs):
+    // write it when it holds nothing known or something later.
+    let index_write = alarm.filter(|at| storage.indexed_alarm().is_none_or(|i| *at < i));
+    // A stale entry is removed only when a wake-up found nothing to run.
+    let index_delete = alarm.is_none() && storage.take_index_stale();
     let started = Instant::now();
     let conn = storage.take();
     let host2 = host.clone();
     let key2 = key.clone();
     let (returned, result) = tokio::task::spawn_blocking(move || {
         let result = (|| {
-            if let Some(at) = alarm {
+            if let Some(at) = index_write {
                 host2.0.index.upsert_alarm(&key2, at)?; // intent first (alarms.rs)
             }
             conn.execute_batch("COMMIT").map_err(storage_error)?;
-            if alarm_changed && alarm.is_none() {
+            if index_delete {
                 host2.0.index.delete_alarm(&key2)?;
             }
             Ok(())
@@ -313,6 +319,12 @@ async fn commit(host: &NativeHost, key: &ObjectKey, storage: &SqliteStorage) -> 
     .map_err(|e| ApiError::internal(format!("commit task: {e}")))?;
     storage.restore(returned);
     result?;
+    if let Some(at) = index_write {
+        storage.set_indexed_alarm(Some(at));
+    }
+    if index_delete {
+        storage.set_indexed_alarm(None);
+    }
     host.0.counters.commits.fetch_add(1, Ordering::Relaxed);
     metrics::counter!("events_runtime_commits_total", "class" => key.0).increment(1);
     metrics::histogram!("events_runtime_commit_seconds").record(started.elapsed().as_secs_f64());

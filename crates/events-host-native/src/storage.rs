@@ -76,6 +76,10 @@ struct Inner {
     depth: Cell<u32>,
     /// `total_changes` when the current transaction began.
     changes_at_begin: Cell<u64>,
+    /// The alarm time the host index holds for this object, when known.
+    indexed_alarm: Cell<Option<Timestamp>>,
+    /// Whether the index entry is known to be stale (to delete at commit).
+    index_stale: Cell<bool>,
 }
 
 /// An object's database. Cheap to clone (shared handle); lives on one thread.
@@ -89,6 +93,8 @@ impl SqliteStorage {
             alarm_changed: Cell::new(false),
             depth: Cell::new(0),
             changes_at_begin: Cell::new(0),
+            indexed_alarm: Cell::new(None),
+            index_stale: Cell::new(false),
         }))
     }
 
@@ -123,6 +129,26 @@ impl SqliteStorage {
                 rusqlite::ffi::sqlite3_db_release_memory(conn.handle());
             }
         }
+    }
+
+    /// The alarm time the host index is known to hold.
+    pub(crate) fn indexed_alarm(&self) -> Option<Timestamp> {
+        self.0.indexed_alarm.get()
+    }
+
+    /// Records what the host index now holds.
+    pub(crate) fn set_indexed_alarm(&self, at: Option<Timestamp>) {
+        self.0.indexed_alarm.set(at);
+    }
+
+    /// Marks the index entry as stale: the next commit without an alarm deletes it.
+    pub(crate) fn mark_index_stale(&self) {
+        self.0.index_stale.set(true);
+    }
+
+    /// Returns and clears the stale mark.
+    pub(crate) fn take_index_stale(&self) -> bool {
+        self.0.index_stale.replace(false)
     }
 
     /// Opens the transaction of a batch.

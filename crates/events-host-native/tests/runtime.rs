@@ -275,7 +275,7 @@ fn rss_bytes() -> u64 {
 }
 
 /// Stated bound: a live, idle object costs at most this much memory.
-const MAX_BYTES_PER_LIVE_OBJECT: u64 = 64 * 1024;
+const MAX_BYTES_PER_LIVE_OBJECT: u64 = 96 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_objects_stay_within_the_memory_bound() {
