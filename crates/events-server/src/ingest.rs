@@ -78,7 +78,7 @@ pub fn decode_body(headers: &HeaderMap, body: Bytes, config: &ServerConfig) -> R
     let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let header_batch_id = headers.get(BATCH_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
     match mime.as_str() {
-        "application/json" | "text/json" | "text/plain" | "" => {
+        "application/json" | "text/json" | "" => {
             let batch: events_core::EventBatch = serde_json::from_slice(&body).map_err(|e| match e.classify() {
                 serde_json::error::Category::Data => ApiError::new(
                     ErrorCode::InvalidBatch,
@@ -104,6 +104,21 @@ pub fn decode_body(headers: &HeaderMap, body: Bytes, config: &ServerConfig) -> R
             format!("Content-Type {other:?} is not supported; use application/json or application/x-ndjson"),
         )),
     }
+}
+
+/// Decodes the body and checks the batch envelope (size, `batchId`).
+fn decode_batch(headers: &HeaderMap, body: Bytes, config: &ServerConfig) -> Result<DecodedBatch, ApiError> {
+    let batch = decode_body(headers, body, config)?;
+    if batch.events.len() > config.ingest.max_events_per_batch {
+        return Err(ApiError::new(
+            ErrorCode::InvalidBatch,
+            format!("a batch holds at most {} events, not {}", config.ingest.max_events_per_batch, batch.events.len()),
+        ));
+    }
+    if let Some(id) = &batch.batch_id {
+        validate_batch_id(id)?;
+    }
+    Ok(batch)
 }
 
 /// Validates every event; all faults are reported together.
@@ -276,6 +291,32 @@ impl Ingest {
         true
     }
 
+    /// Asks the caller's rate limiter; `None` when it failed and the
+    /// configuration lets traffic through (fail-open).
+    async fn check_rate(
+        &self,
+        host: &NativeHost,
+        config: &ServerConfig,
+        subject: &str,
+        limits: &NamespaceLimits,
+        events: u64,
+    ) -> Result<Option<RateHeaders>, ApiError> {
+        let request = LimitRequest::Check {
+            requests_per_minute: limits.requests_per_minute.unwrap_or_default(),
+            events_per_minute: limits.events_per_minute.unwrap_or_default(),
+            events,
+        };
+        match host.call_object::<RateLimiter>(subject, request).await {
+            Ok(LimitResponse::Rate(d)) => Ok(Some(RateHeaders(d))),
+            Ok(_) => Ok(None),
+            Err(e) if config.ingest.rate_limit_fail_open => {
+                tracing::warn!(error = %e, "rate limiter failed; letting the request through (fail-open)");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Runs the pipeline for one authenticated request.
     pub async fn ingest(
         &self,
@@ -288,21 +329,6 @@ impl Ingest {
     ) -> Result<(Accepted, Option<RateHeaders>), Refused> {
         let started = Instant::now();
         let ns = caller.namespace.clone();
-        let batch = decode_body(headers, body, config)?;
-        if batch.events.len() > config.ingest.max_events_per_batch {
-            return Err(ApiError::new(
-                ErrorCode::InvalidBatch,
-                format!(
-                    "a batch holds at most {} events, not {}",
-                    config.ingest.max_events_per_batch,
-                    batch.events.len()
-                ),
-            )
-            .into());
-        }
-        if let Some(id) = &batch.batch_id {
-            validate_batch_id(id)?;
-        }
         let (_, limits) = self.namespace(host, &ns).await?;
         let defaults = NamespaceLimits {
             requests_per_minute: Some(config.ingest.requests_per_minute),
@@ -310,24 +336,21 @@ impl Ingest {
             events_per_day: Some(config.ingest.events_per_day),
         };
         let limits = limits.or_defaults(defaults);
+        let subject = caller.limiter_subject(client_ip);
+        // A request whose body cannot be used still counts as a request
+        // (with no events) and carries the rate-limit headers.
+        let batch = match decode_batch(headers, body, config) {
+            Ok(batch) => batch,
+            Err(error) => {
+                let rate = self.check_rate(host, config, &subject, &limits, 0).await.ok().flatten();
+                metrics::counter!("events_ingest_rejected_total", "code" => error.code.as_str()).increment(1);
+                return Err(Refused { error, rate, retry_after: None });
+            }
+        };
         let count = batch.events.len() as u64;
 
-        // Rate limit (per key) and daily quota (per namespace), side by side.
-        let subject = caller.limiter_subject(client_ip);
-        let rate_req = LimitRequest::Check {
-            requests_per_minute: limits.requests_per_minute.unwrap_or_default(),
-            events_per_minute: limits.events_per_minute.unwrap_or_default(),
-            events: count,
-        };
-        let rate = match host.call_object::<RateLimiter>(&subject, rate_req).await {
-            Ok(LimitResponse::Rate(d)) => Some(RateHeaders(d)),
-            Ok(_) => None,
-            Err(e) if config.ingest.rate_limit_fail_open => {
-                tracing::warn!(error = %e, "rate limiter failed; letting the request through (fail-open)");
-                None
-            }
-            Err(e) => return Err(e.into()),
-        };
+        // Rate limit (per key), then validation, then the daily quota (per namespace).
+        let rate = self.check_rate(host, config, &subject, &limits, count).await?;
         let refuse = |error: ApiError, retry_after: Option<u64>| Refused { error, rate, retry_after };
         if let Some(RateHeaders(d)) = rate
             && !d.allowed
