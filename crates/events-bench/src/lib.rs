@@ -8,6 +8,7 @@
 pub mod ingest;
 pub mod runtime;
 pub mod schemas;
+pub mod subscriptions;
 
 /// One measured figure.
 #[derive(Debug, Clone, serde::Serialize)]
