@@ -44,17 +44,17 @@ pub struct SendArgs {
 /// Parses a JSON array, an `{"events": [...]}` object, or NDJSON.
 pub fn parse_events(text: &str) -> anyhow::Result<Vec<Value>> {
     let trimmed = text.trim_start();
-    if trimmed.starts_with('[') || trimmed.starts_with('{') {
-        if let Ok(value) = serde_json::from_str::<Value>(trimmed) {
-            return match value {
-                Value::Array(events) => Ok(events),
-                Value::Object(mut o) if o.get("events").is_some_and(Value::is_array) => {
-                    Ok(o.remove("events").and_then(|v| v.as_array().cloned()).unwrap_or_default())
-                }
-                Value::Object(_) => Ok(vec![value]),
-                _ => anyhow::bail!("expected events as a JSON array, an object or NDJSON"),
-            };
-        }
+    if (trimmed.starts_with('[') || trimmed.starts_with('{'))
+        && let Ok(value) = serde_json::from_str::<Value>(trimmed)
+    {
+        return match value {
+            Value::Array(events) => Ok(events),
+            Value::Object(mut o) if o.get("events").is_some_and(Value::is_array) => {
+                Ok(o.remove("events").and_then(|v| v.as_array().cloned()).unwrap_or_default())
+            }
+            Value::Object(_) => Ok(vec![value]),
+            _ => anyhow::bail!("expected events as a JSON array, an object or NDJSON"),
+        };
     }
     text.lines()
         .enumerate()
