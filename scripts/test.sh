@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace, including the cross-crate HTTP suite
+# (tests/e2e), which needs the `events` binary and Python with pyarrow, moto
+# and boto3.
+#
+#   bash scripts/test.sh [extra `cargo test` arguments]
+#
+# Creates (once) a venv at ${EVENTS_VENV:-$HOME/.cache/events-do/venv} with
+# tests/e2e/py/requirements.txt, reinstalling when that file changes, and
+# exports EVENTS_PYTHON for the tests. Keeps CARGO_TARGET_DIR if set.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+venv="${EVENTS_VENV:-$HOME/.cache/events-do/venv}"
+requirements="$root/tests/e2e/py/requirements.txt"
+stamp="$venv/.events-requirements.sha256"
+want="$(sha256sum "$requirements" | cut -d' ' -f1)"
+
+if ! "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    echo "==> creating Python venv at $venv"
+    mkdir -p "$(dirname "$venv")"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+fi
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+    echo "==> installing Python test tools ($requirements)"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+    echo "$want" >"$stamp"
+fi
+export EVENTS_PYTHON="$venv/bin/python"
+echo "==> EVENTS_PYTHON=$EVENTS_PYTHON ($("$EVENTS_PYTHON" -c 'import pyarrow, moto, boto3; print("pyarrow", pyarrow.__version__, "moto", moto.__version__, "boto3", boto3.__version__)'))"
+
+if [[ -f "$root/tests/e2e/js/package.json" ]]; then
+    echo "==> installing Node test tools (tests/e2e/js)"
+    (cd "$root/tests/e2e/js" && npm ci --no-audit --no-fund --silent)
+fi
+
+echo "==> building the events binary"
+cargo build -p events-cli --bin events
+
+# --no-fail-fast: one failing test binary must not hide the others' results.
+echo "==> cargo test --workspace --no-fail-fast $*"
+cargo test --workspace --no-fail-fast "$@"
