@@ -124,24 +124,28 @@ impl NativeHost {
             stopped: Notify::new(),
             lock: std::sync::Mutex::new(Some(lock)),
         }));
-        for (class, name, at) in host.0.index.alarms()? {
-            if let Some(class) = interned(&class) {
-                host.0.scheduler.schedule((class, name), at);
-            }
-        }
         tokio::spawn(run_scheduler(Arc::downgrade(&host.0), host.0.scheduler.clone()));
         Ok(host)
     }
 
     /// Makes class `O` known to the host (needed for its alarms to fire after a restart).
     pub fn register<O: DurableObject>(&self) -> &Self {
-        let class = intern(O::CLASS);
+        let class = O::CLASS;
         self.0
             .classes
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(class, Arc::new(ClassHandle::<O>(Default::default())));
-        self.0.scheduler.notify.notify_one();
+        // Alarms of this class recorded before the last stop (or passed over
+        // while the class was unknown) are scheduled now.
+        match self.0.index.alarms() {
+            Ok(alarms) => {
+                for (_, name, at) in alarms.into_iter().filter(|(c, _, _)| c == class) {
+                    self.0.scheduler.schedule((class, name), at);
+                }
+            }
+            Err(e) => tracing::error!(class, error = %e, "cannot read the alarm index"),
+        }
         self
     }
 
@@ -386,8 +390,10 @@ async fn run_scheduler(host: std::sync::Weak<Inner>, scheduler: Arc<AlarmSchedul
             for key in due {
                 match host.fire_alarm(&key) {
                     Ok(true) => {}
-                    // Class not registered yet, or the object is overloaded: try again shortly.
-                    Ok(false) | Err(_) => scheduler.schedule(key, now.add_millis(1_000)),
+                    // Class not registered yet: `register` schedules its alarms again.
+                    Ok(false) => {}
+                    // The object is overloaded or the host stopping: try again shortly.
+                    Err(_) => scheduler.schedule(key, now.add_millis(1_000)),
                 }
             }
             let poll_ms = if host.0.config.clock.is_real() { 60_000 } else { 10 };
@@ -399,29 +405,3 @@ async fn run_scheduler(host: std::sync::Weak<Inner>, scheduler: Arc<AlarmSchedul
         }
     }
 }
-
-/// Class names are `&'static str` (object types declare them as constants);
-/// names read back from the alarm index are mapped onto the same strings.
-fn intern(class: &'static str) -> &'static str {
-    let mut table = INTERNED.write().unwrap_or_else(|p| p.into_inner());
-    match table.iter().find(|c| **c == class) {
-        Some(known) => known,
-        None => {
-            table.push(class);
-            class
-        }
-    }
-}
-
-fn interned(class: &str) -> Option<&'static str> {
-    let mut table = INTERNED.write().unwrap_or_else(|p| p.into_inner());
-    if let Some(known) = table.iter().find(|c| **c == class) {
-        return Some(known);
-    }
-    // A class seen only in the index so far; bounded by the number of classes.
-    let leaked: &'static str = Box::leak(class.to_string().into_boxed_str());
-    table.push(leaked);
-    Some(leaked)
-}
-
-static INTERNED: RwLock<Vec<&'static str>> = RwLock::new(Vec::new());
