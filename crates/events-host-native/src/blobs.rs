@@ -52,7 +52,12 @@ impl ObjectStoreBlobs {
                         .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, format!("lake option {k}: {e}")))?;
                     builder = builder.with_config(key, v);
                 }
-                Arc::new(builder.build().map_err(blob_error)?)
+                let bucket: Arc<dyn ObjectStore> = Arc::new(builder.build().map_err(blob_error)?);
+                // The URL's path (`s3://bucket/prefix`) is the lake's folder in the bucket.
+                match parsed.path().trim_matches('/') {
+                    "" => bucket,
+                    prefix => Arc::new(object_store::prefix::PrefixStore::new(bucket, prefix)),
+                }
             }
             "file" => {
                 let path =
