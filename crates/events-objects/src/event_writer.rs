@@ -9,12 +9,16 @@
 //!    — and sets the alarm to now. The plan commits with that request.
 //! 2. The alarm executes the plan: it encodes exactly those rows, one
 //!    Parquet file per (namespace, event hour), under keys derived only from
-//!    the plan (`<shard>-<first>-<last>.parquet`), puts them, then marks the
-//!    rows flushed and deletes the plan, in one commit.
+//!    the plan's first sequence number (`<shard>-<first>.parquet`), puts
+//!    them, then marks the rows flushed and deletes the plan, in one commit.
 //!
-//! A crash before step 2 commits leaves the plan and the rows: the retry
-//! writes the same rows under the same keys, replacing any file already
-//! written. So every acknowledged event ends up in exactly one file.
+//! A crash before step 2 commits leaves the rows unflushed (and the plan, if
+//! it was committed): the retry starts from the same first row, covers at
+//! least the same rows, and writes under the same keys, replacing any file
+//! already written. This also holds when a flush is planned and executed in
+//! one request (`Flush`, or the alarm when a threshold is crossed): an
+//! uncommitted plan leaves nothing behind but files that the retry
+//! overwrites. So every acknowledged event ends up in exactly one file.
 //!
 //! # Outbox
 //! Rows stay in the buffer after their flush until every registered
@@ -320,7 +324,10 @@ impl EventWriter {
             },
         )?;
         let events: Vec<Event> = events.into_iter().collect::<Result<_, _>>()?;
-        let file_id = format!("{}-{first:016}-{last:016}", self.shard.replace('/', "-"));
+        // Named by the first sequence number only: a flush that ran but did
+        // not commit (crash) is retried from the same first row with a range
+        // that contains the old one, so it overwrites the same files.
+        let file_id = format!("{}-{first:016}", self.shard.replace('/', "-"));
         let mut keys = Vec::new();
         for ((ns, hour), group) in partition_by_hour(&events) {
             let key = event_file_key(&self.config.prefix, &ns, hour, &file_id);
