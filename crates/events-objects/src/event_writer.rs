@@ -493,22 +493,10 @@ impl EventWriter {
             let cursor = db
                 .query_one("SELECT cursor FROM consumers WHERE name = ?1", &[(*consumer).into()])?
                 .map_or(0, |r| r.i64(0));
-            let rows = db.query(
-                "SELECT seq, body FROM buffer WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-                &[cursor.into(), crate::fanout::FANOUT_BATCH.into()],
-            )?;
-            if rows.is_empty() {
+            let events = Self::outbox_after(db, cursor, crate::fanout::FANOUT_BATCH)?;
+            if events.is_empty() {
                 continue;
             }
-            let events = rows
-                .iter()
-                .map(|r| {
-                    Ok(OutboxEvent {
-                        seq: r.i64(0) as u64,
-                        event: serde_json::from_slice(r.bytes(1)).map_err(corrupt)?,
-                    })
-                })
-                .collect::<ObjectResult<Vec<_>>>()?;
             match crate::fanout::deliver(cx, consumer, &events).await {
                 Ok(()) => {
                     let upto = events.last().expect("non-empty").seq as i64;
@@ -516,7 +504,7 @@ impl EventWriter {
                         "UPDATE consumers SET cursor = ?2, last_error = NULL WHERE name = ?1",
                         &[(*consumer).into(), upto.into()],
                     )?;
-                    if rows.len() == crate::fanout::FANOUT_BATCH {
+                    if events.len() == crate::fanout::FANOUT_BATCH {
                         again = Some(now);
                     }
                 }
@@ -533,6 +521,16 @@ impl EventWriter {
         self.trim(db)?;
         self.fanout_pending = again.is_some();
         Ok(again)
+    }
+
+    /// Up to `limit` buffered events after sequence number `cursor`, in order.
+    fn outbox_after<S: SqlStorage>(db: &S, cursor: i64, limit: usize) -> ObjectResult<Vec<OutboxEvent>> {
+        db.query("SELECT seq, body FROM buffer WHERE seq > ?1 ORDER BY seq LIMIT ?2", &[cursor.into(), limit.into()])?
+            .iter()
+            .map(|r| {
+                Ok(OutboxEvent { seq: r.i64(0) as u64, event: serde_json::from_slice(r.bytes(1)).map_err(corrupt)? })
+            })
+            .collect()
     }
 
     fn prune<S: SqlStorage>(db: &S, now: i64) -> ObjectResult<()> {
@@ -687,19 +685,7 @@ impl DurableObject for EventWriter {
                     .query_one("SELECT cursor FROM consumers WHERE name = ?1", &[consumer.as_str().into()])?
                     .ok_or_else(|| ApiError::not_found(format!("no outbox consumer {consumer}")))?
                     .i64(0);
-                let rows = db.query(
-                    "SELECT seq, body FROM buffer WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-                    &[cursor.into(), limit.min(MAX_OUTBOX_READ).into()],
-                )?;
-                let events = rows
-                    .iter()
-                    .map(|r| {
-                        Ok(OutboxEvent {
-                            seq: r.i64(0) as u64,
-                            event: serde_json::from_slice(r.bytes(1)).map_err(corrupt)?,
-                        })
-                    })
-                    .collect::<ObjectResult<_>>()?;
+                let events = Self::outbox_after(db, cursor, limit.min(MAX_OUTBOX_READ))?;
                 Ok(WriterResponse::Outbox(events))
             }
             WriterRequest::AckOutbox { consumer, upto } => {
