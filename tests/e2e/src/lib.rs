@@ -276,7 +276,7 @@ impl TestServer {
     /// Starts a local server with `options` (or uses the external one, where
     /// `options` cannot apply: tests that depend on them skip themselves).
     pub async fn start_with(options: ServerOptions) -> TestServer {
-        let client = Client::builder().timeout(Duration::from_secs(60)).build().expect("building the HTTP client");
+        let client = new_client();
         if let Some((base_url, admin_token)) = external_target() {
             return TestServer { base_url, admin_token, client, local: None };
         }
@@ -368,6 +368,9 @@ impl TestServer {
             let _ = p.child.kill(); // SIGKILL on Unix
             let _ = p.child.wait();
         }
+        // Pooled keep-alive connections died with the process; a request on
+        // one would fail with "incomplete message" after a restart.
+        self.client = new_client();
     }
 
     /// Sends SIGTERM and waits (up to a minute) for a clean exit; panics with
@@ -909,4 +912,9 @@ pub async fn assert_stored_ids(server: &TestServer, auth: &Auth, expected: &[&st
     want.sort();
     assert_eq!(sorted_ids(&events), want, "stored events: {}", Value::Array(events.clone()));
     events
+}
+
+/// The HTTP client of a test server: a fresh connection pool.
+fn new_client() -> Client {
+    Client::builder().timeout(Duration::from_secs(60)).build().expect("building the HTTP client")
 }
