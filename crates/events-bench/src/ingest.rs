@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use axum::routing::post;
 use bytes::Bytes;
-use events_server::config::ServerConfig;
 
 use crate::Figure;
 
@@ -165,11 +164,7 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 /// Runs the ingest figures.
 pub async fn run(opts: &IngestBench) -> anyhow::Result<Vec<Figure>> {
     let dir = tempfile::tempdir()?;
-    let mut config =
-        ServerConfig { data_dir: dir.path().join("data"), listen: "127.0.0.1:0".parse()?, ..Default::default() };
-    config.admin_token = Some("bench-admin-token-0123456789".into());
-    config.ingest.requests_per_minute = u64::MAX / 4;
-    config.ingest.events_per_minute = u64::MAX / 4;
+    let config = crate::server_config(dir.path());
     let server = events_server::Server::bind(config).await?;
     let url = format!("http://{}", server.local_addr());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -177,7 +172,7 @@ pub async fn run(opts: &IngestBench) -> anyhow::Result<Vec<Figure>> {
     let client = reqwest::Client::new();
     let created: serde_json::Value = client
         .post(format!("{url}/admin/namespaces/bench/keys"))
-        .bearer_auth("bench-admin-token-0123456789")
+        .bearer_auth(crate::ADMIN_TOKEN)
         .json(&serde_json::json!({"name": "bench"}))
         .send()
         .await?
@@ -209,7 +204,7 @@ pub async fn run(opts: &IngestBench) -> anyhow::Result<Vec<Figure>> {
     ];
 
     // Storage efficiency: flush, then compare Parquet bytes with the JSON sent.
-    client.post(format!("{url}/admin/flush")).bearer_auth("bench-admin-token-0123456789").send().await?;
+    client.post(format!("{url}/admin/flush")).bearer_auth(crate::ADMIN_TOKEN).send().await?;
     let events_stored: u64 = (peak.events_per_s * opts.seconds + half.events_per_s * opts.seconds) as u64;
     let sample = body(opts.batch, 1);
     let json_per_event = (sample.len() as f64 - 12.0) / opts.batch as f64;

@@ -10,6 +10,23 @@ pub mod runtime;
 pub mod schemas;
 pub mod subscriptions;
 
+/// Admin token of the servers the benchmarks start.
+pub const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
+
+/// Configuration of a benchmark server: a fresh data directory under `dir`,
+/// a free port, the benchmark admin token, and rate limits out of the way.
+pub fn server_config(dir: &std::path::Path) -> events_server::config::ServerConfig {
+    let mut config = events_server::config::ServerConfig {
+        data_dir: dir.join("data"),
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        admin_token: Some(ADMIN_TOKEN.into()),
+        ..Default::default()
+    };
+    config.ingest.requests_per_minute = u64::MAX / 4;
+    config.ingest.events_per_minute = u64::MAX / 4;
+    config
+}
+
 /// One measured figure.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Figure {

@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use events_server::config::ServerConfig;
 use serde_json::{Value, json};
 
 use crate::Figure;
@@ -32,8 +31,6 @@ impl Default for SchemaBench {
         SchemaBench { seconds: 4.0, connections: 32, batch: 100 }
     }
 }
-
-const ADMIN: &str = "bench-admin-token-0123456789";
 
 /// A realistic 20-field order schema.
 pub fn order_schema() -> Value {
@@ -134,7 +131,7 @@ async fn drive(url: &str, key: &str, opts: &SchemaBench) -> anyhow::Result<(f64,
 async fn key(client: &reqwest::Client, url: &str, ns: &str) -> anyhow::Result<String> {
     let created: Value = client
         .post(format!("{url}/admin/namespaces/{ns}/keys"))
-        .bearer_auth(ADMIN)
+        .bearer_auth(crate::ADMIN_TOKEN)
         .json(&json!({}))
         .send()
         .await?
@@ -169,11 +166,7 @@ pub fn raw_validation_rate(seconds: f64) -> anyhow::Result<f64> {
 /// Runs the schema figures.
 pub async fn run(opts: &SchemaBench) -> anyhow::Result<Vec<Figure>> {
     let dir = tempfile::tempdir()?;
-    let mut config =
-        ServerConfig { data_dir: dir.path().join("data"), listen: "127.0.0.1:0".parse()?, ..Default::default() };
-    config.admin_token = Some(ADMIN.into());
-    config.ingest.requests_per_minute = u64::MAX / 4;
-    config.ingest.events_per_minute = u64::MAX / 4;
+    let config = crate::server_config(dir.path());
     let server = events_server::Server::bind(config).await?;
     let url = format!("http://{}", server.local_addr());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -183,7 +176,7 @@ pub async fn run(opts: &SchemaBench) -> anyhow::Result<Vec<Figure>> {
     let validated = key(&client, &url, "validated").await?;
     let r = client
         .post(format!("{url}/schemas/validated"))
-        .bearer_auth(ADMIN)
+        .bearer_auth(crate::ADMIN_TOKEN)
         .json(&json!({"type": "order.created", "schema": order_schema(), "mode": "strict"}))
         .send()
         .await?;

@@ -17,11 +17,9 @@ use std::time::{Duration, Instant};
 
 use axum::routing::post;
 use bytes::Bytes;
-use events_server::config::ServerConfig;
 
 use crate::Figure;
 
-const ADMIN: &str = "bench-admin-token-0123456789";
 /// Longest wait for every delivery of a phase.
 const PHASE_DEADLINE: Duration = Duration::from_secs(300);
 
@@ -93,11 +91,7 @@ async fn wait_for(arrivals: &Arrivals, n: usize) -> anyhow::Result<()> {
 /// Runs the delivery figures.
 pub async fn run(opts: &DeliveryBench) -> anyhow::Result<Vec<Figure>> {
     let dir = tempfile::tempdir()?;
-    let mut config =
-        ServerConfig { data_dir: dir.path().join("data"), listen: "127.0.0.1:0".parse()?, ..Default::default() };
-    config.admin_token = Some(ADMIN.into());
-    config.ingest.requests_per_minute = u64::MAX / 4;
-    config.ingest.events_per_minute = u64::MAX / 4;
+    let mut config = crate::server_config(dir.path());
     config.outbound.allow = vec!["127.0.0.0/8".into()];
     let server = events_server::Server::bind(config).await?;
     let url = format!("http://{}", server.local_addr());
@@ -132,7 +126,7 @@ pub async fn run(opts: &DeliveryBench) -> anyhow::Result<Vec<Figure>> {
 
     let created: serde_json::Value = client
         .post(format!("{url}/subscriptions"))
-        .bearer_auth(ADMIN)
+        .bearer_auth(crate::ADMIN_TOKEN)
         .header("X-Namespace", "bench")
         .json(&serde_json::json!({"pattern": "**", "url": hook}))
         .send()
@@ -143,7 +137,7 @@ pub async fn run(opts: &DeliveryBench) -> anyhow::Result<Vec<Figure>> {
 
     // Throughput: with the subscription paused, ingest everything and let
     // the router queue it; then resume and time until every delivery arrived.
-    let admin = |rb: reqwest::RequestBuilder| rb.bearer_auth(ADMIN).header("X-Namespace", "bench");
+    let admin = |rb: reqwest::RequestBuilder| rb.bearer_auth(crate::ADMIN_TOKEN).header("X-Namespace", "bench");
     admin(client.post(format!("{url}/subscriptions/{sub}/pause"))).send().await?.error_for_status()?;
     let ingest_start = Instant::now();
     for b in 0..n.div_ceil(opts.batch) {
@@ -152,7 +146,7 @@ pub async fn run(opts: &DeliveryBench) -> anyhow::Result<Vec<Figure>> {
             .collect();
         let r = client
             .post(format!("{url}/e"))
-            .bearer_auth(ADMIN)
+            .bearer_auth(crate::ADMIN_TOKEN)
             .header("X-Namespace", "bench")
             .json(&serde_json::json!({"events": events}))
             .send()
@@ -182,7 +176,7 @@ pub async fn run(opts: &DeliveryBench) -> anyhow::Result<Vec<Figure>> {
         let sent = Instant::now();
         let r = client
             .post(format!("{url}/e"))
-            .bearer_auth(ADMIN)
+            .bearer_auth(crate::ADMIN_TOKEN)
             .header("X-Namespace", "bench")
             .json(&serde_json::json!({"events": [{"id": id, "type": "bench.latency"}]}))
             .send()
@@ -206,7 +200,7 @@ pub async fn run(opts: &DeliveryBench) -> anyhow::Result<Vec<Figure>> {
     // The delivery state is recorded: the router's stats count every one.
     let stats: serde_json::Value = client
         .get(format!("{url}/subscriptions/{sub}/stats"))
-        .bearer_auth(ADMIN)
+        .bearer_auth(crate::ADMIN_TOKEN)
         .header("X-Namespace", "bench")
         .send()
         .await?
