@@ -1,0 +1,263 @@
+//! The [`DurableObject`] implementation: request dispatch and the alarm.
+
+use events_core::{ApiError, ErrorCode};
+use events_runtime::context::ObjectStorage;
+use events_runtime::{DurableObject, Host, HttpClient, Migration, ObjectContext, ObjectResult, SqlStorage};
+use futures::StreamExt;
+
+use super::*;
+
+impl DurableObject for Subscriptions {
+    const CLASS: &'static str = "Subscriptions";
+    type Request = SubsRequest;
+    type Response = SubsResponse;
+
+    fn migrations() -> &'static [Migration] {
+        MIGRATIONS
+    }
+
+    async fn load<H: Host>(cx: &ObjectContext<H>) -> ObjectResult<Self> {
+        let mut me = Subscriptions {
+            ns: cx.name().to_string(),
+            routes: Vec::new(),
+            alarm_at: cx.storage().get_alarm().await?.map(|t| t.as_millis()),
+        };
+        me.load_routes(cx.storage())?;
+        Ok(me)
+    }
+
+    async fn handle<H: Host>(&mut self, cx: &ObjectContext<H>, req: SubsRequest) -> ObjectResult<SubsResponse> {
+        let db = cx.storage();
+        let now = cx.now().as_millis();
+        let limit_of = |l: usize| l.clamp(1, MAX_LIST_LIMIT);
+        match req {
+            SubsRequest::Route { events } => {
+                if self.routes.iter().all(|r| !r.enabled) {
+                    return Ok(SubsResponse::Routed { enqueued: 0 });
+                }
+                let enqueued = self.route(db, &events, now)?;
+                if enqueued > 0
+                    && let Some(at) = Self::next_due(db)?
+                {
+                    self.arm(cx, at.max(now)).await?;
+                }
+                Ok(SubsResponse::Routed { enqueued })
+            }
+            SubsRequest::Create(spec) => self.create(cx, spec),
+            SubsRequest::List { pattern, status, after, limit } => {
+                let limit = limit_of(limit);
+                let rows = db.query(
+                    "SELECT id, pattern, url, status, settings, created_at, updated_at, failing_since, disabled_at, disabled_reason
+                     FROM subscriptions WHERE id > ?1 AND (?2 IS NULL OR pattern = ?2) AND (?3 IS NULL OR status = ?3)
+                     ORDER BY id LIMIT ?4",
+                    &[after.unwrap_or_default().into(), pattern.into(), status.into(), (limit + 1).into()],
+                )?;
+                let mut items = rows.iter().map(|r| self.row_info(r)).collect::<ObjectResult<Vec<_>>>()?;
+                let next = (items.len() > limit).then(|| {
+                    items.truncate(limit);
+                    items.last().expect("non-empty").id.clone()
+                });
+                Ok(SubsResponse::List { items, next })
+            }
+            SubsRequest::Get { id } => {
+                Ok(SubsResponse::Subscription { info: Box::new(self.info(db, &id)?), secret: None })
+            }
+            SubsRequest::Update { id, patch } => {
+                self.update(db, &id, patch, now)?;
+                Ok(SubsResponse::Subscription { info: Box::new(self.info(db, &id)?), secret: None })
+            }
+            SubsRequest::Delete { id } => {
+                Self::require(db, &id)?;
+                for table in ["subscriptions WHERE id", "secrets WHERE sub_id", "deliveries WHERE sub_id"] {
+                    db.execute(&format!("DELETE FROM {table} = ?1"), &[id.as_str().into()])?;
+                }
+                for table in ["attempts", "jobs", "ops_events"] {
+                    db.execute(&format!("DELETE FROM {table} WHERE sub_id = ?1"), &[id.as_str().into()])?;
+                }
+                self.load_routes(db)?;
+                Ok(SubsResponse::Ok)
+            }
+            SubsRequest::SetActive { id, active } => {
+                Self::require(db, &id)?;
+                if active {
+                    db.execute(
+                        "UPDATE subscriptions SET status = 'active', failing_since = NULL, disabled_at = NULL,
+                         disabled_reason = NULL, updated_at = ?2 WHERE id = ?1",
+                        &[id.as_str().into(), now.into()],
+                    )?;
+                    self.load_routes(db)?;
+                    if let Some(at) = Self::next_due(db)? {
+                        self.arm(cx, at.max(now)).await?;
+                    }
+                } else {
+                    db.execute(
+                        "UPDATE subscriptions SET status = 'paused', updated_at = ?2 WHERE id = ?1 AND status != 'disabled'",
+                        &[id.as_str().into(), now.into()],
+                    )?;
+                }
+                Ok(SubsResponse::Subscription { info: Box::new(self.info(db, &id)?), secret: None })
+            }
+            SubsRequest::RotateSecret { id, secret, overlap_ms } => {
+                Self::require(db, &id)?;
+                let overlap = overlap_ms.unwrap_or(DEFAULT_ROTATION_OVERLAP_MS);
+                if !(0..=MAX_ROTATION_OVERLAP_MS).contains(&overlap) {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidConfig,
+                        format!("overlapMs is 0-{MAX_ROTATION_OVERLAP_MS}"),
+                    ));
+                }
+                let secret = match secret {
+                    Some(s) => {
+                        secret_key(&s)?;
+                        s
+                    }
+                    None => Self::new_secret(cx),
+                };
+                db.execute(
+                    "UPDATE secrets SET expires_at = ?2 WHERE sub_id = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+                    &[id.as_str().into(), (now + overlap).into()],
+                )?;
+                db.execute(
+                    "INSERT INTO secrets (sub_id, secret, created_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(sub_id, secret) DO UPDATE SET expires_at = NULL",
+                    &[id.as_str().into(), secret.as_str().into(), now.into()],
+                )?;
+                Ok(SubsResponse::Subscription { info: Box::new(self.info(db, &id)?), secret: Some(secret) })
+            }
+            SubsRequest::Attempts { id, event_id, before, limit } => {
+                Self::require(db, &id)?;
+                let limit = limit_of(limit);
+                let rows = db.query(
+                    "SELECT id, delivery_id, event_id, attempt, at, status, duration_ms, ok, response, error, error_code, batch_id
+                     FROM attempts WHERE sub_id = ?1 AND (?2 IS NULL OR event_id = ?2) AND id < ?3
+                     ORDER BY id DESC LIMIT ?4",
+                    &[id.as_str().into(), event_id.into(), before.unwrap_or(i64::MAX).into(), (limit + 1).into()],
+                )?;
+                let mut items: Vec<AttemptInfo> = rows
+                    .iter()
+                    .map(|r| AttemptInfo {
+                        id: r.i64(0),
+                        delivery_id: r.str(1).to_string(),
+                        event_id: r.str(2).to_string(),
+                        attempt: r.i64(3),
+                        at: iso(r.i64(4)),
+                        status: r.opt_i64(5).map(|s| s as u16),
+                        duration_ms: r.i64(6),
+                        ok: r.i64(7) != 0,
+                        response: r.opt_str(8).map(str::to_string),
+                        error: r.opt_str(9).map(str::to_string),
+                        error_code: r.opt_str(10).map(str::to_string),
+                        batch_id: r.opt_str(11).map(str::to_string),
+                    })
+                    .collect();
+                let next = (items.len() > limit).then(|| {
+                    items.truncate(limit);
+                    items.last().expect("non-empty").id
+                });
+                Ok(SubsResponse::Attempts { items, next })
+            }
+            SubsRequest::Deliveries { id, status, after, limit } => {
+                Self::require(db, &id)?;
+                let limit = limit_of(limit);
+                let rows = db.query(
+                    "SELECT d.id, d.event_id, COALESCE(e.type, ''), d.status, d.attempts, d.next_at, d.created_at,
+                            d.delivered_at, d.dead_at, d.dead_reason, d.last_error
+                     FROM deliveries d LEFT JOIN events e ON e.id = d.event_id
+                     WHERE d.sub_id = ?1 AND (?2 IS NULL OR d.status = ?2) AND d.id > ?3 ORDER BY d.id LIMIT ?4",
+                    &[id.as_str().into(), status.into(), after.unwrap_or_default().into(), (limit + 1).into()],
+                )?;
+                let mut items: Vec<DeliveryInfo> = rows.iter().map(Self::delivery_info).collect();
+                let next = (items.len() > limit).then(|| {
+                    items.truncate(limit);
+                    items.last().expect("non-empty").id.clone()
+                });
+                Ok(SubsResponse::Deliveries { items, next })
+            }
+            SubsRequest::Replay { id, dl_id } => {
+                Self::require(db, &id)?;
+                let reset = "UPDATE deliveries SET status = 'pending', attempts = 0, next_at = ?2, dead_at = NULL,
+                             dead_reason = NULL WHERE sub_id = ?1 AND status = 'dead'";
+                let count = match dl_id {
+                    Some(dl) => {
+                        let n = db.execute(
+                            &format!("{reset} AND id = ?3"),
+                            &[id.as_str().into(), now.into(), dl.as_str().into()],
+                        )?;
+                        if n == 0 {
+                            return Err(ApiError::not_found(format!("no dead letter {dl} in subscription {id}")));
+                        }
+                        n
+                    }
+                    None => db.execute(reset, &[id.as_str().into(), now.into()])?,
+                };
+                if count > 0 {
+                    self.arm(cx, now).await?;
+                }
+                Ok(SubsResponse::Replayed { count: count as usize })
+            }
+            SubsRequest::Recover { id, since } => {
+                Self::require(db, &id)?;
+                let r = db
+                    .query_one(
+                        "SELECT COALESCE(MAX(seq), 0), (SELECT COUNT(*) FROM events WHERE ts >= ?1) FROM events",
+                        &[since.as_millis().into()],
+                    )?
+                    .expect("aggregate row");
+                let job = format!("job_{}", cx.ulid());
+                db.execute(
+                    "INSERT INTO jobs (id, sub_id, since, cursor, last_seq, total, processed, requeued, status, created_at)
+                     VALUES (?1, ?2, ?3, 0, ?4, ?5, 0, 0, 'running', ?6)",
+                    &[
+                        job.as_str().into(),
+                        id.as_str().into(),
+                        since.as_millis().into(),
+                        r.i64(0).into(),
+                        r.i64(1).into(),
+                        now.into(),
+                    ],
+                )?;
+                self.arm(cx, now).await?;
+                Ok(SubsResponse::Job(Self::job(db, &id, &job)?))
+            }
+            SubsRequest::Job { id, job_id } => Ok(SubsResponse::Job(Self::job(db, &id, &job_id)?)),
+            SubsRequest::Stats { id } => {
+                Self::require(db, &id)?;
+                Ok(SubsResponse::Stats(Self::stats(db, &id)?))
+            }
+        }
+    }
+
+    async fn alarm<H: Host>(&mut self, cx: &ObjectContext<H>) -> ObjectResult<()> {
+        let db = cx.storage();
+        let start = cx.now().as_millis();
+        self.alarm_at = None;
+        let jobs_running = self.advance_jobs(db, start)?;
+        let (outgoing, full) = self.prepare(cx, start)?;
+        let sent: Vec<Sent> = futures::stream::iter(outgoing.into_iter().map(|out| async move {
+            let began = cx.now().as_millis();
+            let result = cx.host().http().send(out.request.clone()).await;
+            Sent { out, result, duration_ms: cx.now().as_millis() - began }
+        }))
+        .buffer_unordered(MAX_CONCURRENT_DELIVERIES)
+        .collect()
+        .await;
+        let now = cx.now().as_millis();
+        self.record(cx, sent, now)?;
+        Self::prune(db, now)?;
+        let mut next = Self::next_due(db)?;
+        if jobs_running || full {
+            next = Some(now);
+        }
+        if let Some(r) = db.query_one("SELECT MIN(received_at) FROM events", &[])?
+            && let Some(oldest) = r.opt_i64(0)
+        {
+            let prune_at = oldest + EVENT_LOG_RETENTION_MS;
+            next = Some(next.map_or(prune_at, |n| n.min(prune_at)));
+        }
+        match next {
+            Some(at) => self.arm(cx, at.max(now)).await?,
+            None => cx.storage().delete_alarm().await?,
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,241 @@
+//! The operations API: create, update, read subscriptions, deliveries, attempts, jobs and statistics.
+
+use std::collections::BTreeMap;
+
+use events_core::pattern::Pattern;
+use events_core::{ApiError, ErrorCode};
+use events_runtime::{Host, ObjectContext, ObjectResult, Row, SqlStorage};
+
+use super::*;
+
+impl Subscriptions {
+    pub(super) fn info<S: SqlStorage>(&self, db: &S, id: &str) -> ObjectResult<SubscriptionInfo> {
+        let row = db
+            .query_one(
+                "SELECT id, pattern, url, status, settings, created_at, updated_at, failing_since, disabled_at, disabled_reason
+                 FROM subscriptions WHERE id = ?1",
+                &[id.into()],
+            )?
+            .ok_or_else(|| ApiError::not_found(format!("no subscription {id}")))?;
+        self.row_info(&row)
+    }
+
+    pub(super) fn row_info(&self, r: &Row) -> ObjectResult<SubscriptionInfo> {
+        let s: Settings = serde_json::from_slice(r.bytes(4)).map_err(corrupt)?;
+        Ok(SubscriptionInfo {
+            id: r.str(0).to_string(),
+            namespace: self.ns.clone(),
+            pattern: r.str(1).to_string(),
+            url: r.str(2).to_string(),
+            status: r.str(3).to_string(),
+            retry_schedule: s.retry_schedule,
+            timeout_ms: s.timeout_ms,
+            batch: s.batch,
+            ordering_key: s.ordering_key,
+            disable_after_ms: s.disable_after_ms,
+            description: s.description,
+            worker_id: s.worker_id,
+            rpc_method: s.rpc_method,
+            created_at: iso(r.i64(5)),
+            updated_at: iso(r.i64(6)),
+            failing_since: r.opt_i64(7).map(iso),
+            disabled_at: r.opt_i64(8).map(iso),
+            disabled_reason: r.opt_str(9).map(str::to_string),
+        })
+    }
+
+    pub(super) fn settings<S: SqlStorage>(db: &S, id: &str) -> ObjectResult<Settings> {
+        let row = db
+            .query_one("SELECT settings FROM subscriptions WHERE id = ?1", &[id.into()])?
+            .ok_or_else(|| ApiError::not_found(format!("no subscription {id}")))?;
+        serde_json::from_slice(row.bytes(0)).map_err(corrupt)
+    }
+
+    pub(super) fn create<H: Host>(
+        &mut self,
+        cx: &ObjectContext<H>,
+        spec: SubscriptionSpec,
+    ) -> ObjectResult<SubsResponse> {
+        let db = cx.storage();
+        let now = cx.now().as_millis();
+        let pattern = Pattern::parse(&spec.pattern)?;
+        check_url(&spec.url)?;
+        let settings = Settings {
+            retry_schedule: spec.retry_schedule.unwrap_or_else(|| DEFAULT_RETRY_SCHEDULE_MS.to_vec()),
+            timeout_ms: spec.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
+            batch: spec.batch,
+            ordering_key: spec.ordering_key,
+            disable_after_ms: spec.disable_after_ms.unwrap_or(DEFAULT_DISABLE_AFTER_MS),
+            description: spec.description,
+            worker_id: spec.worker_id,
+            rpc_method: spec.rpc_method,
+        };
+        check_settings(&settings)?;
+        let secret = match spec.secret {
+            Some(s) => {
+                secret_key(&s)?;
+                s
+            }
+            None => Self::new_secret(cx),
+        };
+        let count = db.query_one("SELECT COUNT(*) FROM subscriptions", &[])?.map_or(0, |r| r.i64(0));
+        if count as usize >= MAX_SUBSCRIPTIONS_PER_NAMESPACE {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("a namespace holds at most {MAX_SUBSCRIPTIONS_PER_NAMESPACE} subscriptions"),
+            ));
+        }
+        let id = format!("sub_{}", cx.ulid());
+        db.execute(
+            "INSERT INTO subscriptions (id, pattern, url, status, settings, created_at, updated_at)
+             VALUES (?1, ?2, ?3, 'active', ?4, ?5, ?5)",
+            &[
+                id.as_str().into(),
+                pattern.as_str().into(),
+                spec.url.as_str().into(),
+                serde_json::to_string(&settings).map_err(corrupt)?.into(),
+                now.into(),
+            ],
+        )?;
+        db.execute(
+            "INSERT INTO secrets (sub_id, secret, created_at) VALUES (?1, ?2, ?3)",
+            &[id.as_str().into(), secret.as_str().into(), now.into()],
+        )?;
+        self.load_routes(db)?;
+        Ok(SubsResponse::Subscription { info: Box::new(self.info(db, &id)?), secret: Some(secret) })
+    }
+
+    pub(super) fn update<S: SqlStorage>(
+        &mut self,
+        db: &S,
+        id: &str,
+        patch: SubscriptionPatch,
+        now: i64,
+    ) -> ObjectResult<()> {
+        let mut s = Self::settings(db, id)?;
+        if let Some(p) = &patch.pattern {
+            Pattern::parse(p)?;
+            db.execute("UPDATE subscriptions SET pattern = ?2 WHERE id = ?1", &[id.into(), p.as_str().into()])?;
+        }
+        if let Some(u) = &patch.url {
+            check_url(u)?;
+            db.execute("UPDATE subscriptions SET url = ?2 WHERE id = ?1", &[id.into(), u.as_str().into()])?;
+        }
+        if let Some(v) = patch.retry_schedule {
+            s.retry_schedule = v;
+        }
+        if let Some(v) = patch.timeout_ms {
+            s.timeout_ms = v;
+        }
+        if let Some(v) = patch.batch {
+            s.batch = Some(v);
+        }
+        if let Some(v) = patch.ordering_key {
+            s.ordering_key = Some(v);
+        }
+        if let Some(v) = patch.disable_after_ms {
+            s.disable_after_ms = v;
+        }
+        if let Some(v) = patch.description {
+            s.description = Some(v);
+        }
+        check_settings(&s)?;
+        db.execute(
+            "UPDATE subscriptions SET settings = ?2, updated_at = ?3 WHERE id = ?1",
+            &[id.into(), serde_json::to_string(&s).map_err(corrupt)?.into(), now.into()],
+        )?;
+        self.load_routes(db)
+    }
+
+    pub(super) fn require<S: SqlStorage>(db: &S, id: &str) -> ObjectResult<()> {
+        if db.query_one("SELECT 1 FROM subscriptions WHERE id = ?1", &[id.into()])?.is_none() {
+            return Err(ApiError::not_found(format!("no subscription {id}")));
+        }
+        Ok(())
+    }
+
+    pub(super) fn job<S: SqlStorage>(db: &S, sub: &str, job: &str) -> ObjectResult<JobInfo> {
+        let r = db
+            .query_one(
+                "SELECT id, sub_id, since, status, total, processed, requeued, created_at, finished_at
+                 FROM jobs WHERE id = ?1 AND sub_id = ?2",
+                &[job.into(), sub.into()],
+            )?
+            .ok_or_else(|| ApiError::not_found(format!("no recovery job {job}")))?;
+        Ok(JobInfo {
+            id: r.str(0).to_string(),
+            subscription_id: r.str(1).to_string(),
+            since: iso(r.i64(2)),
+            status: r.str(3).to_string(),
+            total: r.i64(4),
+            processed: r.i64(5),
+            requeued: r.i64(6),
+            created_at: iso(r.i64(7)),
+            finished_at: r.opt_i64(8).map(iso),
+        })
+    }
+
+    pub(super) fn stats<S: SqlStorage>(db: &S, id: &str) -> ObjectResult<SubscriptionStats> {
+        let count = |status: &str| -> ObjectResult<i64> {
+            Ok(db
+                .query_one(
+                    "SELECT COUNT(*) FROM deliveries WHERE sub_id = ?1 AND status = ?2",
+                    &[id.into(), status.into()],
+                )?
+                .map_or(0, |r| r.i64(0)))
+        };
+        let a = db
+            .query_one("SELECT COUNT(*), COALESCE(SUM(ok), 0) FROM attempts WHERE sub_id = ?1", &[id.into()])?
+            .expect("aggregate row");
+        let (attempts, ok) = (a.i64(0), a.i64(1));
+        let mut lat: Vec<i64> = db
+            .query(
+                "SELECT latency_ms FROM deliveries WHERE sub_id = ?1 AND status = 'delivered' AND latency_ms IS NOT NULL
+                 ORDER BY delivered_at DESC LIMIT ?2",
+                &[id.into(), LATENCY_SAMPLE.into()],
+            )?
+            .iter()
+            .map(|r| r.i64(0))
+            .collect();
+        lat.sort_unstable();
+        let mut latency_ms = BTreeMap::new();
+        if !lat.is_empty() {
+            for (name, q) in [("p50", 50), ("p90", 90), ("p99", 99), ("max", 100)] {
+                let idx = ((lat.len() * q).div_ceil(100)).clamp(1, lat.len()) - 1;
+                latency_ms.insert(name.to_string(), lat[idx]);
+            }
+        }
+        let ops_events = db
+            .query("SELECT kind, at, message FROM ops_events WHERE sub_id = ?1 ORDER BY id", &[id.into()])?
+            .iter()
+            .map(|r| OpsEvent { kind: r.str(0).to_string(), at: iso(r.i64(1)), message: r.str(2).to_string() })
+            .collect();
+        Ok(SubscriptionStats {
+            delivered: count("delivered")?,
+            failed_attempts: attempts - ok,
+            attempts,
+            pending: count("pending")?,
+            dead: count("dead")?,
+            success_rate: if attempts == 0 { 1.0 } else { ok as f64 / attempts as f64 },
+            latency_ms,
+            ops_events,
+        })
+    }
+
+    pub(super) fn delivery_info(r: &Row) -> DeliveryInfo {
+        let status = r.str(3).to_string();
+        DeliveryInfo {
+            id: r.str(0).to_string(),
+            event_id: r.str(1).to_string(),
+            event_type: r.str(2).to_string(),
+            next_attempt_at: (status == "pending").then(|| iso(r.i64(5))),
+            status,
+            attempts: r.i64(4),
+            created_at: iso(r.i64(6)),
+            delivered_at: r.opt_i64(7).map(iso),
+            dead_at: r.opt_i64(8).map(iso),
+            dead_reason: r.opt_str(9).map(str::to_string),
+            last_error: r.opt_str(10).map(str::to_string),
+        }
+    }
+}
