@@ -22,6 +22,7 @@ pub mod schema_compat;
 pub mod schema_regex;
 pub mod schema_registry;
 pub mod shard_coordinator;
+pub mod subs_layout;
 pub mod subscription;
 pub mod tenant;
 pub mod webhook_secrets;

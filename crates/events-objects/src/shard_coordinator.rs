@@ -6,12 +6,17 @@
 //! [`MAX_SHARDS`]; after a quiet spell it removes the newest one again. A
 //! removed shard keeps flushing what it holds: only routing changes.
 //! The layout carries an `epoch` that grows with every change.
+//!
+//! It also keeps the sub-shard layout of the namespace's
+//! [`crate::Subscriptions`] (see [`crate::subs_layout`]), from the load each
+//! sub-shard reports with [`ShardRequest::SubsLoad`].
 
 use events_core::Timestamp;
 use events_runtime::context::ObjectStorage;
 use events_runtime::{DurableObject, Host, Migration, ObjectContext, ObjectResult};
 use serde::{Deserialize, Serialize};
 
+use crate::subs_layout::{ShardLoad, SubsLayoutState, SubsThresholds};
 use crate::var_or;
 
 /// Most writer shards per namespace.
@@ -36,6 +41,18 @@ pub struct ShardLayout {
     pub changed_at: Timestamp,
     /// Backpressure reports in the current window.
     pub recent_reports: usize,
+    /// Delivery sub-shards of the namespace's subscriptions.
+    #[serde(default)]
+    pub subscription_shards: u32,
+    /// Grows with every change of `subscription_shards`.
+    #[serde(default)]
+    pub subscription_epoch: u64,
+    /// Summed deliveries waiting, as last reported by the sub-shards.
+    #[serde(default)]
+    pub subscription_backlog: u64,
+    /// Summed deliveries per second, as last reported by the sub-shards.
+    #[serde(default)]
+    pub subscription_rate: u64,
 }
 
 /// Requests to a [`ShardCoordinator`].
@@ -48,6 +65,16 @@ pub enum ShardRequest {
         /// The shard number.
         shard: u32,
     },
+    /// A [`crate::Subscriptions`] sub-shard reports its load; the answer
+    /// carries the sub-shard layout to follow.
+    SubsLoad {
+        /// Sub-shard number (0 is the main object).
+        shard: u32,
+        /// Deliveries waiting.
+        backlog: u64,
+        /// Deliveries per second since its previous report.
+        rate: u64,
+    },
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -57,6 +84,8 @@ struct State {
     changed_at: i64,
     reports: Vec<i64>,
     last_report: i64,
+    #[serde(default)]
+    subs: SubsLayoutState,
 }
 
 /// The coordinator object (one per namespace).
@@ -65,6 +94,8 @@ pub struct ShardCoordinator {
     cooldown_ms: i64,
     quiet_ms: i64,
     max_shards: u32,
+    subs_thresholds: SubsThresholds,
+    now: i64,
 }
 
 const MIGRATIONS: &[Migration] = &[];
@@ -76,6 +107,10 @@ impl ShardCoordinator {
             epoch: self.state.epoch,
             changed_at: Timestamp(self.state.changed_at),
             recent_reports: self.state.reports.len(),
+            subscription_shards: self.state.subs.count(),
+            subscription_epoch: self.state.subs.epoch,
+            subscription_backlog: self.state.subs.totals(self.now).0,
+            subscription_rate: self.state.subs.totals(self.now).1,
         }
     }
 
@@ -107,13 +142,20 @@ impl DurableObject for ShardCoordinator {
             cooldown_ms: var_or(cx.host(), "shards.cooldown_ms", COOLDOWN_MS),
             quiet_ms: var_or(cx.host(), "shards.scale_down_quiet_ms", SCALE_DOWN_QUIET_MS),
             max_shards: var_or(cx.host(), "shards.max", MAX_SHARDS).clamp(1, MAX_SHARDS),
+            subs_thresholds: SubsThresholds::from_host(cx.host()),
+            now: cx.now().as_millis(),
         })
     }
 
     async fn handle<H: Host>(&mut self, cx: &ObjectContext<H>, req: ShardRequest) -> ObjectResult<ShardLayout> {
         let now = cx.now().as_millis();
+        self.now = now;
         match req {
             ShardRequest::Layout => return Ok(self.layout()),
+            ShardRequest::SubsLoad { shard, backlog, rate } => {
+                let load = ShardLoad { shard, backlog, rate, at: now };
+                self.state.subs.report(&self.subs_thresholds, load, now);
+            }
             ShardRequest::Backpressure { shard } => {
                 self.state.reports.retain(|t| now - t < REPORT_WINDOW_MS);
                 self.state.reports.push(now);

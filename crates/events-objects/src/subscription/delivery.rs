@@ -220,6 +220,7 @@ impl Subscriptions {
                          latency_ms = ?3 - created_at, last_error = NULL WHERE id = ?1",
                         &[delivery_id.as_str().into(), attempt.into(), now.into()],
                     )?;
+                    self.delivered_since_report += 1;
                     continue;
                 }
                 let dead_reason = if stop {

@@ -326,6 +326,79 @@ pub enum SubsRequest {
         /// Subscription.
         id: String,
     },
+    /// Main object → sub-shard: deliveries it now owns, and the subscriptions they belong to.
+    Accept {
+        /// Subscriptions of the items (replicas).
+        configs: Vec<SubConfig>,
+        /// The deliveries, in the main object's order.
+        items: Vec<Forwarded>,
+    },
+    /// Main object → sub-shard: a subscription changed (`config`) or was deleted (`None`).
+    SyncSub {
+        /// Subscription.
+        id: String,
+        /// Its new state.
+        config: Option<SubConfig>,
+    },
+    /// Main object → sub-shard: which of these (subscription, ordering key)
+    /// pairs still have a pending delivery (the fence of a key that moves).
+    PendingKeys {
+        /// The pairs.
+        keys: Vec<(String, String)>,
+    },
+    /// The sub-shard layout the main object follows.
+    Layout,
+    /// Main object → sub-shard: statistics plus the latency sample behind them.
+    ShardStats {
+        /// Subscription.
+        id: String,
+    },
+}
+
+/// A subscription as the main object hands it to its sub-shards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubConfig {
+    /// Id.
+    pub id: String,
+    /// Pattern.
+    pub pattern: String,
+    /// Target.
+    pub url: String,
+    /// `active`, `paused` or `disabled`.
+    pub status: String,
+    /// The stored settings (JSON).
+    pub settings: String,
+    /// Creation time (ms).
+    pub created_at: i64,
+    /// Last change (ms).
+    pub updated_at: i64,
+    /// Live secrets: (secret, created at, expires at).
+    pub secrets: Vec<(String, i64, Option<i64>)>,
+}
+
+/// A delivery the main object hands to the sub-shard that owns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Forwarded {
+    /// Delivery id (the `webhook-id`, the same whichever object sends it).
+    pub id: String,
+    /// Subscription.
+    pub sub_id: String,
+    /// Event id.
+    pub event_id: String,
+    /// Ordering-key value.
+    pub order_key: Option<String>,
+    /// First attempt due (ms).
+    pub next_at: i64,
+    /// Enqueue time (ms).
+    pub created_at: i64,
+    /// Generation: grows when a recovery sends the delivery again.
+    pub generation: i64,
+    /// Event type.
+    pub event_type: String,
+    /// Event time (ms).
+    pub ts: i64,
+    /// The event as delivered (JSON).
+    pub body: String,
 }
 
 /// Answers of [`Subscriptions`].
@@ -373,6 +446,19 @@ pub enum SubsResponse {
     Job(JobInfo),
     /// Statistics.
     Stats(SubscriptionStats),
+    /// Statistics of one sub-shard with its latency sample (ms).
+    ShardStats(SubscriptionStats, Vec<i64>),
+    /// The sub-shard layout the main object follows.
+    Layout {
+        /// Sub-shards new deliveries are spread over.
+        shards: u32,
+        /// The coordinator's epoch of that count.
+        epoch: u64,
+        /// Most sub-shards ever used.
+        max_ever: u32,
+    },
+    /// The pairs of a `PendingKeys` that are still pending.
+    Keys(Vec<(String, String)>),
     /// Done.
     Ok,
 }

@@ -63,6 +63,15 @@
 //!   letter stops blocking its key. Events of one writer shard arrive in
 //!   ingest order; events of different shards are ordered by arrival.
 //!
+//! # Sub-shards (hot spots)
+//! When the namespace's delivery backlog or rate passes the thresholds of
+//! [`crate::subs_layout`], the coordinator splits the delivery work over
+//! sub-shards `<ns>/<k>` of this class and merges it back when the load
+//! falls. This object (`<ns>`) stays the router and the only place a
+//! delivery is created; it records each delivery's owner and hands it over,
+//! and moves an ordering key only after its old owner drained it. See
+//! `sharding.rs`.
+//!
 //! # Recovery
 //! [`SubsRequest::Recover`] starts a job that re-enqueues every logged event
 //! with `ts >= since` that matches the subscription (already delivered ones
@@ -77,14 +86,17 @@ mod object;
 mod operations;
 mod recovery;
 mod routing;
+mod sharding;
 mod signing;
 mod storage;
 
 pub use messages::*;
+pub use sharding::{ATTEMPT_ID_SHIFT, DEFAULT_LOAD_REPORT_MS, FENCE_POLL_MS, FORWARD_BATCH, shard_name, shard_of};
 pub use signing::{secret_key, sign};
 
 use delivery::Sent;
 use routing::{Route, fresh_bits};
+use sharding::{LayoutCache, merge_pages, parse_name};
 use storage::{MIGRATIONS, Settings, check_settings, check_url};
 
 use events_core::{ApiError, ErrorCode, Timestamp};
@@ -150,8 +162,20 @@ pub const SECRET_BYTES_RANGE: std::ops::RangeInclusive<usize> = 16..=64;
 /// The subscription router and delivery object of one namespace.
 pub struct Subscriptions {
     ns: String,
+    /// Sub-shard number: 0 for the main object `<ns>`, `k` for `<ns>/<k>`.
+    shard: u32,
     routes: Vec<Route>,
     alarm_at: Option<i64>,
+    /// The sub-shard layout new deliveries follow (main object).
+    layout: LayoutCache,
+    /// Last load report to the coordinator (ms; 0 = never).
+    reported_at: i64,
+    /// Deliveries that succeeded since that report.
+    delivered_since_report: u64,
+    /// Backlog of that report.
+    last_backlog: u64,
+    /// Time between two load reports (ms).
+    report_ms: i64,
 }
 
 fn invalid(msg: impl Into<String>) -> ApiError {

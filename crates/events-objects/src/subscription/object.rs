@@ -17,10 +17,18 @@ impl DurableObject for Subscriptions {
     }
 
     async fn load<H: Host>(cx: &ObjectContext<H>) -> ObjectResult<Self> {
+        let (ns, shard) = parse_name(cx.name());
+        let layout = if shard == 0 { cx.kv().get("layout")?.unwrap_or_default() } else { LayoutCache::default() };
         let mut me = Subscriptions {
-            ns: cx.name().to_string(),
+            ns,
+            shard,
             routes: Vec::new(),
             alarm_at: cx.storage().get_alarm().await?.map(|t| t.as_millis()),
+            layout,
+            reported_at: 0,
+            delivered_since_report: 0,
+            last_backlog: 0,
+            report_ms: crate::var_or(cx.host(), "subscriptions.report_interval_ms", DEFAULT_LOAD_REPORT_MS),
         };
         me.load_routes(cx.storage())?;
         Ok(me)
@@ -37,7 +45,7 @@ impl DurableObject for Subscriptions {
                 }
                 let enqueued = self.route(db, &events, now)?;
                 if enqueued > 0
-                    && let Some(at) = Self::next_due(db)?
+                    && let Some(at) = self.wake_at(db, now)?
                 {
                     self.arm(cx, at.max(now)).await?;
                 }
@@ -64,6 +72,7 @@ impl DurableObject for Subscriptions {
             }
             SubsRequest::Update { id, patch } => {
                 self.update(db, &id, patch, now)?;
+                self.sync_sub_shards(cx, &id).await?;
                 Ok(SubsResponse::Subscription { info: Box::new(self.info(db, &id)?), secret: None })
             }
             SubsRequest::Delete { id } => {
@@ -75,6 +84,7 @@ impl DurableObject for Subscriptions {
                     db.execute(&format!("DELETE FROM {table} WHERE sub_id = ?1"), &[id.as_str().into()])?;
                 }
                 self.load_routes(db)?;
+                self.sync_sub_shards(cx, &id).await?;
                 Ok(SubsResponse::Ok)
             }
             SubsRequest::SetActive { id, active } => {
@@ -86,7 +96,7 @@ impl DurableObject for Subscriptions {
                         &[id.as_str().into(), now.into()],
                     )?;
                     self.load_routes(db)?;
-                    if let Some(at) = Self::next_due(db)? {
+                    if let Some(at) = self.wake_at(db, now)? {
                         self.arm(cx, at.max(now)).await?;
                     }
                 } else {
@@ -95,6 +105,7 @@ impl DurableObject for Subscriptions {
                         &[id.as_str().into(), now.into()],
                     )?;
                 }
+                self.sync_sub_shards(cx, &id).await?;
                 Ok(SubsResponse::Subscription { info: Box::new(self.info(db, &id)?), secret: None })
             }
             SubsRequest::RotateSecret { id, secret, overlap_ms } => {
@@ -122,11 +133,13 @@ impl DurableObject for Subscriptions {
                      ON CONFLICT(sub_id, secret) DO UPDATE SET expires_at = NULL",
                     &[id.as_str().into(), secret.as_str().into(), now.into()],
                 )?;
+                self.sync_sub_shards(cx, &id).await?;
                 Ok(SubsResponse::Subscription { info: Box::new(self.info(db, &id)?), secret: Some(secret) })
             }
             SubsRequest::Attempts { id, event_id, before, limit } => {
                 Self::require(db, &id)?;
                 let limit = limit_of(limit);
+                let ask = SubsRequest::Attempts { id: id.clone(), event_id: event_id.clone(), before, limit };
                 let rows = db.query(
                     "SELECT id, delivery_id, event_id, attempt, at, status, duration_ms, ok, response, error, error_code, batch_id
                      FROM attempts WHERE sub_id = ?1 AND (?2 IS NULL OR event_id = ?2) AND id < ?3
@@ -154,16 +167,30 @@ impl DurableObject for Subscriptions {
                     items.truncate(limit);
                     items.last().expect("non-empty").id
                 });
+                let (mut pages, mut any_more) = (vec![items], next.is_some());
+                for answer in self.ask_sub_shards(cx, &ask).await? {
+                    if let SubsResponse::Attempts { items, next } = answer {
+                        any_more |= next.is_some();
+                        pages.push(items);
+                    }
+                }
+                let (items, next) = merge_pages(pages, limit, any_more, |a| a.id, true);
                 Ok(SubsResponse::Attempts { items, next })
             }
             SubsRequest::Deliveries { id, status, after, limit } => {
                 Self::require(db, &id)?;
                 let limit = limit_of(limit);
+                let ask =
+                    SubsRequest::Deliveries { id: id.clone(), status: status.clone(), after: after.clone(), limit };
+                // `forwarded` deliveries are listed by the sub-shard that owns them;
+                // `forward` and `held` ones are pending here.
                 let rows = db.query(
-                    "SELECT d.id, d.event_id, COALESCE(e.type, ''), d.status, d.attempts, d.next_at, d.created_at,
-                            d.delivered_at, d.dead_at, d.dead_reason, d.last_error
+                    "SELECT * FROM (SELECT d.id, d.event_id, COALESCE(e.type, ''),
+                            CASE WHEN d.status IN ('forward', 'held') THEN 'pending' ELSE d.status END AS shown,
+                            d.attempts, d.next_at, d.created_at, d.delivered_at, d.dead_at, d.dead_reason, d.last_error
                      FROM deliveries d LEFT JOIN events e ON e.id = d.event_id
-                     WHERE d.sub_id = ?1 AND (?2 IS NULL OR d.status = ?2) AND d.id > ?3 ORDER BY d.id LIMIT ?4",
+                     WHERE d.sub_id = ?1 AND d.status != 'forwarded' AND d.id > ?3)
+                     WHERE ?2 IS NULL OR shown = ?2 ORDER BY 1 LIMIT ?4",
                     &[id.as_str().into(), status.into(), after.unwrap_or_default().into(), (limit + 1).into()],
                 )?;
                 let mut items: Vec<DeliveryInfo> = rows.iter().map(Self::delivery_info).collect();
@@ -171,29 +198,45 @@ impl DurableObject for Subscriptions {
                     items.truncate(limit);
                     items.last().expect("non-empty").id.clone()
                 });
+                let (mut pages, mut any_more) = (vec![items], next.is_some());
+                for answer in self.ask_sub_shards(cx, &ask).await? {
+                    if let SubsResponse::Deliveries { items, next } = answer {
+                        any_more |= next.is_some();
+                        pages.push(items);
+                    }
+                }
+                let (items, next) = merge_pages(pages, limit, any_more, |d| d.id.clone(), false);
                 Ok(SubsResponse::Deliveries { items, next })
             }
             SubsRequest::Replay { id, dl_id } => {
                 Self::require(db, &id)?;
                 let reset = "UPDATE deliveries SET status = 'pending', attempts = 0, next_at = ?2, dead_at = NULL,
                              dead_reason = NULL WHERE sub_id = ?1 AND status = 'dead'";
-                let count = match dl_id {
-                    Some(dl) => {
-                        let n = db.execute(
-                            &format!("{reset} AND id = ?3"),
-                            &[id.as_str().into(), now.into(), dl.as_str().into()],
-                        )?;
-                        if n == 0 {
-                            return Err(ApiError::not_found(format!("no dead letter {dl} in subscription {id}")));
-                        }
-                        n
-                    }
+                let local = match &dl_id {
+                    Some(dl) => db.execute(
+                        &format!("{reset} AND id = ?3"),
+                        &[id.as_str().into(), now.into(), dl.as_str().into()],
+                    )?,
                     None => db.execute(reset, &[id.as_str().into(), now.into()])?,
                 };
-                if count > 0 {
+                if local > 0 {
                     self.arm(cx, now).await?;
                 }
-                Ok(SubsResponse::Replayed { count: count as usize })
+                let mut count = local as usize;
+                if !(local > 0 && dl_id.is_some()) {
+                    let ask = SubsRequest::Replay { id: id.clone(), dl_id: dl_id.clone() };
+                    for answer in self.ask_sub_shards(cx, &ask).await? {
+                        if let SubsResponse::Replayed { count: n } = answer {
+                            count += n;
+                        }
+                    }
+                }
+                if let Some(dl) = dl_id
+                    && count == 0
+                {
+                    return Err(ApiError::not_found(format!("no dead letter {dl} in subscription {id}")));
+                }
+                Ok(SubsResponse::Replayed { count })
             }
             SubsRequest::Recover { id, since } => {
                 Self::require(db, &id)?;
@@ -222,8 +265,56 @@ impl DurableObject for Subscriptions {
             SubsRequest::Job { id, job_id } => Ok(SubsResponse::Job(Self::job(db, &id, &job_id)?)),
             SubsRequest::Stats { id } => {
                 Self::require(db, &id)?;
-                Ok(SubsResponse::Stats(Self::stats(db, &id)?))
+                let mut parts = vec![Self::stats(db, &id)?];
+                for answer in self.ask_sub_shards(cx, &SubsRequest::ShardStats { id: id.clone() }).await? {
+                    if let SubsResponse::ShardStats(s, lat) = answer {
+                        parts.push((s, lat));
+                    }
+                }
+                Ok(SubsResponse::Stats(operations::combine_stats(parts)))
             }
+            SubsRequest::ShardStats { id } => {
+                Self::require(db, &id)?;
+                let (stats, sample) = Self::stats(db, &id)?;
+                Ok(SubsResponse::ShardStats(stats, sample))
+            }
+            SubsRequest::Accept { configs, items } => {
+                if !self.is_sub_shard() {
+                    return Err(ApiError::internal("forwarded deliveries reach sub-shards only"));
+                }
+                let enqueued = self.accept(db, &configs, &items)?;
+                if let Some(at) = self.wake_at(db, now)? {
+                    self.arm(cx, at.max(now)).await?;
+                }
+                Ok(SubsResponse::Routed { enqueued })
+            }
+            SubsRequest::SyncSub { id, config } => {
+                if !self.is_sub_shard() {
+                    return Err(ApiError::internal("subscription replicas live in sub-shards only"));
+                }
+                match config {
+                    Some(c) => Self::store_config(db, &c)?,
+                    None => {
+                        for table in ["subscriptions WHERE id", "secrets WHERE sub_id", "deliveries WHERE sub_id"] {
+                            db.execute(&format!("DELETE FROM {table} = ?1"), &[id.as_str().into()])?;
+                        }
+                        for table in ["attempts", "ops_events"] {
+                            db.execute(&format!("DELETE FROM {table} WHERE sub_id = ?1"), &[id.as_str().into()])?;
+                        }
+                    }
+                }
+                self.load_routes(db)?;
+                if let Some(at) = self.wake_at(db, now)? {
+                    self.arm(cx, at.max(now)).await?;
+                }
+                Ok(SubsResponse::Ok)
+            }
+            SubsRequest::Layout => Ok(SubsResponse::Layout {
+                shards: self.layout.shards.max(1),
+                epoch: self.layout.epoch,
+                max_ever: self.layout.max_ever.max(1),
+            }),
+            SubsRequest::PendingKeys { keys } => Ok(SubsResponse::Keys(Self::pending_keys(db, keys)?)),
         }
     }
 
@@ -231,6 +322,14 @@ impl DurableObject for Subscriptions {
         let db = cx.storage();
         let start = cx.now().as_millis();
         self.alarm_at = None;
+        // Load reports are advisory: a failed one is tried again at the next interval.
+        if self.report_load(cx, start).await.is_err() {
+            self.reported_at = start;
+        }
+        if !self.is_sub_shard() && self.layout.max_ever > 1 {
+            self.release_held(cx).await?;
+            self.forward(cx, start).await?;
+        }
         let jobs_running = self.advance_jobs(db, start)?;
         let (outgoing, full) = self.prepare(cx, start)?;
         let sent: Vec<Sent> = futures::stream::iter(outgoing.into_iter().map(|out| async move {
@@ -244,7 +343,7 @@ impl DurableObject for Subscriptions {
         let now = cx.now().as_millis();
         self.record(cx, sent, now)?;
         Self::prune(db, now)?;
-        let mut next = Self::next_due(db)?;
+        let mut next = self.wake_at(db, now)?;
         if jobs_running || full {
             next = Some(now);
         }

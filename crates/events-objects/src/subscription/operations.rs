@@ -175,11 +175,14 @@ impl Subscriptions {
         })
     }
 
-    pub(super) fn stats<S: SqlStorage>(db: &S, id: &str) -> ObjectResult<SubscriptionStats> {
+    /// Statistics of this object alone, with the latency sample behind its percentiles.
+    pub(super) fn stats<S: SqlStorage>(db: &S, id: &str) -> ObjectResult<(SubscriptionStats, Vec<i64>)> {
+        // `forward` and `held` deliveries wait here for their sub-shard; `forwarded` ones are counted there.
         let count = |status: &str| -> ObjectResult<i64> {
             Ok(db
                 .query_one(
-                    "SELECT COUNT(*) FROM deliveries WHERE sub_id = ?1 AND status = ?2",
+                    "SELECT COUNT(*) FROM deliveries WHERE sub_id = ?1
+                     AND (status = ?2 OR (?2 = 'pending' AND status IN ('forward', 'held')))",
                     &[id.into(), status.into()],
                 )?
                 .map_or(0, |r| r.i64(0)))
@@ -198,19 +201,13 @@ impl Subscriptions {
             .map(|r| r.i64(0))
             .collect();
         lat.sort_unstable();
-        let mut latency_ms = BTreeMap::new();
-        if !lat.is_empty() {
-            for (name, q) in [("p50", 50), ("p90", 90), ("p99", 99), ("max", 100)] {
-                let idx = ((lat.len() * q).div_ceil(100)).clamp(1, lat.len()) - 1;
-                latency_ms.insert(name.to_string(), lat[idx]);
-            }
-        }
+        let latency_ms = percentiles(&lat);
         let ops_events = db
             .query("SELECT kind, at, message FROM ops_events WHERE sub_id = ?1 ORDER BY id", &[id.into()])?
             .iter()
             .map(|r| OpsEvent { kind: r.str(0).to_string(), at: iso(r.i64(1)), message: r.str(2).to_string() })
             .collect();
-        Ok(SubscriptionStats {
+        let stats = SubscriptionStats {
             delivered: count("delivered")?,
             failed_attempts: attempts - ok,
             attempts,
@@ -219,7 +216,8 @@ impl Subscriptions {
             success_rate: if attempts == 0 { 1.0 } else { ok as f64 / attempts as f64 },
             latency_ms,
             ops_events,
-        })
+        };
+        Ok((stats, lat))
     }
 
     pub(super) fn delivery_info(r: &Row) -> DeliveryInfo {
@@ -238,4 +236,46 @@ impl Subscriptions {
             last_error: r.opt_str(10).map(str::to_string),
         }
     }
+}
+
+/// p50, p90, p99 and max of a sorted sample.
+fn percentiles(sorted: &[i64]) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    if !sorted.is_empty() {
+        for (name, q) in [("p50", 50), ("p90", 90), ("p99", 99), ("max", 100)] {
+            let idx = ((sorted.len() * q).div_ceil(100)).clamp(1, sorted.len()) - 1;
+            out.insert(name.to_string(), sorted[idx]);
+        }
+    }
+    out
+}
+
+/// The statistics of a subscription over the main object and its sub-shards.
+pub(super) fn combine_stats(parts: Vec<(SubscriptionStats, Vec<i64>)>) -> SubscriptionStats {
+    let mut total = SubscriptionStats {
+        delivered: 0,
+        failed_attempts: 0,
+        attempts: 0,
+        pending: 0,
+        dead: 0,
+        success_rate: 1.0,
+        latency_ms: BTreeMap::new(),
+        ops_events: Vec::new(),
+    };
+    let mut sample = Vec::new();
+    for (s, lat) in parts {
+        total.delivered += s.delivered;
+        total.failed_attempts += s.failed_attempts;
+        total.attempts += s.attempts;
+        total.pending += s.pending;
+        total.dead += s.dead;
+        total.ops_events.extend(s.ops_events);
+        sample.extend(lat);
+    }
+    if total.attempts > 0 {
+        total.success_rate = (total.attempts - total.failed_attempts) as f64 / total.attempts as f64;
+    }
+    sample.sort_unstable();
+    total.latency_ms = percentiles(&sample);
+    total
 }

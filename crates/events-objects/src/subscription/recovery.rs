@@ -50,9 +50,11 @@ impl Subscriptions {
                 requeued += db.execute(
                     "INSERT INTO deliveries (id, sub_id, event_id, seq, order_key, status, next_at, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)
-                     ON CONFLICT(sub_id, event_id) DO UPDATE SET status = 'pending', attempts = 0, next_at = ?6,
-                        created_at = ?6, dead_at = NULL, dead_reason = NULL, delivered_at = NULL, latency_ms = NULL
-                     WHERE status != 'pending'",
+                     ON CONFLICT(sub_id, event_id) DO UPDATE SET
+                        status = CASE WHEN shard = 0 THEN 'pending' ELSE 'forward' END, gen = gen + 1,
+                        attempts = 0, next_at = ?6, created_at = ?6, dead_at = NULL, dead_reason = NULL,
+                        delivered_at = NULL, latency_ms = NULL
+                     WHERE status IN ('delivered', 'dead', 'forwarded')",
                     &[id.into(), sub.into(), r.str(1).into(), upto.into(), key.into(), now.into()],
                 )? as i64;
             }

@@ -92,9 +92,10 @@ impl Subscriptions {
                 let key = r.ordering_key.as_deref().and_then(|f| order_key_of(event, f));
                 let due = now + r.batch.map_or(0, |b| b.window_ms);
                 let id = format!("msg_{}", events_core::id::ulid_string(Timestamp(now), fresh_bits(seq, &r.id)));
+                let (shard, status) = self.place(db, &r.id, key.as_deref(), &event.id)?;
                 enqueued += db.execute(
-                    "INSERT INTO deliveries (id, sub_id, event_id, seq, order_key, status, next_at, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7) ON CONFLICT(sub_id, event_id) DO NOTHING",
+                    "INSERT INTO deliveries (id, sub_id, event_id, seq, order_key, status, next_at, created_at, shard)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?8, ?6, ?7, ?9) ON CONFLICT(sub_id, event_id) DO NOTHING",
                     &[
                         id.into(),
                         r.id.as_str().into(),
@@ -103,6 +104,8 @@ impl Subscriptions {
                         key.into(),
                         due.into(),
                         now.into(),
+                        status.into(),
+                        (shard as i64).into(),
                     ],
                 )? as usize;
                 if let Some(b) = r.batch {

@@ -6,10 +6,11 @@ use serde::{Deserialize, Serialize};
 
 use super::*;
 
-pub(super) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "subscriptions, event log, deliveries, attempts, jobs",
-    sql: "CREATE TABLE subscriptions (
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "subscriptions, event log, deliveries, attempts, jobs",
+        sql: "CREATE TABLE subscriptions (
               id TEXT PRIMARY KEY,
               pattern TEXT NOT NULL,
               url TEXT NOT NULL,
@@ -96,7 +97,16 @@ pub(super) const MIGRATIONS: &[Migration] = &[Migration {
               at INTEGER NOT NULL,
               message TEXT NOT NULL
           );",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "delivery sub-shards: owner and generation of a delivery",
+        sql: "ALTER TABLE deliveries ADD COLUMN shard INTEGER NOT NULL DEFAULT 0;
+              ALTER TABLE deliveries ADD COLUMN gen INTEGER NOT NULL DEFAULT 0;
+              CREATE INDEX deliveries_key_seq ON deliveries (sub_id, order_key, seq);
+              CREATE INDEX deliveries_shard ON deliveries (status, shard, seq);",
+    },
+];
 
 /// Settings stored with a subscription (JSON column).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,13 +178,13 @@ impl Subscriptions {
             &[horizon.into(), PRUNE_BATCH.into()],
         )?;
         db.execute(
-            "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE status = 'delivered'
-             AND delivered_at < ?1 LIMIT ?2)",
+            "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE (status = 'delivered'
+             AND delivered_at < ?1) OR (status = 'forwarded' AND created_at < ?1) LIMIT ?2)",
             &[horizon.into(), PRUNE_BATCH.into()],
         )?;
         db.execute(
             "DELETE FROM events WHERE seq IN (SELECT seq FROM events e WHERE received_at < ?1 AND NOT EXISTS
-             (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status != 'delivered') ORDER BY seq LIMIT ?2)",
+             (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status NOT IN ('delivered', 'forwarded')) ORDER BY seq LIMIT ?2)",
             &[horizon.into(), PRUNE_BATCH.into()],
         )?;
         db.execute("DELETE FROM secrets WHERE expires_at IS NOT NULL AND expires_at <= ?1", &[now.into()])?;
