@@ -131,8 +131,13 @@ impl Subscriptions {
             return Ok(());
         }
         let db = cx.storage();
+        // Paused and disabled subscriptions wait for an operator, not for capacity.
         let backlog = db
-            .query_one("SELECT COUNT(*) FROM deliveries WHERE status IN ('pending', 'forward', 'held')", &[])?
+            .query_one(
+                "SELECT COUNT(*) FROM deliveries d JOIN subscriptions s ON s.id = d.sub_id
+                 WHERE d.status IN ('pending', 'forward', 'held') AND s.status = 'active'",
+                &[],
+            )?
             .map_or(0, |r| r.i64(0)) as u64;
         let span = (now - self.reported_at).max(1) as u64;
         let rate = if self.reported_at == 0 { 0 } else { self.delivered_since_report * 1_000 / span };
