@@ -16,6 +16,7 @@ pub mod event;
 pub mod id;
 pub mod limits;
 pub mod name;
+pub mod outbound;
 pub mod pattern;
 pub mod time;
 

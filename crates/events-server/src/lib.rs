@@ -27,12 +27,12 @@ pub mod error;
 pub mod ingest;
 pub mod middleware;
 pub mod objects;
-pub mod reader;
+pub use events_api::reader;
 pub mod routes;
 pub mod schemas;
 pub mod state;
 pub mod telemetry;
-pub mod webhooks;
+pub use events_api::webhooks;
 
 pub use config::{ConfigError, ConfigOverrides, LogFormat, ServerConfig};
 pub use error::{ApiErrorResponse, ApiJson};

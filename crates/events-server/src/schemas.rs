@@ -22,20 +22,7 @@ pub struct SchemaGate {
     no_schemas: Mutex<HashMap<String, Instant>>,
 }
 
-/// One failure per error, as reported to clients (`details.errors`, `warnings`).
-pub fn failure_entries(failures: &[EventFailure]) -> Vec<Value> {
-    failures
-        .iter()
-        .flat_map(|f| {
-            f.errors.iter().map(move |e| {
-                json!({
-                    "index": f.index, "type": f.event_type, "path": e.path, "message": e.message,
-                    "schema": f.subject, "version": f.version,
-                })
-            })
-        })
-        .collect()
-}
+pub use events_api::schemas::failure_entries;
 
 impl SchemaGate {
     /// Forgets that `ns` had no schemas (after a registration).

@@ -79,7 +79,9 @@ pub async fn list_events(
         limit: page_size(p.limit)?,
         cursor: p.cursor,
     };
-    let page = read_events(&state.host, &caller.namespace, &query).await?;
+    let page =
+        read_events(&state.host, state.host.object_names::<events_objects::EventWriter>()?, &caller.namespace, &query)
+            .await?;
     Ok(ApiJson(EventsPage { events: page.events.iter().map(|e| e.to_json()).collect(), next_cursor: page.next_cursor }))
 }
 
@@ -110,6 +112,8 @@ pub async fn recent(
 ) -> Result<ApiJson<RecentEvents>, ApiErrorResponse> {
     let caller = state.auth.authenticate(&state.host, &headers).await?;
     let query = ReadQuery { limit: page_size(p.limit)?, ..ReadQuery::default() };
-    let page = read_events(&state.host, &caller.namespace, &query).await?;
+    let page =
+        read_events(&state.host, state.host.object_names::<events_objects::EventWriter>()?, &caller.namespace, &query)
+            .await?;
     Ok(ApiJson(RecentEvents { events: page.events.iter().map(|e| e.to_json()).collect() }))
 }

@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use events_core::name::validate_namespace;
-use events_core::{ApiError, ErrorCode, Event, Timestamp};
+use events_core::{ApiError, ErrorCode, Timestamp};
 use events_objects::WebhookSecrets;
 use events_objects::webhook_secrets::{WebhookConfig, WebhookSecretsRequest, WebhookSecretsResponse};
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,7 @@ use crate::auth::DEFAULT_NAMESPACE;
 use crate::error::{ApiErrorResponse, ApiJson};
 use crate::routes::ApiRouter;
 use crate::state::AppState;
-use crate::webhooks::{Provider, WEBHOOK_MAX_BODY_BYTES, verify};
+use crate::webhooks::{Provider, WEBHOOK_MAX_BODY_BYTES, delivery_event, verify};
 
 /// Registers this module's routes.
 pub fn register(api: ApiRouter) -> ApiRouter {
@@ -75,23 +75,9 @@ async fn handle(
         metrics::counter!("events_webhooks_rejected_total", "provider" => provider.name()).increment(1);
         tracing::info!(provider = provider.name(), ns = %ns, error = %e.message, "webhook refused");
     })?;
-    let mut data = serde_json::Map::new();
-    data.insert("provider".into(), json!(provider.name()));
-    data.insert("eventType".into(), json!(delivery.event_type));
-    data.insert("deliveryId".into(), json!(delivery.delivery_id));
-    data.insert("verified".into(), json!(true));
-    data.insert("payload".into(), delivery.payload);
-    let event = Event {
-        id: format!("{}:{}", provider.name(), delivery.delivery_id),
-        ns: ns.clone(),
-        ts: Timestamp(now.timestamp_millis()),
-        event_type: format!("webhook.{}.{}", provider.name(), delivery.event_type),
-        source: Some(format!("webhook:{}", provider.name())),
-        data,
-    };
+    let challenge = delivery.challenge.clone();
+    let (event, batch_id) = delivery_event(provider, &ns, delivery, Timestamp(now.timestamp_millis()));
     let summary = json!({"type": event.event_type, "id": event.id, "ns": ns});
-    // The delivery id is also the batch id: a redelivery lands on the same shard and is not stored twice.
-    let batch_id = format!("webhook:{}", event.id);
     let appended = state
         .ingest
         .store(&state.host, &state.config, &ns, vec![event], Some(batch_id))
@@ -103,7 +89,7 @@ async fn handle(
         accepted: true,
         deduplicated: (appended.deduplicated || appended.stored == 0).then_some(true),
         event: summary,
-        challenge: delivery.challenge,
+        challenge,
     }))
 }
 

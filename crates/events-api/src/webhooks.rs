@@ -6,12 +6,12 @@
 //! within [`TIMESTAMP_TOLERANCE_SECS`] of now. A namespace without a
 //! configured secret for the provider accepts nothing.
 
-use axum::http::HeaderMap;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use events_core::{ApiError, ErrorCode};
 use events_objects::webhook_secrets::WebhookConfig;
 use hmac::{Hmac, Mac};
+use http::HeaderMap;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -328,9 +328,37 @@ pub fn verify(
     })
 }
 
+/// The event a verified delivery becomes: `webhook.<provider>.<type>`, id
+/// `<provider>:<delivery id>`, the payload and delivery facts as data; and the
+/// batch id to store it under, so that a redelivery lands on the same writer
+/// shard and is not stored twice.
+pub fn delivery_event(
+    provider: Provider,
+    ns: &str,
+    delivery: Delivery,
+    now: events_core::Timestamp,
+) -> (events_core::Event, String) {
+    let mut data = serde_json::Map::new();
+    data.insert("provider".into(), serde_json::json!(provider.name()));
+    data.insert("eventType".into(), serde_json::json!(delivery.event_type));
+    data.insert("deliveryId".into(), serde_json::json!(delivery.delivery_id));
+    data.insert("verified".into(), serde_json::json!(true));
+    data.insert("payload".into(), delivery.payload);
+    let event = events_core::Event {
+        id: format!("{}:{}", provider.name(), delivery.delivery_id),
+        ns: ns.to_string(),
+        ts: now,
+        event_type: format!("webhook.{}.{}", provider.name(), delivery.event_type),
+        source: Some(format!("webhook:{}", provider.name())),
+        data,
+    };
+    let batch_id = format!("webhook:{}", event.id);
+    (event, batch_id)
+}
+
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
+    use http::HeaderValue;
 
     use super::*;
 

@@ -4,7 +4,6 @@
 use base64::Engine;
 use events_core::pattern::Pattern;
 use events_core::{ApiError, ErrorCode, Event, Timestamp};
-use events_host_native::NativeHost;
 use events_lake::layout::HOUR_MS;
 use events_lake::{EVENTS_TABLE_PREFIX, decode_events, parse_event_file_key};
 use events_objects::EventWriter;
@@ -56,8 +55,10 @@ fn before(e: &Event, pos: &Option<(Timestamp, String)>) -> bool {
     }
 }
 
-/// Reads one page of namespace `ns`.
-pub async fn read_events(host: &NativeHost, ns: &str, q: &ReadQuery) -> Result<Page, ApiError> {
+/// Reads one page of namespace `ns` from the writer shards named `writers`
+/// (every `EventWriter` that exists; those of other namespaces are skipped)
+/// and the Parquet files of the host's lake.
+pub async fn read_events<H: Host>(host: &H, writers: Vec<String>, ns: &str, q: &ReadQuery) -> Result<Page, ApiError> {
     let pattern = q.pattern.as_deref().map(Pattern::parse).transpose()?;
     let position = q.cursor.as_deref().map(decode_cursor).transpose()?;
     let want = q.limit + 1;
@@ -72,10 +73,9 @@ pub async fn read_events(host: &NativeHost, ns: &str, q: &ReadQuery) -> Result<P
     let mut events = Vec::new();
     let prefix = format!("{ns}/");
     let filter = ReadFilter { pattern: q.pattern.clone(), from: q.from, to: q.to, before: position.clone() };
-    for name in host.object_names::<EventWriter>()?.into_iter().filter(|n| n.starts_with(&prefix)) {
-        if let WriterResponse::Events(found) = host
-            .call_object::<EventWriter>(&name, WriterRequest::Recent { filter: filter.clone(), limit: want })
-            .await?
+    for name in writers.into_iter().filter(|n| n.starts_with(&prefix)) {
+        if let WriterResponse::Events(found) =
+            host.call::<EventWriter>(&name, WriterRequest::Recent { filter: filter.clone(), limit: want }).await?
         {
             events.extend(found);
         }

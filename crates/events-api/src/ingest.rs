@@ -1,0 +1,104 @@
+//! Host-independent parts of the ingest pipeline: decoding a request body
+//! and validating its events. The native server and the Worker both use them.
+
+use std::io::Read;
+
+use events_core::event::{EventFault, EventLimits, batch_error, parse_event};
+use events_core::{ApiError, ErrorCode, Event, Timestamp};
+use http::{HeaderMap, header};
+use serde_json::value::RawValue;
+
+/// Header carrying a `batchId` for NDJSON bodies (or JSON ones without it).
+pub const BATCH_ID_HEADER: &str = "idempotency-key";
+
+/// A decoded ingest body.
+pub struct DecodedBatch {
+    /// The raw events.
+    pub events: Vec<Box<RawValue>>,
+    /// The idempotency key, if any.
+    pub batch_id: Option<String>,
+}
+
+/// Decodes the request body: size limit, `Content-Encoding`, `Content-Type`.
+/// `max` is the largest body accepted, before and after decompression.
+pub fn decode_body(headers: &HeaderMap, body: &[u8], max: usize) -> Result<DecodedBatch, ApiError> {
+    let too_large = |size: usize| {
+        ApiError::new(ErrorCode::PayloadTooLarge, format!("request body is larger than {max} bytes"))
+            .with_details(serde_json::json!({"maxSize": max, "size": size}))
+    };
+    if body.len() > max {
+        return Err(too_large(body.len()));
+    }
+    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
+    let body = match encoding.trim().to_ascii_lowercase().as_str() {
+        "identity" | "" => std::borrow::Cow::Borrowed(body),
+        "gzip" | "x-gzip" => {
+            let mut out = Vec::with_capacity(body.len() * 4);
+            let mut reader = flate2::read::MultiGzDecoder::new(body).take(max as u64 + 1);
+            reader.read_to_end(&mut out).map_err(|e| {
+                ApiError::new(ErrorCode::UnsupportedEncoding, format!("the gzip body could not be decoded: {e}"))
+            })?;
+            if out.len() > max {
+                return Err(too_large(out.len()));
+            }
+            std::borrow::Cow::Owned(out)
+        }
+        other => {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedEncoding,
+                format!("Content-Encoding {other:?} is not supported; use gzip"),
+            ));
+        }
+    };
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let header_batch_id = headers.get(BATCH_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+    match mime.as_str() {
+        "application/json" | "text/json" | "" => {
+            let batch: events_core::EventBatch = serde_json::from_slice(&body).map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => ApiError::new(
+                    ErrorCode::InvalidBatch,
+                    format!("the body must be {{\"events\": [...], \"batchId\"?: string}}: {e}"),
+                ),
+                _ => ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")),
+            })?;
+            Ok(DecodedBatch { events: batch.events, batch_id: batch.batch_id.or(header_batch_id) })
+        }
+        "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
+            let text = std::str::from_utf8(&body)
+                .map_err(|_| ApiError::new(ErrorCode::InvalidJson, "NDJSON must be UTF-8"))?;
+            let mut events = Vec::new();
+            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                let raw: Box<RawValue> = serde_json::from_str(line)
+                    .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("line {}: invalid JSON: {e}", i + 1)))?;
+                events.push(raw);
+            }
+            Ok(DecodedBatch { events, batch_id: header_batch_id })
+        }
+        other => Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            format!("Content-Type {other:?} is not supported; use application/json or application/x-ndjson"),
+        )),
+    }
+}
+
+/// Validates every event; all faults are reported together. New event ids
+/// take their randomness from `random`.
+pub fn validate_events(
+    raw: &[Box<RawValue>],
+    ns: &str,
+    now: Timestamp,
+    limits: &EventLimits,
+    random: &mut dyn FnMut() -> u128,
+) -> Result<Vec<Event>, ApiError> {
+    let mut events = Vec::with_capacity(raw.len());
+    let mut faults: Vec<EventFault> = Vec::new();
+    let mut new_id = || events_core::id::ulid_string(now, random());
+    for (index, r) in raw.iter().enumerate() {
+        match parse_event(r.get(), index, ns, now, limits, &mut new_id) {
+            Ok(e) => events.push(e),
+            Err(f) => faults.push(f),
+        }
+    }
+    if faults.is_empty() { Ok(events) } else { Err(batch_error(&faults, limits)) }
+}
