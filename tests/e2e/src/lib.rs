@@ -8,9 +8,17 @@
 //! `scripts/test.sh` does).
 //!
 //! With `EVENTS_TEST_BASE_URL` (and `EVENTS_TEST_ADMIN_TOKEN`) set, every
-//! test talks to that server instead. Tests that need to kill, restart or
-//! configure the server, or to read its data directory, return early there
-//! through [`skip_on_external`], which prints why.
+//! test talks to that server instead. Tests that need to configure the
+//! server, or to read its data directory, return early there through
+//! [`skip_on_external`], which prints why. An external server may declare
+//! capabilities in `EVENTS_TEST_CAPABILITIES` (comma-separated), and tests
+//! that need one use [`skip_on_external_without`]:
+//! - `restart`: `EVENTS_TEST_KILL_CMD` stops the runtime with SIGKILL and
+//!   `EVENTS_TEST_RESTART_CMD` starts it again on the same state
+//!   ([`TestServer::kill`], [`TestServer::restart`]);
+//! - `outbound-loopback`: it may deliver webhooks to 127.0.0.0/8 (a local receiver);
+//! - `lake-export`: `EVENTS_TEST_LAKE_EXPORT_CMD <dir>` copies its lake
+//!   (bucket) into a directory, one file per key ([`TestServer::lake_snapshot`]).
 //!
 //! The Python helpers ([`read_parquet`], [`MotoServer`]) run
 //! `$EVENTS_PYTHON` (default `python3`) with the packages of
@@ -75,6 +83,34 @@ pub fn skip_on_external(reason: &str) -> bool {
     } else {
         false
     }
+}
+
+/// Whether the external server declared `capability` in `EVENTS_TEST_CAPABILITIES`.
+pub fn external_has(capability: &str) -> bool {
+    std::env::var("EVENTS_TEST_CAPABILITIES").unwrap_or_default().split(',').any(|c| c.trim() == capability)
+}
+
+/// Returns true (and prints `reason`) when the suite runs against an external
+/// server that lacks `capability` (see the crate docs): the caller returns at once.
+pub fn skip_on_external_without(capability: &str, reason: &str) -> bool {
+    if external_target().is_some() && !external_has(capability) {
+        eprintln!("skipped against EVENTS_TEST_BASE_URL without the {capability:?} capability: {reason}");
+        true
+    } else {
+        false
+    }
+}
+
+/// Runs the shell command in the environment variable `var` (an external server's hook).
+fn run_hook(var: &str, extra_arg: Option<&Path>) {
+    let cmd = std::env::var(var).unwrap_or_else(|_| panic!("the external server has no {var}"));
+    let mut line = cmd.clone();
+    if let Some(arg) = extra_arg {
+        line.push(' ');
+        line.push_str(&arg.display().to_string());
+    }
+    let status = Command::new("sh").arg("-c").arg(&line).status().unwrap_or_else(|e| panic!("cannot run {line}: {e}"));
+    assert!(status.success(), "{var} ({line}) failed with {status}");
 }
 
 /// A namespace name not used by any other test (nor by an earlier run against
@@ -265,6 +301,7 @@ pub struct TestServer {
     admin_token: String,
     client: Client,
     local: Option<Local>,
+    snapshots: Vec<tempfile::TempDir>,
 }
 
 impl TestServer {
@@ -278,7 +315,7 @@ impl TestServer {
     pub async fn start_with(options: ServerOptions) -> TestServer {
         let client = new_client();
         if let Some((base_url, admin_token)) = external_target() {
-            return TestServer { base_url, admin_token, client, local: None };
+            return TestServer { base_url, admin_token, client, local: None, snapshots: Vec::new() };
         }
         let dir = tempfile::Builder::new().prefix("events-e2e-").tempdir().expect("creating a temp dir");
         let data_dir = dir.path().join("data");
@@ -306,6 +343,7 @@ impl TestServer {
             admin_token: LOCAL_ADMIN_TOKEN.to_string(),
             client,
             local: Some(Local { dir, bin, options, process: Some(process), addr }),
+            snapshots: Vec::new(),
         }
     }
 
@@ -352,6 +390,20 @@ impl TestServer {
         self.data_dir().join("lake")
     }
 
+    /// A directory holding the lake as it is now, one file per key: the local
+    /// lake directory itself, or, for an external server with `lake-export`,
+    /// a fresh copy of its bucket (kept until the server is dropped).
+    pub fn lake_snapshot(&mut self) -> PathBuf {
+        if self.local.is_some() {
+            return self.lake_dir();
+        }
+        let dir = tempfile::Builder::new().prefix("events-lake-").tempdir().expect("creating a temp dir");
+        run_hook("EVENTS_TEST_LAKE_EXPORT_CMD", Some(dir.path()));
+        let path = dir.path().to_path_buf();
+        self.snapshots.push(dir);
+        path
+    }
+
     /// Everything the server wrote to stderr so far (local servers only).
     pub fn stderr_log(&self) -> String {
         std::fs::read_to_string(self.local().dir.path().join("stderr.log")).unwrap_or_default()
@@ -363,7 +415,13 @@ impl TestServer {
     }
 
     /// Kills the server with SIGKILL and reaps it. No-op if it is not running.
+    /// An external server with the `restart` capability runs its kill hook.
     pub fn kill(&mut self) {
+        if self.local.is_none() {
+            run_hook("EVENTS_TEST_KILL_CMD", None);
+            self.client = new_client();
+            return;
+        }
         if let Some(mut p) = self.local_mut().process.take() {
             let _ = p.child.kill(); // SIGKILL on Unix
             let _ = p.child.wait();
@@ -398,7 +456,15 @@ impl TestServer {
 
     /// Starts the server again on the same data directory and address (killing
     /// it first if it still runs). Retries for a while if the port is busy.
+    /// An external server with the `restart` capability runs its restart hook.
     pub async fn restart(&mut self) {
+        if self.local.is_none() {
+            tokio::task::spawn_blocking(|| run_hook("EVENTS_TEST_RESTART_CMD", None))
+                .await
+                .expect("restart hook panicked");
+            self.client = new_client();
+            return;
+        }
         self.kill();
         let local = self.local();
         let (bin, options, addr) = (local.bin.clone(), local.options.clone(), local.addr);

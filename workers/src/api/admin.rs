@@ -1,0 +1,95 @@
+//! `/admin/...`: namespace keys and flushing, with the admin token.
+
+use events_core::name::validate_namespace;
+use events_core::{ApiError, ErrorCode, Timestamp};
+use events_objects::event_writer::{WriterRequest, WriterResponse};
+use events_objects::tenant::{KeyInfo, TenantRequest, TenantResponse};
+use events_objects::{EventWriter, Tenant};
+use events_runtime::Host;
+use serde_json::{Value, json};
+
+use super::auth::authenticate;
+use super::{ApiResult, Call, json};
+use crate::directory::{DIRECTORY_NAME, Directory, DirectoryRequest, DirectoryResponse};
+use crate::host::CfHost;
+
+/// Largest key-creation body.
+const MAX_ADMIN_BODY_BYTES: usize = 16 * 1024;
+
+/// A key without its secret, as the native server shows it.
+fn key_view(k: KeyInfo) -> Value {
+    json!({
+        "id": k.id, "namespace": k.namespace, "name": k.name, "createdAt": k.created_at.to_iso(),
+        "revokedAt": k.revoked_at.map(Timestamp::to_iso), "prefix": k.prefix,
+    })
+}
+
+async fn admin(call: &Call) -> Result<(), ApiError> {
+    authenticate(call).await?.require_admin()
+}
+
+/// `POST /admin/namespaces/{ns}/keys`.
+pub async fn create_key(call: &mut Call, ns: &str) -> ApiResult {
+    admin(call).await?;
+    validate_namespace(ns)?;
+    let body = call.body(MAX_ADMIN_BODY_BYTES).await?;
+    let name = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let v: Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid key request: {e}")))?;
+        v.get("name").and_then(Value::as_str).map(str::to_string)
+    };
+    match call.host.call::<Tenant>(ns, TenantRequest::CreateKey { name }).await? {
+        TenantResponse::KeyCreated { info, key } => {
+            let mut view = key_view(info);
+            view["key"] = json!(key);
+            json(201, &view)
+        }
+        _ => Err(ApiError::internal("unexpected answer")),
+    }
+}
+
+/// `GET /admin/namespaces/{ns}/keys`.
+pub async fn list_keys(call: &Call, ns: &str) -> ApiResult {
+    admin(call).await?;
+    validate_namespace(ns)?;
+    match call.host.call::<Tenant>(ns, TenantRequest::ListKeys).await? {
+        TenantResponse::Keys(keys) => json(200, &json!({"keys": keys.into_iter().map(key_view).collect::<Vec<_>>()})),
+        _ => Err(ApiError::internal("unexpected answer")),
+    }
+}
+
+/// `DELETE /admin/namespaces/{ns}/keys/{id}`.
+pub async fn revoke_key(call: &Call, ns: &str, id: &str) -> ApiResult {
+    admin(call).await?;
+    validate_namespace(ns)?;
+    match call.host.call::<Tenant>(ns, TenantRequest::RevokeKey { id: id.to_string() }).await? {
+        TenantResponse::Key(info) => json(200, &key_view(info)),
+        _ => Err(ApiError::internal("unexpected answer")),
+    }
+}
+
+/// Every writer shard that has received events.
+pub async fn writer_names(host: &CfHost) -> Result<Vec<String>, ApiError> {
+    match host.call::<Directory>(DIRECTORY_NAME, DirectoryRequest::Writers).await? {
+        DirectoryResponse::Writers(names) => Ok(names),
+        _ => Err(ApiError::internal("directory answered out of protocol")),
+    }
+}
+
+/// `POST /admin/flush`: every writer buffer to R2 now.
+pub async fn flush(call: &Call) -> ApiResult {
+    admin(call).await?;
+    let mut files = Vec::new();
+    for name in writer_names(&call.host).await? {
+        match call.host.call::<EventWriter>(&name, WriterRequest::Flush).await {
+            Ok(WriterResponse::Files(written)) => files.extend(written),
+            Ok(_) => {}
+            Err(e) => {
+                return Err(ApiError::new(ErrorCode::StorageError, format!("flush of writer {name} failed: {e}")));
+            }
+        }
+    }
+    json(200, &json!({"files": files}))
+}

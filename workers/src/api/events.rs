@@ -1,0 +1,54 @@
+//! `GET /events` and `GET /recent`: the shared reader (`events_api::reader`)
+//! over the writer shards' buffers and the Parquet files in R2.
+
+use events_api::reader::{ReadQuery, read_events};
+use events_core::limits::{DEFAULT_READ_PAGE, MAX_READ_PAGE};
+use events_core::{ApiError, ErrorCode, Timestamp};
+use serde_json::json;
+
+use super::auth::authenticate;
+use super::{ApiResult, Call, json, query_param};
+
+fn parse_time(call: &Call, field: &str) -> Result<Option<Timestamp>, ApiError> {
+    query_param(&call.query, field)
+        .map(|s| {
+            Timestamp::parse_iso(&s)
+                .ok_or_else(|| ApiError::new(ErrorCode::InvalidQuery, format!("{field} must be ISO-8601")))
+        })
+        .transpose()
+}
+
+fn page_size(call: &Call) -> Result<usize, ApiError> {
+    let bad = || ApiError::new(ErrorCode::InvalidQuery, format!("limit must be 1-{MAX_READ_PAGE}"));
+    let limit = match query_param(&call.query, "limit") {
+        Some(s) => s.parse::<usize>().map_err(|_| bad())?,
+        None => DEFAULT_READ_PAGE,
+    };
+    if (1..=MAX_READ_PAGE).contains(&limit) { Ok(limit) } else { Err(bad()) }
+}
+
+/// `GET /events?type=&from=&to=&limit=&cursor=`.
+pub async fn list(call: &Call) -> ApiResult {
+    let caller = authenticate(call).await?;
+    let query = ReadQuery {
+        pattern: query_param(&call.query, "type"),
+        from: parse_time(call, "from")?,
+        to: parse_time(call, "to")?,
+        limit: page_size(call)?,
+        cursor: query_param(&call.query, "cursor"),
+    };
+    let writers = super::admin::writer_names(&call.host).await?;
+    let page = read_events(&call.host, writers, &caller.namespace, &query).await?;
+    let events: Vec<_> = page.events.iter().map(|e| e.to_json()).collect();
+    json(200, &json!({"events": events, "nextCursor": page.next_cursor}))
+}
+
+/// `GET /recent?limit=`.
+pub async fn recent(call: &Call) -> ApiResult {
+    let caller = authenticate(call).await?;
+    let query = ReadQuery { limit: page_size(call)?, ..ReadQuery::default() };
+    let writers = super::admin::writer_names(&call.host).await?;
+    let page = read_events(&call.host, writers, &caller.namespace, &query).await?;
+    let events: Vec<_> = page.events.iter().map(|e| e.to_json()).collect();
+    json(200, &json!({"events": events}))
+}
