@@ -157,7 +157,7 @@ cmd_test() {
     # The native workspace's target dir, for the e2e test binaries.
     export CARGO_TARGET_DIR="${EVENTS_NATIVE_TARGET_DIR:-$cache/target}"
     local status=0 suites=(--test ingest --test admin --test read --test schemas --test webhooks
-        --test subscriptions --test lake --test restart)
+        --test subscriptions --test lake)
     # Pass 1: everything but the tests that restart the runtime, in parallel.
     (cd "$root" && cargo test -p events-e2e --no-fail-fast "${suites[@]}" "$@" -- --skip restart) || status=$?
     # Pass 2: the tests that kill and restart the runtime (named *restart*), one at a time,
