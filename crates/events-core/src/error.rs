@@ -88,6 +88,11 @@ pub enum ErrorCode {
     // 409 (appended)
     /// A new schema version breaks the subject's compatibility rule; `details.differences` lists why.
     SchemaIncompatible,
+    // 400 (appended)
+    /// An event of a change-capture format (`collection.*`, `cdc`, `debezium`)
+    /// is malformed: an unknown operation, no collection, no document id, no
+    /// new document on insert or update. `details.errors` lists each event at fault.
+    InvalidCdcEvent,
 }
 
 impl ErrorCode {
@@ -120,6 +125,7 @@ impl ErrorCode {
             Timeout => 504,
             SchemaIncompatible => 409,
             TargetNotAllowed => 400,
+            InvalidCdcEvent => 400,
         }
     }
 
@@ -172,6 +178,7 @@ impl ErrorCode {
             Timeout => "TIMEOUT",
             SchemaIncompatible => "SCHEMA_INCOMPATIBLE",
             TargetNotAllowed => "TARGET_NOT_ALLOWED",
+            InvalidCdcEvent => "INVALID_CDC_EVENT",
         }
     }
 
@@ -210,6 +217,7 @@ impl ErrorCode {
             Timeout,
             TargetNotAllowed,
             SchemaIncompatible,
+            InvalidCdcEvent,
         ]
     };
 }

@@ -3,6 +3,7 @@
 //! This crate does no I/O and knows nothing of HTTP, SQLite or tokio, so it
 //! compiles for the native host and for `wasm32-unknown-unknown` alike.
 //!
+//! - [`cdc`]: the change-capture input formats, normalised to one change record.
 //! - [`error`]: the one error envelope and stable error-code set of the API.
 //! - [`limits`]: every input limit, as a named constant.
 //! - [`event`]: the event model and ingest validation.
@@ -11,6 +12,7 @@
 //! - [`time`]: millisecond timestamps and ISO-8601 helpers.
 //! - [`id`]: ULID generation.
 
+pub mod cdc;
 pub mod error;
 pub mod event;
 pub mod id;

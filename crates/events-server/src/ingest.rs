@@ -1,7 +1,8 @@
 //! The ingest pipeline behind `POST /e`.
 //!
 //! Order: authenticate → decode the body (size, encoding, JSON or NDJSON)
-//! → rate limit → validate every event → schemas ([`crate::schemas`]) → daily quota → reserve the `batchId`
+//! → rate limit → validate every event → change-capture formats
+//! ([`events_core::cdc::check_batch`]) → schemas ([`crate::schemas`]) → daily quota → reserve the `batchId`
 //! → append to a writer shard (fsynced) → answer. Each step that refuses
 //! returns before anything is written, so a refused batch leaves no trace.
 
@@ -295,6 +296,11 @@ impl Ingest {
         let now = Timestamp(chrono::Utc::now().timestamp_millis());
         let event_limits = EventLimits { max_event_bytes: config.ingest.max_event_bytes, ..EventLimits::default() };
         let events = validate_events(&batch.events, &ns, now, &event_limits).map_err(|e| {
+            metrics::counter!("events_ingest_rejected_total", "code" => e.code.as_str()).increment(1);
+            refuse(e, None)
+        })?;
+        // Change-capture events must be readable changes: a malformed one refuses the batch.
+        events_core::cdc::check_batch(&events).map_err(|e| {
             metrics::counter!("events_ingest_rejected_total", "code" => e.code.as_str()).increment(1);
             refuse(e, None)
         })?;
