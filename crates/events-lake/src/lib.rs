@@ -5,6 +5,8 @@
 //! names the keys those bytes are stored under. It compiles for the native
 //! host and for `wasm32-unknown-unknown` alike.
 //!
+//! - [`cdc`]: change-capture delta and state files, their keys, the manifest,
+//!   and the streaming reconstruction of a collection at a point in time.
 //! - [`layout`]: where event files live, `{prefix}/ns=…/date=…/hour=…/{file}.parquet`,
 //!   and grouping events into those hourly partitions.
 //! - [`schema`]: the Arrow schema of event files and the typed columns derived from `data`.
@@ -15,6 +17,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cdc;
 pub mod decode;
 pub mod encode;
 pub mod error;
