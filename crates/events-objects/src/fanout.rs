@@ -20,10 +20,13 @@ pub const FANOUT_RETRY_MS: i64 = 1_000;
 
 /// The built-in consumers, registered by every writer when it loads.
 /// A capability that needs every event adds its name here and an arm in [`deliver`].
-pub const CONSUMERS: &[&str] = &[SUBSCRIPTIONS];
+pub const CONSUMERS: &[&str] = &[SUBSCRIPTIONS, CDC];
 
 /// The consumer that routes events to the namespace's [`crate::Subscriptions`].
 pub const SUBSCRIPTIONS: &str = "subscriptions";
+
+/// The consumer that applies collection changes to each collection's [`crate::CdcProcessor`].
+pub const CDC: &str = "cdc";
 
 /// Hands `events` (in order) to `consumer`. An error leaves the cursor where
 /// it was, and the same events are offered again later.
@@ -37,6 +40,7 @@ pub async fn deliver<H: Host>(cx: &ObjectContext<H>, consumer: &str, events: &[O
                 .await?;
             Ok(())
         }
+        CDC => crate::cdc_fanout::deliver(cx, events).await,
         _ => Err(ApiError::internal(format!("unknown outbox consumer {consumer:?}"))),
     }
 }

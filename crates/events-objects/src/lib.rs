@@ -14,7 +14,11 @@
 //! | [`WebhookSecrets`] | `<ns>` | signing secrets of inbound webhook providers |
 //! | [`Tenant`] | `<ns>` | API keys, namespace limits, `batchId` reservations |
 //! | [`Subscriptions`] | `<ns>` | subscription routing, signed webhook delivery, retries, dead letters, replay |
+//! | [`CdcProcessor`] | `<ns>/<collection>` | change capture: document state, history, delta files, compaction, snapshots, point-in-time reads |
+//! | [`CdcCollections`] | `<ns>` | the namespace's collections that received changes |
 
+pub mod cdc;
+pub mod cdc_fanout;
 pub mod event_writer;
 pub mod fanout;
 pub mod rate_limiter;
@@ -27,6 +31,7 @@ pub mod subscription;
 pub mod tenant;
 pub mod webhook_secrets;
 
+pub use cdc::{CdcCollections, CdcProcessor};
 pub use event_writer::EventWriter;
 pub use rate_limiter::RateLimiter;
 pub use schema_registry::SchemaRegistry;

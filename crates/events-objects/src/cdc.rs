@@ -1,0 +1,1551 @@
+//! [`CdcProcessor`]: the change capture of one collection, and
+//! [`CdcCollections`]: the list of a namespace's collections.
+//!
+//! One processor per (namespace, collection), named `<ns>/<collection>`. It
+//! receives the collection's changes (normalised by [`events_core::cdc`])
+//! from the ingest outbox, at least once ([`crate::fanout`] consumer `"cdc"`).
+//!
+//! # State (the object's SQLite, never in memory)
+//! - `changes`: every change applied, with its processor sequence number
+//!   `seq` (arrival order), keyed uniquely by event id: a redelivered change
+//!   is recognised and skipped, so it is applied once. Indexed by
+//!   `(doc_id, ts, seq)`: a document's history and its state at any time
+//!   are index range reads.
+//! - `docs`: per document, the current data, version (number of changes),
+//!   tombstone flag, time and `seq` of the winning change, and bookmark.
+//! - `files`: the delta files, the current table and the snapshots written
+//!   to the lake; `garbage`: files to delete once a later commit no longer
+//!   needs them.
+//!
+//! # Ordering
+//! A document's state is its change with the greatest `(ts, seq)`: changes
+//! apply in event-time order, and **equal event times resolve in favour of
+//! the change applied later** (higher `seq`). A late change (older `ts` than
+//! the document's state) is recorded in history and counted in the version
+//! but does not overwrite the newer state. The state at a time `T` is the
+//! same rule restricted to changes with `ts <= T`.
+//!
+//! # Files (see [`events_lake::cdc`] for the layout)
+//! - **Deltas**: pending changes (`seq > flushed_seq`) are flushed when
+//!   [`CdcConfig::flush_max_changes`] are waiting or the oldest has waited
+//!   [`CdcConfig::flush_max_age_ms`]. A flush is planned (sequence range
+//!   committed) and its file named by the plan's first `seq`, so a retried
+//!   flush overwrites, never duplicates.
+//! - **Compaction** flushes what is pending, writes the current table
+//!   (live documents + tombstones, from `docs`, which then equals the
+//!   folding of every delta), and records it. Files it makes obsolete (the
+//!   previous current table; deltas older than every retained base) are
+//!   moved to `garbage` in the same commit and deleted by the alarm in a
+//!   later one: a crash anywhere loses nothing, since no file is deleted
+//!   before the commit that stops needing it.
+//! - **Snapshots** (`daily`, `monthly`) copy the current table after a
+//!   compaction, at the first alarm of a new UTC day (month) when the
+//!   collection changed since the previous snapshot of that kind; the
+//!   newest [`CdcConfig::keep_daily`] / [`CdcConfig::keep_monthly`] are kept.
+//! - The manifest (`manifest.json`) is rewritten after each of these.
+
+use events_core::cdc::{Change, ChangeOp, valid_collection_name};
+use events_core::{ApiError, ErrorCode, Timestamp};
+use events_lake::cdc::{
+    CdcManifest, DeltaRef, DeltaRow, DocState, MANIFEST_FORMAT, ReconstructInput, StateRef, current_keys, delta_key,
+    encode_delta_file, encode_state_file, manifest_key, reconstruct, snapshot_keys,
+};
+use events_runtime::context::ObjectStorage;
+use events_runtime::{
+    BlobStore, DurableObject, Host, Migration, ObjectContext, ObjectResult, Row, SqlStorage, SqlValue,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::var_or;
+
+/// Default: flush a delta file once this many changes are pending.
+pub const DEFAULT_FLUSH_MAX_CHANGES: i64 = 10_000;
+/// Default: flush once the oldest pending change waited this long (ms).
+pub const DEFAULT_FLUSH_MAX_AGE_MS: i64 = 5_000;
+/// Most changes in one delta file.
+pub const MAX_CHANGES_PER_DELTA: i64 = 100_000;
+/// Default: compact once this many delta files are live.
+pub const DEFAULT_COMPACT_MIN_DELTAS: i64 = 16;
+/// Default number of daily snapshots kept.
+pub const DEFAULT_KEEP_DAILY: i64 = 7;
+/// Default number of monthly snapshots kept.
+pub const DEFAULT_KEEP_MONTHLY: i64 = 12;
+/// Most changes in one [`CdcRequest::Apply`].
+pub const MAX_CHANGES_PER_APPLY: usize = 10_000;
+/// Most documents in one page of a state read.
+pub const MAX_READ_PAGE: usize = 1_000;
+/// Most history entries in one page.
+pub const MAX_HISTORY_PAGE: usize = 1_000;
+/// Most documents examined by one [`CdcRequest::Restore`] step.
+pub const MAX_RESTORE_STEP: usize = 10_000;
+/// Garbage files deleted per alarm run.
+const GC_BATCH: i64 = 1_000;
+/// One UTC day in ms.
+const DAY_MS: i64 = 86_400_000;
+
+/// Tunables, from host variables `cdc.*` (defaults above).
+#[derive(Debug, Clone)]
+pub struct CdcConfig {
+    /// Flush at this many pending changes.
+    pub flush_max_changes: i64,
+    /// Flush when the oldest pending change is this old (ms).
+    pub flush_max_age_ms: i64,
+    /// Compact at this many live delta files.
+    pub compact_min_deltas: i64,
+    /// Daily snapshots kept.
+    pub keep_daily: i64,
+    /// Monthly snapshots kept.
+    pub keep_monthly: i64,
+    /// Test-only crash point (`compact-after-write`): the process aborts there.
+    pub failpoint: Option<String>,
+}
+
+impl CdcConfig {
+    fn from_host<H: Host>(host: &H) -> Self {
+        CdcConfig {
+            flush_max_changes: var_or(host, "cdc.flush_max_changes", DEFAULT_FLUSH_MAX_CHANGES)
+                .clamp(1, MAX_CHANGES_PER_DELTA),
+            flush_max_age_ms: var_or(host, "cdc.flush_max_age_ms", DEFAULT_FLUSH_MAX_AGE_MS).max(1),
+            compact_min_deltas: var_or(host, "cdc.compact_min_deltas", DEFAULT_COMPACT_MIN_DELTAS).max(1),
+            keep_daily: var_or(host, "cdc.keep_daily", DEFAULT_KEEP_DAILY).max(0),
+            keep_monthly: var_or(host, "cdc.keep_monthly", DEFAULT_KEEP_MONTHLY).max(0),
+            failpoint: host.var("cdc.failpoint").filter(|f| !f.is_empty()),
+        }
+    }
+}
+
+/// Snapshot kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotKind {
+    /// Labelled `YYYY-MM-DD`.
+    Daily,
+    /// Labelled `YYYY-MM`.
+    Monthly,
+}
+
+impl SnapshotKind {
+    /// `daily` or `monthly`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotKind::Daily => "daily",
+            SnapshotKind::Monthly => "monthly",
+        }
+    }
+
+    /// Start (ms) of the UTC day or month containing `now`.
+    fn period_start(self, now: Timestamp) -> i64 {
+        use chrono::{Datelike, TimeZone, Utc};
+        let d = now.to_datetime();
+        match self {
+            SnapshotKind::Daily => now.as_millis() - now.as_millis().rem_euclid(DAY_MS),
+            SnapshotKind::Monthly => Utc
+                .with_ymd_and_hms(d.year(), d.month(), 1, 0, 0, 0)
+                .single()
+                .map_or(now.as_millis(), |m| m.timestamp_millis()),
+        }
+    }
+
+    fn label(self, now: Timestamp) -> String {
+        let d = now.to_datetime();
+        match self {
+            SnapshotKind::Daily => d.format("%Y-%m-%d").to_string(),
+            SnapshotKind::Monthly => d.format("%Y-%m").to_string(),
+        }
+    }
+}
+
+/// Which files a reconstruction from the lake starts from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FileBase {
+    /// The newest base (current table or snapshot) usable at the time.
+    Auto,
+    /// No base: every delta file from the first change (fails once compaction removed some).
+    DeltasOnly,
+    /// The current table.
+    Current,
+    /// The snapshot of this kind and label.
+    Snapshot {
+        /// Kind.
+        kind: SnapshotKind,
+        /// Label.
+        label: String,
+    },
+}
+
+/// Requests to a [`CdcProcessor`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum CdcRequest {
+    /// Applies changes (in order); already applied event ids are skipped.
+    Apply {
+        /// The changes, all of this processor's collection.
+        changes: Vec<Change>,
+    },
+    /// Writes every pending change to delta files now.
+    Flush,
+    /// Flushes, then compacts into the current table.
+    Compact,
+    /// Takes a snapshot of `kind` now (skipped when nothing changed since the last one of that kind).
+    Snapshot {
+        /// Kind.
+        kind: SnapshotKind,
+    },
+    /// Collection statistics.
+    Stats,
+    /// The manifest as it stands.
+    Manifest,
+    /// A page of documents (by id) as they were at `at` (default: now), from the object's state.
+    ReadState {
+        /// Time; `None` = now.
+        at: Option<Timestamp>,
+        /// Only ids after this one.
+        after: Option<String>,
+        /// Page size.
+        limit: usize,
+        /// Include tombstones.
+        include_deleted: bool,
+    },
+    /// One document as it was at `at` (default: now).
+    ReadDoc {
+        /// Document id.
+        id: String,
+        /// Time; `None` = now.
+        at: Option<Timestamp>,
+    },
+    /// A document's changes in event-time order.
+    History {
+        /// Document id.
+        id: String,
+        /// Only changes after this `(ts, seq)` position.
+        after: Option<(i64, i64)>,
+        /// Page size.
+        limit: usize,
+    },
+    /// A page of documents at `at`, reconstructed from the lake files (and
+    /// pending changes), not from `docs`: the path a lake reader takes.
+    ReadFiles {
+        /// Time.
+        at: Timestamp,
+        /// Base files.
+        base: FileBase,
+        /// Only ids after this one.
+        after: Option<String>,
+        /// Page size.
+        limit: usize,
+    },
+    /// One step of restoring the collection to its state at `at`, as new
+    /// changes: every document after `after` (at most [`MAX_RESTORE_STEP`])
+    /// whose current state differs gets a change that brings it back.
+    Restore {
+        /// The time to go back to.
+        at: Timestamp,
+        /// Id of the whole restore (names its changes' event ids).
+        restore_id: String,
+        /// Resume after this document id.
+        after: Option<String>,
+    },
+}
+
+/// Result of an apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// Changes applied.
+    pub applied: usize,
+    /// Changes skipped because their event id was applied before.
+    pub duplicates: usize,
+    /// Changes older than their document's state (recorded in history only).
+    pub late: usize,
+}
+
+/// A document as read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DocView {
+    /// Id.
+    pub id: String,
+    /// The document; for a tombstone, the delete's `before`, if sent.
+    pub data: Option<Value>,
+    /// Changes folded (up to the read time).
+    pub version: i64,
+    /// Whether it is deleted.
+    pub deleted: bool,
+    /// Event time of its last change (ISO-8601).
+    pub last_change: String,
+    /// Sequence number of that change.
+    pub seq: i64,
+    /// Bookmark of that change.
+    pub bookmark: Option<String>,
+}
+
+/// One change in a document's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// Event id that carried it.
+    pub event_id: String,
+    /// Operation.
+    pub op: ChangeOp,
+    /// Event time (ISO-8601).
+    pub ts: String,
+    /// Sequence number (arrival order).
+    pub seq: i64,
+    /// Before, if sent.
+    pub before: Option<Value>,
+    /// After (absent for deletes).
+    pub after: Option<Value>,
+    /// Bookmark.
+    pub bookmark: Option<String>,
+}
+
+/// Collection statistics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CdcStats {
+    /// Collection name.
+    pub collection: String,
+    /// Live documents.
+    pub documents: i64,
+    /// Tombstones.
+    pub deleted: i64,
+    /// Changes applied.
+    pub changes: i64,
+    /// Changes waiting for a delta file.
+    pub pending: i64,
+    /// Event time of the newest change (ISO-8601).
+    pub last_change: Option<String>,
+    /// Live delta files.
+    pub delta_files: i64,
+    /// When the last compaction ran (ISO-8601).
+    pub last_compaction: Option<String>,
+    /// Compactions run.
+    pub compactions: i64,
+    /// Retained snapshots.
+    pub snapshots: i64,
+}
+
+/// Answers of a [`CdcProcessor`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum CdcResponse {
+    /// Apply result.
+    Applied(Applied),
+    /// Files written.
+    Files(Vec<String>),
+    /// Snapshot result: the key written, or `None` when skipped as unchanged.
+    Snapshot(Option<String>),
+    /// Statistics.
+    Stats(CdcStats),
+    /// The manifest.
+    Manifest(CdcManifest),
+    /// A page of documents; `next` is the cursor of the next page.
+    Docs {
+        /// Documents.
+        docs: Vec<DocView>,
+        /// Cursor, when more may follow.
+        next: Option<String>,
+    },
+    /// One document, if it had any change at or before the time.
+    Doc(Option<DocView>),
+    /// History page.
+    History {
+        /// Entries.
+        changes: Vec<HistoryEntry>,
+        /// Cursor, when more may follow.
+        next: Option<(i64, i64)>,
+    },
+    /// One restore step: changes made and where to resume (`None`: done).
+    Restored {
+        /// Changes made.
+        changes: usize,
+        /// Documents examined.
+        examined: usize,
+        /// Resume cursor.
+        next: Option<String>,
+    },
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "changes, docs, files, counters",
+    sql: "CREATE TABLE changes (
+              seq INTEGER PRIMARY KEY,
+              event_id TEXT NOT NULL,
+              doc_id TEXT NOT NULL,
+              op INTEGER NOT NULL,
+              ts INTEGER NOT NULL,
+              before TEXT,
+              after TEXT,
+              bookmark TEXT,
+              received_at INTEGER NOT NULL
+          );
+          CREATE UNIQUE INDEX changes_event ON changes (event_id);
+          CREATE INDEX changes_doc ON changes (doc_id, ts, seq);
+          CREATE TABLE docs (
+              doc_id TEXT PRIMARY KEY,
+              data TEXT,
+              version INTEGER NOT NULL,
+              deleted INTEGER NOT NULL,
+              ts INTEGER NOT NULL,
+              seq INTEGER NOT NULL,
+              bookmark TEXT
+          ) WITHOUT ROWID;
+          CREATE TABLE files (
+              key TEXT PRIMARY KEY,
+              kind TEXT NOT NULL,
+              label TEXT NOT NULL DEFAULT '',
+              tombstones_key TEXT,
+              first_seq INTEGER NOT NULL,
+              last_seq INTEGER NOT NULL,
+              rows INTEGER NOT NULL,
+              tombstones INTEGER NOT NULL DEFAULT 0,
+              bytes INTEGER NOT NULL,
+              min_ts INTEGER NOT NULL,
+              max_ts INTEGER NOT NULL,
+              created_at INTEGER NOT NULL
+          );
+          CREATE TABLE garbage (key TEXT PRIMARY KEY) WITHOUT ROWID;
+          CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;",
+}];
+
+/// Counters kept in memory and written back after each request that changes them.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Counters {
+    next_seq: i64,
+    flushed_seq: i64,
+    live: i64,
+    deleted: i64,
+    changes: i64,
+    max_ts: i64,
+    compactions: i64,
+    last_compaction: i64,
+    registered: i64,
+    plan_first: i64,
+    plan_last: i64,
+}
+
+const COUNTER_NAMES: &[&str] = &[
+    "next_seq",
+    "flushed_seq",
+    "live",
+    "deleted",
+    "changes",
+    "max_ts",
+    "compactions",
+    "last_compaction",
+    "registered",
+    "plan_first",
+    "plan_last",
+];
+
+impl Counters {
+    fn slots(&mut self) -> [&mut i64; 11] {
+        [
+            &mut self.next_seq,
+            &mut self.flushed_seq,
+            &mut self.live,
+            &mut self.deleted,
+            &mut self.changes,
+            &mut self.max_ts,
+            &mut self.compactions,
+            &mut self.last_compaction,
+            &mut self.registered,
+            &mut self.plan_first,
+            &mut self.plan_last,
+        ]
+    }
+}
+
+/// The processor of one collection.
+pub struct CdcProcessor {
+    ns: String,
+    collection: String,
+    config: CdcConfig,
+    counters: Counters,
+    saved: Counters,
+    /// When the oldest pending change was received (ms), if any are pending.
+    oldest_pending: Option<i64>,
+}
+
+/// Name of the processor of `collection` in `ns`.
+pub fn processor_name(ns: &str, collection: &str) -> String {
+    format!("{ns}/{collection}")
+}
+
+fn corrupt(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::StorageError, format!("cdc state: {e}"))
+}
+
+fn parse_json(text: Option<&str>) -> ObjectResult<Option<Value>> {
+    text.map(|t| serde_json::from_str(t).map_err(corrupt)).transpose()
+}
+
+fn doc_view(s: DocState) -> ObjectResult<DocView> {
+    Ok(DocView {
+        data: parse_json(s.data.as_deref())?,
+        id: s.id,
+        version: s.version,
+        deleted: s.deleted,
+        last_change: Timestamp(s.ts).to_iso(),
+        seq: s.seq,
+        bookmark: s.bookmark,
+    })
+}
+
+fn delta_row(r: &Row) -> ObjectResult<DeltaRow> {
+    // Columns: doc_id, op, ts, seq, before, after, bookmark.
+    Ok(DeltaRow {
+        id: r.str(0).to_string(),
+        op: ChangeOp::from_code(r.i64(1)).ok_or_else(|| corrupt("unknown op code"))?,
+        ts: r.i64(2),
+        seq: r.i64(3),
+        before: r.opt_str(4).map(String::from),
+        after: r.opt_str(5).map(String::from),
+        bookmark: r.opt_str(6).map(String::from),
+    })
+}
+
+const CHANGE_COLUMNS: &str = "doc_id, op, ts, seq, before, after, bookmark";
+
+fn doc_state_row(r: &Row) -> DocState {
+    // Columns: doc_id, data, version, deleted, ts, seq, bookmark.
+    DocState {
+        id: r.str(0).to_string(),
+        data: r.opt_str(1).map(String::from),
+        version: r.i64(2),
+        deleted: r.i64(3) != 0,
+        ts: r.i64(4),
+        seq: r.i64(5),
+        bookmark: r.opt_str(6).map(String::from),
+    }
+}
+
+const DOC_COLUMNS: &str = "doc_id, data, version, deleted, ts, seq, bookmark";
+
+fn state_ref(r: &Row) -> StateRef {
+    // Columns: key, kind, label, tombstones_key, last_seq, max_ts, rows, tombstones, bytes, created_at.
+    StateRef {
+        key: r.str(0).to_string(),
+        kind: r.str(1).to_string(),
+        label: r.str(2).to_string(),
+        tombstones_key: r.str(3).to_string(),
+        upto_seq: r.i64(4),
+        max_ts: r.i64(5),
+        rows: r.i64(6),
+        tombstones: r.i64(7),
+        bytes: r.i64(8),
+        created_at: r.i64(9),
+    }
+}
+
+const STATE_REF_COLUMNS: &str =
+    "key, kind, label, tombstones_key, last_seq, max_ts, rows, tombstones, bytes, created_at";
+
+impl CdcProcessor {
+    fn save_counters<S: SqlStorage>(&mut self, db: &S) -> ObjectResult<()> {
+        let mut current = self.counters.clone();
+        let mut saved = self.saved.clone();
+        for ((name, value), old) in COUNTER_NAMES.iter().zip(current.slots()).zip(saved.slots()) {
+            if *value != *old {
+                db.execute(
+                    "INSERT INTO counters (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                    &[(*name).into(), (*value).into()],
+                )?;
+            }
+        }
+        self.saved = self.counters.clone();
+        Ok(())
+    }
+
+    fn pending(&self) -> i64 {
+        self.counters.next_seq - 1 - self.counters.flushed_seq
+    }
+
+    /// Applies changes in order (one transaction with the request).
+    async fn apply<H: Host>(&mut self, cx: &ObjectContext<H>, changes: Vec<Change>) -> ObjectResult<Applied> {
+        if changes.len() > MAX_CHANGES_PER_APPLY {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("at most {MAX_CHANGES_PER_APPLY} changes per apply, not {}", changes.len()),
+            ));
+        }
+        let db = cx.storage();
+        let now = cx.now().as_millis();
+        let mut result = Applied { applied: 0, duplicates: 0, late: 0 };
+        for c in changes {
+            assert_eq!(c.collection, self.collection, "changes reach only their collection's processor");
+            let seq = self.counters.next_seq;
+            let before = c.before.as_ref().map(|v| v.to_string());
+            let after = c.after.as_ref().map(|v| v.to_string());
+            let fresh = db.execute(
+                "INSERT INTO changes (seq, event_id, doc_id, op, ts, before, after, bookmark, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(event_id) DO NOTHING",
+                &[
+                    seq.into(),
+                    c.event_id.as_str().into(),
+                    c.doc_id.as_str().into(),
+                    c.op.code().into(),
+                    c.ts.as_millis().into(),
+                    before.clone().into(),
+                    after.clone().into(),
+                    c.bookmark.clone().into(),
+                    now.into(),
+                ],
+            )?;
+            if fresh == 0 {
+                result.duplicates += 1;
+                continue;
+            }
+            self.counters.next_seq += 1;
+            self.counters.changes += 1;
+            self.counters.max_ts = self.counters.max_ts.max(c.ts.as_millis());
+            self.oldest_pending.get_or_insert(now);
+            result.applied += 1;
+            let row =
+                DeltaRow { id: c.doc_id, op: c.op, ts: c.ts.as_millis(), seq, before, after, bookmark: c.bookmark };
+            let existing =
+                db.query_one(&format!("SELECT {DOC_COLUMNS} FROM docs WHERE doc_id = ?1"), &[row.id.as_str().into()])?;
+            let state = match existing {
+                Some(r) => {
+                    let mut state = doc_state_row(&r);
+                    let was_deleted = state.deleted;
+                    if (row.ts, row.seq) < (state.ts, state.seq) {
+                        result.late += 1;
+                    }
+                    state.fold(&row);
+                    match (was_deleted, state.deleted) {
+                        (false, true) => (self.counters.live -= 1, self.counters.deleted += 1),
+                        (true, false) => (self.counters.live += 1, self.counters.deleted -= 1),
+                        _ => ((), ()),
+                    };
+                    state
+                }
+                None => {
+                    let state = DocState::from_change(&row);
+                    if state.deleted {
+                        self.counters.deleted += 1;
+                    } else {
+                        self.counters.live += 1;
+                    }
+                    state
+                }
+            };
+            db.execute(
+                "INSERT OR REPLACE INTO docs (doc_id, data, version, deleted, ts, seq, bookmark) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                &[
+                    state.id.into(),
+                    state.data.into(),
+                    state.version.into(),
+                    state.deleted.into(),
+                    state.ts.into(),
+                    state.seq.into(),
+                    state.bookmark.into(),
+                ],
+            )?;
+        }
+        debug_assert!(self.counters.live >= 0 && self.counters.deleted >= 0);
+        if result.applied > 0 && self.counters.registered == 0 {
+            cx.stub::<CdcCollections>(self.ns.clone())
+                .call(CollectionsRequest::Register { collection: self.collection.clone() })
+                .await?;
+            self.counters.registered = 1;
+        }
+        self.save_counters(db)?;
+        self.schedule(cx).await?;
+        cdc_metrics::applied(&result);
+        Ok(result)
+    }
+
+    /// Sets the alarm for the next flush or snapshot.
+    async fn schedule<H: Host>(&mut self, cx: &ObjectContext<H>) -> ObjectResult<()> {
+        let now = cx.now().as_millis();
+        let mut next: Option<i64> = None;
+        let mut consider = |at: i64| next = Some(next.map_or(at, |n: i64| n.min(at)));
+        if self.pending() >= self.config.flush_max_changes {
+            consider(now);
+        } else if let Some(oldest) = self.oldest_pending {
+            consider(oldest + self.config.flush_max_age_ms);
+        }
+        let db = cx.storage();
+        if db.query_one("SELECT 1 FROM garbage LIMIT 1", &[])?.is_some() {
+            consider(now);
+        }
+        if self.counters.changes > 0 {
+            // The next UTC midnight: the daily (and monthly) snapshot check.
+            consider(now - now.rem_euclid(DAY_MS) + DAY_MS);
+        }
+        if let Some(at) = next {
+            let current = cx.storage().get_alarm().await?.map(|t| t.as_millis());
+            if current.is_none_or(|c| at < c || c < now) {
+                cx.storage().set_alarm(Timestamp(at.max(now))).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes pending changes to delta files: plans a range, writes it, records it.
+    async fn flush<H: Host>(&mut self, cx: &ObjectContext<H>) -> ObjectResult<Vec<String>> {
+        let db = cx.storage();
+        let mut keys = Vec::new();
+        while self.pending() > 0 || self.counters.plan_first > 0 {
+            if self.counters.plan_first == 0 {
+                self.counters.plan_first = self.counters.flushed_seq + 1;
+                self.counters.plan_last =
+                    (self.counters.flushed_seq + MAX_CHANGES_PER_DELTA).min(self.counters.next_seq - 1);
+                self.save_counters(db)?;
+            }
+            let (first, last) = (self.counters.plan_first, self.counters.plan_last);
+            let mut rows = Vec::new();
+            let mut failure = None;
+            db.query_each(
+                &format!("SELECT {CHANGE_COLUMNS} FROM changes WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq"),
+                &[first.into(), last.into()],
+                &mut |r| match delta_row(r) {
+                    Ok(row) => {
+                        rows.push(row);
+                        true
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        false
+                    }
+                },
+            )?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            let min_ts = rows.iter().map(|r| r.ts).min().unwrap_or(0);
+            let max_ts = rows.iter().map(|r| r.ts).max().unwrap_or(0);
+            let count = rows.len() as i64;
+            let bytes = encode_delta_file(&mut rows)?;
+            let key = delta_key(&self.ns, &self.collection, first);
+            let size = bytes.len() as i64;
+            cx.host().blobs().put(&key, bytes).await?;
+            db.execute(
+                "INSERT OR REPLACE INTO files (key, kind, first_seq, last_seq, rows, bytes, min_ts, max_ts, created_at)
+                 VALUES (?1, 'delta', ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                &[
+                    key.as_str().into(),
+                    first.into(),
+                    last.into(),
+                    count.into(),
+                    size.into(),
+                    min_ts.into(),
+                    max_ts.into(),
+                    cx.now().as_millis().into(),
+                ],
+            )?;
+            cdc_metrics::flushed(count, size);
+            self.counters.flushed_seq = last;
+            self.counters.plan_first = 0;
+            self.counters.plan_last = 0;
+            self.save_counters(db)?;
+            keys.push(key);
+        }
+        self.oldest_pending = None;
+        if !keys.is_empty() {
+            self.write_manifest(cx).await?;
+        }
+        Ok(keys)
+    }
+
+    /// Flushes, then writes the current table from `docs` and retires what it makes obsolete.
+    async fn compact<H: Host>(&mut self, cx: &ObjectContext<H>) -> ObjectResult<Vec<String>> {
+        let mut written = self.flush(cx).await?;
+        let db = cx.storage();
+        let upto = self.counters.flushed_seq;
+        let current = db.query_one(&format!("SELECT {STATE_REF_COLUMNS} FROM files WHERE kind = 'current'"), &[])?;
+        if current.as_ref().is_some_and(|c| c.i64(4) == upto) || upto == 0 {
+            return Ok(written); // nothing new to fold
+        }
+        let (live_key, tomb_key) = current_keys(&self.ns, &self.collection, upto);
+        let (live_bytes, live_rows) = self.state_file(db, false, upto)?;
+        let (tomb_bytes, tomb_rows) = self.state_file(db, true, upto)?;
+        let size = (live_bytes.len() + tomb_bytes.len()) as i64;
+        cx.host().blobs().put(&live_key, live_bytes).await?;
+        cx.host().blobs().put(&tomb_key, tomb_bytes).await?;
+        if self.config.failpoint.as_deref() == Some("compact-after-write") {
+            // Test hook: a crash after the new table is written, before it is recorded.
+            std::process::abort();
+        }
+        if let Some(old) = current {
+            let old = state_ref(&old);
+            db.execute("DELETE FROM files WHERE key = ?1", &[old.key.as_str().into()])?;
+            for key in [old.key, old.tombstones_key] {
+                db.execute("INSERT OR IGNORE INTO garbage (key) VALUES (?1)", &[key.into()])?;
+            }
+        }
+        let now = cx.now().as_millis();
+        db.execute(
+            "INSERT OR REPLACE INTO files (key, kind, tombstones_key, first_seq, last_seq, rows, tombstones, bytes, min_ts, max_ts, created_at)
+             VALUES (?1, 'current', ?2, 1, ?3, ?4, ?5, ?6, 0, ?7, ?8)",
+            &[
+                live_key.as_str().into(),
+                tomb_key.into(),
+                upto.into(),
+                live_rows.into(),
+                tomb_rows.into(),
+                size.into(),
+                self.counters.max_ts.into(),
+                now.into(),
+            ],
+        )?;
+        self.retire_deltas(db)?;
+        self.counters.compactions += 1;
+        self.counters.last_compaction = now;
+        self.save_counters(db)?;
+        self.write_manifest(cx).await?;
+        cdc_metrics::compaction();
+        written.push(live_key);
+        Ok(written)
+    }
+
+    /// Moves to `garbage` every delta file folded into the current table and
+    /// into the oldest retained snapshot (so every retained base keeps the
+    /// deltas that follow it).
+    fn retire_deltas<S: SqlStorage>(&self, db: &S) -> ObjectResult<()> {
+        let horizon = db
+            .query_one("SELECT MIN(last_seq) FROM files WHERE kind IN ('current', 'daily', 'monthly')", &[])?
+            .and_then(|r| r.opt_i64(0))
+            .unwrap_or(0);
+        db.execute(
+            "INSERT OR IGNORE INTO garbage (key) SELECT key FROM files WHERE kind = 'delta' AND last_seq <= ?1",
+            &[horizon.into()],
+        )?;
+        db.execute("DELETE FROM files WHERE kind = 'delta' AND last_seq <= ?1", &[horizon.into()])?;
+        Ok(())
+    }
+
+    /// Encodes the live documents (or the tombstones) of `docs` as a state file.
+    fn state_file<S: SqlStorage>(&self, db: &S, deleted: bool, upto: i64) -> ObjectResult<(Vec<u8>, i64)> {
+        let mut rows = Vec::new();
+        db.query_each(
+            &format!("SELECT {DOC_COLUMNS} FROM docs WHERE deleted = ?1 ORDER BY doc_id"),
+            &[deleted.into()],
+            &mut |r| {
+                rows.push(doc_state_row(r));
+                true
+            },
+        )?;
+        let n = rows.len() as i64;
+        Ok((encode_state_file(rows, upto)?, n))
+    }
+
+    /// Takes a snapshot of `kind` unless nothing changed since the last one.
+    async fn snapshot<H: Host>(
+        &mut self,
+        cx: &ObjectContext<H>,
+        kind: SnapshotKind,
+        label: String,
+    ) -> ObjectResult<Option<String>> {
+        let db = cx.storage();
+        let last = db
+            .query_one("SELECT MAX(last_seq) FROM files WHERE kind = ?1", &[kind.as_str().into()])?
+            .and_then(|r| r.opt_i64(0))
+            .unwrap_or(0);
+        if self.counters.next_seq - 1 <= last || self.counters.changes == 0 {
+            cdc_metrics::snapshot(kind.as_str(), "skipped");
+            return Ok(None);
+        }
+        self.compact(cx).await?;
+        let db = cx.storage();
+        let current = state_ref(
+            &db.query_one(&format!("SELECT {STATE_REF_COLUMNS} FROM files WHERE kind = 'current'"), &[])?
+                .ok_or_else(|| ApiError::internal("compaction left no current table"))?,
+        );
+        let now = cx.now();
+        let (key, tomb_key) = snapshot_keys(&self.ns, &self.collection, kind.as_str(), &label);
+        for (from, to) in [(&current.key, &key), (&current.tombstones_key, &tomb_key)] {
+            let bytes = cx.host().blobs().get(from).await?.ok_or_else(|| {
+                ApiError::new(ErrorCode::StorageError, format!("current table file {from} is missing"))
+            })?;
+            cx.host().blobs().put(to, bytes).await?;
+        }
+        // A snapshot of the same label (taken earlier today) is replaced.
+        db.execute("DELETE FROM files WHERE key = ?1", &[key.as_str().into()])?;
+        db.execute(
+            "INSERT INTO files (key, kind, label, tombstones_key, first_seq, last_seq, rows, tombstones, bytes, min_ts, max_ts, created_at)
+             VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, 0, ?9, ?10)",
+            &[
+                key.as_str().into(),
+                kind.as_str().into(),
+                label.into(),
+                tomb_key.into(),
+                current.upto_seq.into(),
+                current.rows.into(),
+                current.tombstones.into(),
+                current.bytes.into(),
+                current.max_ts.into(),
+                now.as_millis().into(),
+            ],
+        )?;
+        // Retention: keep the newest N of this kind.
+        let keep = match kind {
+            SnapshotKind::Daily => self.config.keep_daily,
+            SnapshotKind::Monthly => self.config.keep_monthly,
+        };
+        let old = db.query(
+            "SELECT key, tombstones_key FROM files WHERE kind = ?1 ORDER BY last_seq DESC LIMIT -1 OFFSET ?2",
+            &[kind.as_str().into(), keep.into()],
+        )?;
+        for r in old {
+            db.execute("DELETE FROM files WHERE key = ?1", &[r.str(0).into()])?;
+            for k in [r.str(0), r.str(1)] {
+                db.execute("INSERT OR IGNORE INTO garbage (key) VALUES (?1)", &[k.into()])?;
+            }
+        }
+        self.retire_deltas(db)?;
+        self.write_manifest(cx).await?;
+        cdc_metrics::snapshot(kind.as_str(), "taken");
+        Ok(Some(key))
+    }
+
+    /// Deletes garbage files (each already unreferenced by a committed state).
+    async fn collect_garbage<H: Host>(&mut self, cx: &ObjectContext<H>) -> ObjectResult<()> {
+        let db = cx.storage();
+        let keys = db.query("SELECT key FROM garbage LIMIT ?1", &[GC_BATCH.into()])?;
+        for r in keys {
+            cx.host().blobs().delete(r.str(0)).await?;
+            db.execute("DELETE FROM garbage WHERE key = ?1", &[r.str(0).into()])?;
+        }
+        Ok(())
+    }
+
+    fn manifest<S: SqlStorage>(&self, db: &S, now: i64) -> ObjectResult<CdcManifest> {
+        let deltas = db
+            .query(
+                "SELECT key, first_seq, last_seq, rows, bytes, min_ts, max_ts FROM files WHERE kind = 'delta' ORDER BY first_seq",
+                &[],
+            )?
+            .iter()
+            .map(|r| DeltaRef {
+                key: r.str(0).to_string(),
+                first_seq: r.i64(1),
+                last_seq: r.i64(2),
+                rows: r.i64(3),
+                bytes: r.i64(4),
+                min_ts: r.i64(5),
+                max_ts: r.i64(6),
+            })
+            .collect();
+        let current = db
+            .query_one(&format!("SELECT {STATE_REF_COLUMNS} FROM files WHERE kind = 'current'"), &[])?
+            .map(|r| state_ref(&r));
+        let snapshots = db
+            .query(
+                &format!(
+                    "SELECT {STATE_REF_COLUMNS} FROM files WHERE kind IN ('daily', 'monthly') ORDER BY last_seq, kind"
+                ),
+                &[],
+            )?
+            .iter()
+            .map(state_ref)
+            .collect();
+        Ok(CdcManifest {
+            format: MANIFEST_FORMAT.to_string(),
+            namespace: self.ns.clone(),
+            collection: self.collection.clone(),
+            flushed_seq: self.counters.flushed_seq,
+            deltas,
+            current,
+            snapshots,
+            updated_at: now,
+        })
+    }
+
+    async fn write_manifest<H: Host>(&self, cx: &ObjectContext<H>) -> ObjectResult<()> {
+        let manifest = self.manifest(cx.storage(), cx.now().as_millis())?;
+        let json = serde_json::to_vec_pretty(&manifest).map_err(corrupt)?;
+        cx.host().blobs().put(&manifest_key(&self.ns, &self.collection), json).await
+    }
+
+    fn stats<S: SqlStorage>(&self, db: &S) -> ObjectResult<CdcStats> {
+        let count = |sql: &str| -> ObjectResult<i64> { Ok(db.query_one(sql, &[])?.map_or(0, |r| r.i64(0))) };
+        Ok(CdcStats {
+            collection: self.collection.clone(),
+            documents: self.counters.live,
+            deleted: self.counters.deleted,
+            changes: self.counters.changes,
+            pending: self.pending(),
+            last_change: (self.counters.changes > 0).then(|| Timestamp(self.counters.max_ts).to_iso()),
+            delta_files: count("SELECT COUNT(*) FROM files WHERE kind = 'delta'")?,
+            last_compaction: (self.counters.last_compaction > 0)
+                .then(|| Timestamp(self.counters.last_compaction).to_iso()),
+            compactions: self.counters.compactions,
+            snapshots: count("SELECT COUNT(*) FROM files WHERE kind IN ('daily', 'monthly')")?,
+        })
+    }
+
+    /// The state of one document at `at`, from its history (index range read).
+    fn doc_at<S: SqlStorage>(db: &S, id: &str, at: i64) -> ObjectResult<Option<DocState>> {
+        let mut state: Option<DocState> = None;
+        let mut failure = None;
+        db.query_each(
+            &format!("SELECT {CHANGE_COLUMNS} FROM changes WHERE doc_id = ?1 AND ts <= ?2 ORDER BY ts, seq"),
+            &[id.into(), at.into()],
+            &mut |r| match delta_row(r) {
+                Ok(row) => {
+                    match &mut state {
+                        Some(s) => s.fold(&row),
+                        None => state = Some(DocState::from_change(&row)),
+                    }
+                    true
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    false
+                }
+            },
+        )?;
+        failure.map_or(Ok(state), Err)
+    }
+
+    /// A page of documents at `at`, streamed from the history index.
+    fn read_state<S: SqlStorage>(
+        &self,
+        db: &S,
+        at: Option<Timestamp>,
+        after: Option<String>,
+        limit: usize,
+        include_deleted: bool,
+    ) -> ObjectResult<(Vec<DocView>, Option<String>)> {
+        let limit = limit.clamp(1, MAX_READ_PAGE);
+        let after = after.unwrap_or_default();
+        let mut out: Vec<DocState> = Vec::new();
+        let mut more = false;
+        match at.map(|t| t.as_millis()) {
+            // Now (or later than every change): the `docs` table is the answer.
+            None => {
+                db.query_each(
+                    &format!(
+                        "SELECT {DOC_COLUMNS} FROM docs WHERE doc_id > ?1 AND (deleted = 0 OR ?2) ORDER BY doc_id"
+                    ),
+                    &[after.as_str().into(), include_deleted.into()],
+                    &mut |r| {
+                        if out.len() == limit {
+                            more = true;
+                            return false;
+                        }
+                        out.push(doc_state_row(r));
+                        true
+                    },
+                )?;
+            }
+            Some(at) => {
+                let mut current: Option<DocState> = None;
+                let mut failure = None;
+                db.query_each(
+                    &format!(
+                        "SELECT {CHANGE_COLUMNS} FROM changes WHERE doc_id > ?1 AND ts <= ?2 ORDER BY doc_id, ts, seq"
+                    ),
+                    &[after.as_str().into(), at.into()],
+                    &mut |r| {
+                        let row = match delta_row(r) {
+                            Ok(row) => row,
+                            Err(e) => {
+                                failure = Some(e);
+                                return false;
+                            }
+                        };
+                        if let Some(s) = current.as_mut().filter(|s| s.id == row.id) {
+                            s.fold(&row);
+                            return true;
+                        }
+                        if let Some(done) = current.take()
+                            && (include_deleted || !done.deleted)
+                        {
+                            out.push(done);
+                        }
+                        if out.len() == limit {
+                            more = true;
+                            return false;
+                        }
+                        current = Some(DocState::from_change(&row));
+                        true
+                    },
+                )?;
+                if let Some(e) = failure {
+                    return Err(e);
+                }
+                if let Some(done) = current.take()
+                    && !more
+                    && (include_deleted || !done.deleted)
+                {
+                    out.push(done);
+                    if out.len() > limit {
+                        out.pop();
+                        more = true;
+                    }
+                }
+            }
+        }
+        let next = if more { out.last().map(|d| d.id.clone()) } else { None };
+        Ok((out.into_iter().map(doc_view).collect::<ObjectResult<_>>()?, next))
+    }
+
+    fn history<S: SqlStorage>(
+        db: &S,
+        id: &str,
+        after: Option<(i64, i64)>,
+        limit: usize,
+    ) -> ObjectResult<(Vec<HistoryEntry>, Option<(i64, i64)>)> {
+        let limit = limit.clamp(1, MAX_HISTORY_PAGE);
+        let (ts, seq) = after.unwrap_or((i64::MIN, i64::MIN));
+        let rows = db.query(
+            "SELECT event_id, op, ts, seq, before, after, bookmark FROM changes
+             WHERE doc_id = ?1 AND (ts > ?2 OR (ts = ?2 AND seq > ?3)) ORDER BY ts, seq LIMIT ?4",
+            &[id.into(), ts.into(), seq.into(), (limit + 1).into()],
+        )?;
+        let more = rows.len() > limit;
+        let mut out = Vec::with_capacity(limit);
+        for r in rows.iter().take(limit) {
+            out.push(HistoryEntry {
+                event_id: r.str(0).to_string(),
+                op: ChangeOp::from_code(r.i64(1)).ok_or_else(|| corrupt("unknown op code"))?,
+                ts: Timestamp(r.i64(2)).to_iso(),
+                seq: r.i64(3),
+                before: parse_json(r.opt_str(4))?,
+                after: parse_json(r.opt_str(5))?,
+                bookmark: r.opt_str(6).map(String::from),
+            });
+        }
+        let next = if more { rows.get(limit - 1).map(|r| (r.i64(2), r.i64(3))) } else { None };
+        Ok((out, next))
+    }
+
+    /// A page of documents at `at` reconstructed from the lake files plus pending changes.
+    async fn read_files<H: Host>(
+        &self,
+        cx: &ObjectContext<H>,
+        at: i64,
+        base: FileBase,
+        after: Option<String>,
+        limit: usize,
+    ) -> ObjectResult<(Vec<DocView>, Option<String>)> {
+        let db = cx.storage();
+        let limit = limit.clamp(1, MAX_READ_PAGE);
+        let bases: Vec<StateRef> = db
+            .query(
+                &format!("SELECT {STATE_REF_COLUMNS} FROM files WHERE kind IN ('current', 'daily', 'monthly') ORDER BY last_seq DESC"),
+                &[],
+            )?
+            .iter()
+            .map(state_ref)
+            .collect();
+        let chosen = match &base {
+            FileBase::DeltasOnly => None,
+            FileBase::Auto => bases.into_iter().find(|b| b.max_ts <= at),
+            FileBase::Current => Some(
+                bases
+                    .into_iter()
+                    .find(|b| b.kind == "current")
+                    .ok_or_else(|| ApiError::not_found("the collection has no current table yet: compact it first"))?,
+            ),
+            FileBase::Snapshot { kind, label } => Some(
+                bases
+                    .into_iter()
+                    .find(|b| b.kind == kind.as_str() && b.label == *label)
+                    .ok_or_else(|| ApiError::not_found(format!("no {} snapshot {label}", kind.as_str())))?,
+            ),
+        };
+        if let Some(b) = &chosen
+            && b.max_ts > at
+        {
+            return Err(ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("the {} base holds changes up to {}, after {}", b.kind, Timestamp(b.max_ts), Timestamp(at)),
+            ));
+        }
+        let upto = chosen.as_ref().map_or(0, |b| b.upto_seq);
+        let deltas = db.query(
+            "SELECT key, first_seq, last_seq FROM files WHERE kind = 'delta' AND last_seq > ?1 ORDER BY first_seq",
+            &[upto.into()],
+        )?;
+        // The deltas must cover every change after the base without a gap.
+        let mut covered = upto;
+        for d in &deltas {
+            if d.i64(1) > covered + 1 {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidQuery,
+                    format!(
+                        "changes {}..{} are no longer in delta files (compacted away); read from a later base",
+                        covered + 1,
+                        d.i64(1) - 1
+                    ),
+                ));
+            }
+            covered = covered.max(d.i64(2));
+        }
+        if covered < self.counters.flushed_seq {
+            return Err(ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!(
+                    "changes {}..{} are no longer in delta files (compacted away); read from a later base",
+                    covered + 1,
+                    self.counters.flushed_seq
+                ),
+            ));
+        }
+        let mut input =
+            ReconstructInput { base: Vec::new(), base_upto_seq: upto, deltas: Vec::new(), pending: Vec::new() };
+        let get = async |key: &str| -> ObjectResult<bytes::Bytes> {
+            let bytes = cx
+                .host()
+                .blobs()
+                .get(key)
+                .await?
+                .ok_or_else(|| ApiError::new(ErrorCode::StorageError, format!("lake file {key} is missing")))?;
+            Ok(bytes::Bytes::from(bytes))
+        };
+        if let Some(b) = &chosen {
+            input.base.push(get(&b.key).await?);
+            input.base.push(get(&b.tombstones_key).await?);
+        }
+        for d in &deltas {
+            input.deltas.push(get(d.str(0)).await?);
+        }
+        let mut failure = None;
+        db.query_each(
+            &format!("SELECT {CHANGE_COLUMNS} FROM changes WHERE seq > ?1 ORDER BY seq"),
+            &[covered.max(self.counters.flushed_seq).into()],
+            &mut |r| match delta_row(r) {
+                Ok(row) => {
+                    input.pending.push(row);
+                    true
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    false
+                }
+            },
+        )?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let after = after.unwrap_or_default();
+        let mut out = Vec::new();
+        let mut more = false;
+        reconstruct(input, at, &mut |s| {
+            if s.deleted || s.id <= after {
+                return true;
+            }
+            if out.len() == limit {
+                more = true;
+                return false;
+            }
+            out.push(s);
+            true
+        })?;
+        let next = if more { out.last().map(|d| d.id.clone()) } else { None };
+        Ok((out.into_iter().map(doc_view).collect::<ObjectResult<_>>()?, next))
+    }
+
+    /// One restore step (see [`CdcRequest::Restore`]).
+    async fn restore<H: Host>(
+        &mut self,
+        cx: &ObjectContext<H>,
+        at: i64,
+        restore_id: &str,
+        after: Option<String>,
+    ) -> ObjectResult<(usize, usize, Option<String>)> {
+        let db = cx.storage();
+        let after = after.unwrap_or_default();
+        let docs: Vec<DocState> = db
+            .query(
+                &format!("SELECT {DOC_COLUMNS} FROM docs WHERE doc_id > ?1 ORDER BY doc_id LIMIT ?2"),
+                &[after.as_str().into(), MAX_RESTORE_STEP.into()],
+            )?
+            .iter()
+            .map(doc_state_row)
+            .collect();
+        let examined = docs.len();
+        let next = (examined == MAX_RESTORE_STEP).then(|| docs.last().map(|d| d.id.clone())).flatten();
+        // Restore changes are newer than everything: they win over every earlier change.
+        let ts = Timestamp(cx.now().as_millis().max(self.counters.max_ts));
+        let bookmark = Some(format!("restore:{}", Timestamp(at)));
+        let mut changes = Vec::new();
+        for now in docs {
+            let then = Self::doc_at(db, &now.id, at)?;
+            let then_live = then.as_ref().filter(|t| !t.deleted);
+            let change = match (then_live, now.deleted) {
+                (None, false) => Some((ChangeOp::Delete, None)),
+                (None, true) => None,
+                (Some(t), true) => Some((ChangeOp::Insert, t.data.clone())),
+                (Some(t), false) if t.data != now.data => Some((ChangeOp::Update, t.data.clone())),
+                (Some(_), false) => None,
+            };
+            if let Some((op, data)) = change {
+                changes.push(Change {
+                    event_id: format!("{restore_id}:{}", now.id),
+                    collection: self.collection.clone(),
+                    doc_id: now.id.clone(),
+                    op,
+                    ts,
+                    before: parse_json(now.data.as_deref())?,
+                    after: parse_json(data.as_deref())?,
+                    bookmark: bookmark.clone(),
+                });
+            }
+        }
+        let applied = if changes.is_empty() { 0 } else { self.apply(cx, changes).await?.applied };
+        Ok((applied, examined, next))
+    }
+}
+
+/// Prometheus metrics of change capture (`events_cdc_*`).
+mod cdc_metrics {
+    /// Changes applied, duplicates skipped, late changes.
+    pub fn applied(a: &super::Applied) {
+        metrics::counter!("events_cdc_changes_applied_total").increment(a.applied as u64);
+        metrics::counter!("events_cdc_changes_duplicate_total").increment(a.duplicates as u64);
+        metrics::counter!("events_cdc_changes_late_total").increment(a.late as u64);
+    }
+
+    /// A delta file was written.
+    pub fn flushed(rows: i64, bytes: i64) {
+        metrics::counter!("events_cdc_delta_files_total").increment(1);
+        metrics::counter!("events_cdc_delta_rows_total").increment(rows as u64);
+        metrics::counter!("events_cdc_delta_bytes_total").increment(bytes as u64);
+    }
+
+    /// A compaction ran.
+    pub fn compaction() {
+        metrics::counter!("events_cdc_compactions_total").increment(1);
+    }
+
+    /// A snapshot was taken or skipped.
+    pub fn snapshot(kind: &'static str, outcome: &'static str) {
+        metrics::counter!("events_cdc_snapshots_total", "kind" => kind, "outcome" => outcome).increment(1);
+    }
+}
+
+impl DurableObject for CdcProcessor {
+    const CLASS: &'static str = "CdcProcessor";
+    type Request = CdcRequest;
+    type Response = CdcResponse;
+
+    fn migrations() -> &'static [Migration] {
+        MIGRATIONS
+    }
+
+    async fn load<H: Host>(cx: &ObjectContext<H>) -> ObjectResult<Self> {
+        let (ns, collection) = cx
+            .name()
+            .split_once('/')
+            .ok_or_else(|| ApiError::new(ErrorCode::InvalidRequest, "processor names are <ns>/<collection>"))?;
+        if !valid_collection_name(collection) {
+            return Err(ApiError::new(ErrorCode::InvalidRequest, format!("invalid collection name {collection:?}")));
+        }
+        let mut counters = Counters { next_seq: 1, ..Default::default() };
+        let rows = cx.storage().query("SELECT name, value FROM counters", &[])?;
+        for r in rows {
+            if let Some(i) = COUNTER_NAMES.iter().position(|n| *n == r.str(0)) {
+                *counters.slots()[i] = r.i64(1);
+            }
+        }
+        let oldest_pending = cx
+            .storage()
+            .query_one("SELECT MIN(received_at) FROM changes WHERE seq > ?1", &[counters.flushed_seq.into()])?
+            .and_then(|r| r.opt_i64(0));
+        Ok(CdcProcessor {
+            ns: ns.to_string(),
+            collection: collection.to_string(),
+            config: CdcConfig::from_host(cx.host()),
+            saved: counters.clone(),
+            counters,
+            oldest_pending,
+        })
+    }
+
+    async fn handle<H: Host>(&mut self, cx: &ObjectContext<H>, req: CdcRequest) -> ObjectResult<CdcResponse> {
+        // A failed request is rolled back: so are the in-memory counters.
+        let start = (self.counters.clone(), self.saved.clone(), self.oldest_pending);
+        let result = self.dispatch(cx, req).await;
+        if result.is_err() {
+            (self.counters, self.saved, self.oldest_pending) = start;
+        }
+        result
+    }
+
+    async fn alarm<H: Host>(&mut self, cx: &ObjectContext<H>) -> ObjectResult<()> {
+        let now = cx.now();
+        // First, and only what earlier commits made garbage: files retired
+        // by this run's own compaction are deleted by the next run, after
+        // this one committed.
+        self.collect_garbage(cx).await?;
+        let due = self.pending() >= self.config.flush_max_changes
+            || self.oldest_pending.is_some_and(|t| now.as_millis() - t >= self.config.flush_max_age_ms)
+            || self.counters.plan_first > 0;
+        if due {
+            self.flush(cx).await?;
+        }
+        let deltas =
+            cx.storage().query_one("SELECT COUNT(*) FROM files WHERE kind = 'delta'", &[])?.map_or(0, |r| r.i64(0));
+        if deltas >= self.config.compact_min_deltas {
+            self.compact(cx).await?;
+        }
+        // Scheduled snapshots: the snapshot labelled with a day (month) is
+        // taken at the first alarm after that period ended, if a change
+        // received before its end is not yet in a snapshot of that kind.
+        for kind in [SnapshotKind::Daily, SnapshotKind::Monthly] {
+            let keep = match kind {
+                SnapshotKind::Daily => self.config.keep_daily,
+                SnapshotKind::Monthly => self.config.keep_monthly,
+            };
+            let period_start = kind.period_start(now);
+            let label = kind.label(Timestamp(period_start - 1));
+            let db = cx.storage();
+            let taken = db
+                .query_one(
+                    "SELECT 1 FROM files WHERE kind = ?1 AND label = ?2",
+                    &[kind.as_str().into(), label.as_str().into()],
+                )?
+                .is_some();
+            if keep == 0 || taken {
+                continue;
+            }
+            let last = db
+                .query_one("SELECT MAX(last_seq) FROM files WHERE kind = ?1", &[kind.as_str().into()])?
+                .and_then(|r| r.opt_i64(0))
+                .unwrap_or(0);
+            let first_new = db
+                .query_one("SELECT received_at FROM changes WHERE seq > ?1 ORDER BY seq LIMIT 1", &[last.into()])?
+                .map(|r| r.i64(0));
+            if first_new.is_some_and(|t| t < period_start) {
+                self.snapshot(cx, kind, label).await?;
+            }
+        }
+        self.save_counters(cx.storage())?;
+        self.schedule(cx).await
+    }
+}
+
+impl CdcProcessor {
+    async fn dispatch<H: Host>(&mut self, cx: &ObjectContext<H>, req: CdcRequest) -> ObjectResult<CdcResponse> {
+        let db = cx.storage();
+        match req {
+            CdcRequest::Apply { changes } => Ok(CdcResponse::Applied(self.apply(cx, changes).await?)),
+            CdcRequest::Flush => Ok(CdcResponse::Files(self.flush(cx).await?)),
+            CdcRequest::Compact => {
+                let files = self.compact(cx).await?;
+                self.schedule(cx).await?;
+                Ok(CdcResponse::Files(files))
+            }
+            CdcRequest::Snapshot { kind } => {
+                let key = self.snapshot(cx, kind, kind.label(cx.now())).await?;
+                self.schedule(cx).await?;
+                Ok(CdcResponse::Snapshot(key))
+            }
+            CdcRequest::Stats => Ok(CdcResponse::Stats(self.stats(db)?)),
+            CdcRequest::Manifest => Ok(CdcResponse::Manifest(self.manifest(db, cx.now().as_millis())?)),
+            CdcRequest::ReadState { at, after, limit, include_deleted } => {
+                let (docs, next) = self.read_state(db, at, after, limit, include_deleted)?;
+                Ok(CdcResponse::Docs { docs, next })
+            }
+            CdcRequest::ReadDoc { id, at } => {
+                let state = match at {
+                    None => db
+                        .query_one(&format!("SELECT {DOC_COLUMNS} FROM docs WHERE doc_id = ?1"), &[id.as_str().into()])?
+                        .map(|r| doc_state_row(&r)),
+                    Some(at) => Self::doc_at(db, &id, at.as_millis())?,
+                };
+                Ok(CdcResponse::Doc(state.map(doc_view).transpose()?))
+            }
+            CdcRequest::History { id, after, limit } => {
+                let (changes, next) = Self::history(db, &id, after, limit)?;
+                Ok(CdcResponse::History { changes, next })
+            }
+            CdcRequest::ReadFiles { at, base, after, limit } => {
+                let (docs, next) = self.read_files(cx, at.as_millis(), base, after, limit).await?;
+                Ok(CdcResponse::Docs { docs, next })
+            }
+            CdcRequest::Restore { at, restore_id, after } => {
+                let (changes, examined, next) = self.restore(cx, at.as_millis(), &restore_id, after).await?;
+                Ok(CdcResponse::Restored { changes, examined, next })
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- collections registry
+
+/// Requests to [`CdcCollections`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum CollectionsRequest {
+    /// Records a collection (no-op if known).
+    Register {
+        /// Collection name.
+        collection: String,
+    },
+    /// Every known collection, by name.
+    List,
+}
+
+/// Answers of [`CdcCollections`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum CollectionsResponse {
+    /// Done.
+    Ok,
+    /// Collection names.
+    Collections(Vec<String>),
+}
+
+/// Most collections per namespace.
+pub const MAX_COLLECTIONS_PER_NAMESPACE: usize = 10_000;
+
+/// The collections of one namespace that received changes, named `<ns>`.
+/// Processors register themselves on their first change; it calls no one.
+pub struct CdcCollections;
+
+const COLLECTIONS_MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "collections",
+    sql: "CREATE TABLE collections (name TEXT PRIMARY KEY, registered_at INTEGER NOT NULL) WITHOUT ROWID;",
+}];
+
+impl DurableObject for CdcCollections {
+    const CLASS: &'static str = "CdcCollections";
+    type Request = CollectionsRequest;
+    type Response = CollectionsResponse;
+
+    fn migrations() -> &'static [Migration] {
+        COLLECTIONS_MIGRATIONS
+    }
+
+    async fn load<H: Host>(_cx: &ObjectContext<H>) -> ObjectResult<Self> {
+        Ok(CdcCollections)
+    }
+
+    async fn handle<H: Host>(
+        &mut self,
+        cx: &ObjectContext<H>,
+        req: CollectionsRequest,
+    ) -> ObjectResult<CollectionsResponse> {
+        let db = cx.storage();
+        match req {
+            CollectionsRequest::Register { collection } => {
+                let count = db.query_one("SELECT COUNT(*) FROM collections", &[])?.map_or(0, |r| r.i64(0)) as usize;
+                let known = db.query_one("SELECT 1 FROM collections WHERE name = ?1", &[collection.as_str().into()])?;
+                if known.is_none() {
+                    if count >= MAX_COLLECTIONS_PER_NAMESPACE {
+                        return Err(ApiError::new(
+                            ErrorCode::Conflict,
+                            format!("a namespace has at most {MAX_COLLECTIONS_PER_NAMESPACE} collections"),
+                        ));
+                    }
+                    db.execute(
+                        "INSERT INTO collections (name, registered_at) VALUES (?1, ?2)",
+                        &[SqlValue::Text(collection), cx.now().as_millis().into()],
+                    )?;
+                }
+                Ok(CollectionsResponse::Ok)
+            }
+            CollectionsRequest::List => Ok(CollectionsResponse::Collections(
+                db.query("SELECT name FROM collections ORDER BY name", &[])?
+                    .iter()
+                    .map(|r| r.str(0).to_string())
+                    .collect(),
+            )),
+        }
+    }
+}

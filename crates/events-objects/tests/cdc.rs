@@ -1,0 +1,391 @@
+//! CdcProcessor behaviour on the native host (real SQLite, real local
+//! bucket, manual clock), including the property that every read path —
+//! the object's state, pending changes, delta files, the compacted table,
+//! snapshots plus deltas — gives the state a plain replay gives.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use events_core::cdc::{Change, ChangeOp};
+use events_core::{ErrorCode, Timestamp};
+use events_host_native::{Clock, HostConfig, ManualClock, NativeHost};
+use events_objects::cdc::{CdcRequest, CdcResponse, CdcStats, DocView, FileBase, SnapshotKind, processor_name};
+use events_objects::{CdcCollections, CdcProcessor};
+use events_runtime::BlobStore;
+use events_runtime::context::Host;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+const T0: i64 = 1_800_000_000_000; // 2027-01-15T08:00:00Z
+const DAY: i64 = 86_400_000;
+
+fn host(dir: &std::path::Path, clock: Arc<ManualClock>) -> NativeHost {
+    let mut config = HostConfig::new(dir);
+    config.threads = 1;
+    config.clock = clock;
+    let host = NativeHost::start(config).unwrap();
+    host.register::<CdcProcessor>().register::<CdcCollections>();
+    host
+}
+
+async fn call(host: &NativeHost, req: CdcRequest) -> Result<CdcResponse, events_core::ApiError> {
+    host.call_object::<CdcProcessor>(&processor_name("acme", "users"), req).await
+}
+
+fn change(event_id: &str, doc: &str, op: ChangeOp, ts: i64, after: Option<Value>) -> Change {
+    Change {
+        event_id: event_id.into(),
+        collection: "users".into(),
+        doc_id: doc.into(),
+        op,
+        ts: Timestamp(ts),
+        before: None,
+        after,
+        bookmark: Some(format!("bm-{event_id}")),
+    }
+}
+
+/// What a reader should see of one document: (data, version, deleted).
+type Expected = BTreeMap<String, (Option<Value>, i64, bool)>;
+
+/// The straightforward replay: changes (in arrival order, duplicates
+/// removed) sorted by (ts, arrival), applied one by one up to `at`.
+fn replay(changes: &[Change], at: i64) -> Expected {
+    let mut sorted: Vec<(usize, &Change)> =
+        changes.iter().enumerate().filter(|(_, c)| c.ts.as_millis() <= at).collect();
+    sorted.sort_by_key(|(i, c)| (c.ts, *i));
+    let mut state = Expected::new();
+    for (_, c) in sorted {
+        let entry = state.entry(c.doc_id.clone()).or_insert((None, 0, false));
+        entry.1 += 1;
+        match c.op {
+            ChangeOp::Delete => (entry.0, entry.2) = (c.before.clone(), true),
+            _ => (entry.0, entry.2) = (c.after.clone(), false),
+        }
+    }
+    state
+}
+
+async fn read_all(host: &NativeHost, at: Option<i64>, include_deleted: bool) -> Expected {
+    let mut out = Expected::new();
+    let mut after = None;
+    loop {
+        let req = CdcRequest::ReadState { at: at.map(Timestamp), after, limit: 3, include_deleted };
+        let CdcResponse::Docs { docs, next } = call(host, req).await.unwrap() else { panic!() };
+        for d in docs {
+            out.insert(d.id.clone(), (d.data, d.version, d.deleted));
+        }
+        match next {
+            Some(n) => after = Some(n),
+            None => return out,
+        }
+    }
+}
+
+async fn read_files(host: &NativeHost, at: i64, base: FileBase) -> Result<Expected, events_core::ApiError> {
+    let mut out = Expected::new();
+    let mut after = None;
+    loop {
+        let req = CdcRequest::ReadFiles { at: Timestamp(at), base: base.clone(), after, limit: 4 };
+        let CdcResponse::Docs { docs, next } = call(host, req).await? else { panic!() };
+        for d in docs {
+            out.insert(d.id.clone(), (d.data, d.version, d.deleted));
+        }
+        match next {
+            Some(n) => after = Some(n),
+            None => return Ok(out),
+        }
+    }
+}
+
+fn live(e: &Expected) -> Expected {
+    e.iter().filter(|(_, v)| !v.2).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+async fn stats(host: &NativeHost) -> CdcStats {
+    let CdcResponse::Stats(s) = call(host, CdcRequest::Stats).await.unwrap() else { panic!() };
+    s
+}
+
+/// One step of a generated scenario.
+#[derive(Debug, Clone)]
+enum Step {
+    /// Apply a batch: (doc, op 0..3, ts offset) per change; `redeliver` re-sends the previous batch too.
+    Batch {
+        changes: Vec<(u8, u8, i64)>,
+        redeliver: bool,
+    },
+    Flush,
+    Compact,
+    /// Advance the clock a day and take a daily snapshot.
+    Snapshot,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (prop::collection::vec((0u8..6, 0u8..3, 0i64..40), 1..8), any::<bool>())
+            .prop_map(|(changes, redeliver)| Step::Batch { changes, redeliver }),
+        1 => Just(Step::Flush),
+        1 => Just(Step::Compact),
+        1 => Just(Step::Snapshot),
+    ]
+}
+
+async fn run_scenario(steps: Vec<Step>) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(Timestamp(T0)));
+    let host = host(dir.path(), clock.clone());
+    let mut applied: Vec<Change> = Vec::new();
+    let mut previous: Vec<Change> = Vec::new();
+    let mut n = 0;
+    let mut snapshots: Vec<String> = Vec::new();
+    for s in steps {
+        match s {
+            Step::Batch { changes, redeliver } => {
+                let mut batch: Vec<Change> = Vec::new();
+                for (doc, op, offset) in changes {
+                    n += 1;
+                    let op = [ChangeOp::Insert, ChangeOp::Update, ChangeOp::Delete][op as usize];
+                    let after = (op != ChangeOp::Delete).then(|| json!({"n": n, "doc": doc}));
+                    // Event times wander back and forth: many changes arrive late.
+                    batch.push(change(&format!("e{n}"), &format!("d{doc}"), op, T0 + offset * 10, after));
+                }
+                let mut sent = batch.clone();
+                if redeliver {
+                    sent.splice(0..0, previous.clone());
+                }
+                let CdcResponse::Applied(a) = call(&host, CdcRequest::Apply { changes: sent }).await.unwrap() else {
+                    panic!()
+                };
+                assert_eq!(a.applied, batch.len(), "redelivered changes are applied once");
+                assert_eq!(a.duplicates, if redeliver { previous.len() } else { 0 });
+                applied.extend(batch.clone());
+                previous = batch;
+            }
+            Step::Flush => {
+                call(&host, CdcRequest::Flush).await.unwrap();
+            }
+            Step::Compact => {
+                call(&host, CdcRequest::Compact).await.unwrap();
+            }
+            Step::Snapshot => {
+                clock.advance(DAY);
+                let label = Timestamp(clock.now().as_millis()).to_datetime().format("%Y-%m-%d").to_string();
+                let CdcResponse::Snapshot(key) =
+                    call(&host, CdcRequest::Snapshot { kind: SnapshotKind::Daily }).await.unwrap()
+                else {
+                    panic!()
+                };
+                if key.is_some() {
+                    snapshots.push(label);
+                }
+            }
+        }
+    }
+
+    let max_ts = applied.iter().map(|c| c.ts.as_millis()).max().unwrap_or(T0);
+    let mut times: Vec<i64> = applied.iter().map(|c| c.ts.as_millis()).collect();
+    times.extend([T0 - 1, max_ts + 1]);
+    times.sort();
+    times.dedup();
+    let compacted = stats(&host).await.compactions > 0;
+    for &at in &times {
+        let expected = replay(&applied, at);
+        assert_eq!(read_all(&host, Some(at), true).await, expected, "object state at {at}");
+        assert_eq!(read_all(&host, Some(at), false).await, live(&expected), "live documents at {at}");
+        for (id, want) in &expected {
+            let CdcResponse::Doc(Some(DocView { data, version, deleted, .. })) =
+                call(&host, CdcRequest::ReadDoc { id: id.clone(), at: Some(Timestamp(at)) }).await.unwrap()
+            else {
+                panic!("{id} at {at}")
+            };
+            assert_eq!(&(data, version, deleted), want, "{id} at {at}");
+        }
+        // The lake paths: deltas from the start, the newest usable base, and each base explicitly.
+        match read_files(&host, at, FileBase::DeltasOnly).await {
+            Ok(got) => assert_eq!(got, live(&expected), "deltas (and pending changes) at {at}"),
+            Err(e) => assert!(compacted && e.code == ErrorCode::InvalidQuery, "{e:?}"),
+        }
+        match read_files(&host, at, FileBase::Auto).await {
+            Ok(got) => assert_eq!(got, live(&expected), "newest usable base + deltas at {at}"),
+            // Before every retained base, once compaction removed the first deltas.
+            Err(e) => assert!(compacted && e.code == ErrorCode::InvalidQuery, "{e:?}"),
+        }
+        if at >= max_ts {
+            match read_files(&host, at, FileBase::Current).await {
+                Ok(got) => assert_eq!(got, live(&expected), "current table + deltas at {at}"),
+                Err(e) => assert!(!compacted && e.code == ErrorCode::NotFound, "{e:?}"),
+            }
+        }
+        for label in &snapshots {
+            let base = FileBase::Snapshot { kind: SnapshotKind::Daily, label: label.clone() };
+            match read_files(&host, at, base).await {
+                Ok(got) => assert_eq!(got, live(&expected), "snapshot {label} + deltas at {at}"),
+                // A snapshot is a base only for times at or after its newest change;
+                // one dropped by retention is gone.
+                Err(e) => assert!(matches!(e.code, ErrorCode::InvalidQuery | ErrorCode::NotFound), "{e:?}"),
+            }
+        }
+    }
+    // The current state equals the replay of everything, and the counters agree.
+    let now = replay(&applied, i64::MAX);
+    assert_eq!(read_all(&host, None, true).await, now);
+    let s = stats(&host).await;
+    assert_eq!(s.documents, now.values().filter(|v| !v.2).count() as i64);
+    assert_eq!(s.deleted, now.values().filter(|v| v.2).count() as i64);
+    assert_eq!(s.changes, applied.len() as i64);
+    host.shutdown().await;
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, max_shrink_iters: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_read_path_equals_a_plain_replay(steps in prop::collection::vec(step(), 1..14)) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(run_scenario(steps));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_late_changes_ties_and_tombstones() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host(dir.path(), Arc::new(ManualClock::new(Timestamp(T0))));
+    let changes = vec![
+        change("a1", "a", ChangeOp::Insert, T0 + 10, Some(json!({"v": 1}))),
+        change("a2", "a", ChangeOp::Update, T0 + 30, Some(json!({"v": 3}))),
+        change("a3", "a", ChangeOp::Update, T0 + 20, Some(json!({"v": 2}))), // late
+        change("b1", "b", ChangeOp::Insert, T0 + 10, Some(json!({"v": "b"}))),
+        change("b2", "b", ChangeOp::Delete, T0 + 10, None), // same time: the later arrival wins
+    ];
+    let CdcResponse::Applied(a) = call(&host, CdcRequest::Apply { changes }).await.unwrap() else { panic!() };
+    assert_eq!((a.applied, a.late), (5, 1));
+    let CdcResponse::Doc(Some(doc)) = call(&host, CdcRequest::ReadDoc { id: "a".into(), at: None }).await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!((doc.data, doc.version), (Some(json!({"v": 3})), 3), "the late change does not overwrite newer state");
+    let CdcResponse::Doc(Some(b)) = call(&host, CdcRequest::ReadDoc { id: "b".into(), at: None }).await.unwrap() else {
+        panic!()
+    };
+    assert!(b.deleted, "a tombstone is kept");
+    let CdcResponse::History { changes, next } =
+        call(&host, CdcRequest::History { id: "a".into(), after: None, limit: 2 }).await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(changes.iter().map(|c| c.event_id.as_str()).collect::<Vec<_>>(), ["a1", "a3"], "event-time order");
+    let CdcResponse::History { changes, next } =
+        call(&host, CdcRequest::History { id: "a".into(), after: next, limit: 2 }).await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(changes.iter().map(|c| c.event_id.as_str()).collect::<Vec<_>>(), ["a2"]);
+    assert_eq!(next, None);
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_writes_new_changes_that_bring_back_the_past() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(Timestamp(T0 + 1_000)));
+    let host = host(dir.path(), clock.clone());
+    let changes = vec![
+        change("1", "a", ChangeOp::Insert, T0 + 10, Some(json!({"v": 1}))),
+        change("2", "b", ChangeOp::Insert, T0 + 10, Some(json!({"v": 1}))),
+        change("3", "a", ChangeOp::Update, T0 + 50, Some(json!({"v": 2}))),
+        change("4", "b", ChangeOp::Delete, T0 + 50, None),
+        change("5", "c", ChangeOp::Insert, T0 + 50, Some(json!({"v": 1}))),
+    ];
+    call(&host, CdcRequest::Apply { changes }).await.unwrap();
+    let before = read_all(&host, Some(T0 + 20), false).await;
+    let CdcResponse::Restored { changes, next, .. } =
+        call(&host, CdcRequest::Restore { at: Timestamp(T0 + 20), restore_id: "r1".into(), after: None })
+            .await
+            .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!((changes, next), (3, None), "a updated back, b re-inserted, c deleted");
+    let now = read_all(&host, None, false).await;
+    assert_eq!(
+        now.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect::<Vec<_>>(),
+        before.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect::<Vec<_>>()
+    );
+    // The restore is itself history: the state just before it is still readable.
+    assert_eq!(read_all(&host, Some(T0 + 60), false).await.len(), 2);
+    // Running it again changes nothing (same restore id: its changes are already applied).
+    let CdcResponse::Restored { changes, .. } =
+        call(&host, CdcRequest::Restore { at: Timestamp(T0 + 20), restore_id: "r2".into(), after: None })
+            .await
+            .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(changes, 0);
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarms_flush_compact_snapshot_and_collect_obsolete_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(Timestamp(T0)));
+    let mut config = HostConfig::new(dir.path());
+    config.threads = 1;
+    config.clock = clock.clone();
+    config.vars = [("cdc.flush_max_changes", "5"), ("cdc.compact_min_deltas", "3"), ("cdc.keep_daily", "1")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let host = NativeHost::start(config).unwrap();
+    host.register::<CdcProcessor>().register::<CdcCollections>();
+    for round in 0..4 {
+        let changes: Vec<Change> = (0..5)
+            .map(|i| {
+                change(
+                    &format!("r{round}-{i}"),
+                    &format!("d{i}"),
+                    ChangeOp::Update,
+                    T0 + round,
+                    Some(json!({"round": round})),
+                )
+            })
+            .collect();
+        call(&host, CdcRequest::Apply { changes }).await.unwrap();
+        // The flush threshold is reached: the alarm writes a delta file.
+        wait_for(&host, |s| s.pending == 0).await;
+    }
+    // Three deltas triggered a compaction; the fourth followed it.
+    wait_for(&host, |s| s.compactions >= 1).await;
+    // The deltas folded into the current table are deleted by a later alarm; the fourth stays.
+    let mut deltas = Vec::new();
+    for _ in 0..500 {
+        deltas = host.blobs().list("cdc/ns=acme/collection=users/deltas/").await.unwrap();
+        if deltas.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(deltas.len(), 1, "{deltas:?}");
+    // A day later the daily snapshot of the ended day is taken.
+    clock.advance(DAY);
+    wait_for(&host, |s| s.snapshots == 1).await;
+    let snaps = host.blobs().list("cdc/ns=acme/collection=users/snapshots/daily/").await.unwrap();
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    assert!(snaps[0].key.contains("2027-01-15"), "{snaps:?}");
+    let manifest = host.blobs().get("cdc/ns=acme/collection=users/manifest.json").await.unwrap().unwrap();
+    let manifest: Value = serde_json::from_slice(&manifest).unwrap();
+    assert_eq!(manifest["snapshots"][0]["label"], "2027-01-15");
+    assert_eq!(read_files(&host, T0 + 10, FileBase::Auto).await.unwrap(), live(&read_all(&host, None, false).await));
+    host.shutdown().await;
+}
+
+async fn wait_for(host: &NativeHost, done: impl Fn(&CdcStats) -> bool) {
+    for _ in 0..500 {
+        if done(&stats(host).await) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("condition not reached: {:?}", stats(host).await);
+}
