@@ -102,6 +102,8 @@ pub struct ServerConfig {
     pub shards: ShardsConfig,
     /// Webhook subscriptions.
     pub subscriptions: SubscriptionsConfig,
+    /// Change capture.
+    pub cdc: crate::cdc_config::CdcConfig,
 }
 
 impl Default for ServerConfig {
@@ -122,6 +124,7 @@ impl Default for ServerConfig {
             outbound: OutboundConfig::default(),
             shards: ShardsConfig::default(),
             subscriptions: SubscriptionsConfig::default(),
+            cdc: Default::default(),
         }
     }
 }
@@ -144,6 +147,7 @@ impl fmt::Debug for ServerConfig {
             .field("outbound", &self.outbound)
             .field("shards", &self.shards)
             .field("subscriptions", &self.subscriptions)
+            .field("cdc", &self.cdc)
             .finish()
     }
 }

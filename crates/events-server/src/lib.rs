@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tower_http::cors::{Any, CorsLayer};
 
 pub mod auth;
+pub mod cdc_config;
 pub mod config;
 pub mod error;
 pub mod ingest;

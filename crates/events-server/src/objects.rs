@@ -3,7 +3,8 @@
 use events_host_native::{HostConfig, NativeHost, OutboundPolicy};
 use events_objects::event_writer::{WriterRequest, WriterResponse};
 use events_objects::{
-    EventWriter, RateLimiter, SchemaRegistry, ShardCoordinator, Subscriptions, Tenant, WebhookSecrets,
+    CdcCollections, CdcProcessor, EventWriter, RateLimiter, SchemaRegistry, ShardCoordinator, Subscriptions, Tenant,
+    WebhookSecrets,
 };
 
 use crate::config::ServerConfig;
@@ -26,10 +27,12 @@ pub fn start_host(config: &ServerConfig) -> anyhow::Result<NativeHost> {
         ("shards.scale_down_quiet_ms", config.shards.scale_down_quiet_ms.to_string()),
     ];
     host_config.vars = vars.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    host_config.vars.extend(config.cdc.host_vars());
     let host = NativeHost::start(host_config).map_err(|e| anyhow::anyhow!("{}", e.message))?;
     host.register::<EventWriter>().register::<Tenant>().register::<RateLimiter>().register::<ShardCoordinator>();
     host.register::<SchemaRegistry>().register::<WebhookSecrets>();
     host.register::<Subscriptions>();
+    host.register::<CdcProcessor>().register::<CdcCollections>();
     Ok(host)
 }
 

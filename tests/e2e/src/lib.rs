@@ -404,6 +404,12 @@ impl TestServer {
         path
     }
 
+    /// The server's configuration file (local servers only); a test may
+    /// rewrite it before [`TestServer::restart`].
+    pub fn config_path(&self) -> PathBuf {
+        self.local().dir.path().join("events.toml")
+    }
+
     /// Everything the server wrote to stderr so far (local servers only).
     pub fn stderr_log(&self) -> String {
         std::fs::read_to_string(self.local().dir.path().join("stderr.log")).unwrap_or_default()

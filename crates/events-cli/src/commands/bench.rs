@@ -10,7 +10,10 @@ Examples:
   cargo run --release -p events-cli -- bench runtime
 
   # Durable HTTP ingest vs a parse-only HTTP ceiling, with latency at half of peak
-  cargo run --release -p events-cli -- bench ingest --seconds 10";
+  cargo run --release -p events-cli -- bench ingest --seconds 10
+
+  # Change capture: changes applied/s vs raw SQLite, reconstruction of 1,000,000 documents
+  cargo run --release -p events-cli -- bench cdc --docs 1000000";
 
 /// Run a benchmark and print a Markdown table of its figures.
 #[derive(Debug, Args)]
@@ -21,6 +24,9 @@ pub struct BenchArgs {
     /// Seconds per timed phase.
     #[arg(long, default_value_t = 5.0)]
     pub seconds: f64,
+    /// Documents of the `cdc` benchmark.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub docs: usize,
 }
 
 /// The benchmarks.
@@ -30,6 +36,8 @@ pub enum Which {
     Runtime,
     /// HTTP ingest.
     Ingest,
+    /// Change capture.
+    Cdc,
 }
 
 /// Runs `events bench`.
@@ -42,6 +50,10 @@ pub async fn run(_global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
         Which::Ingest => {
             let opts = events_bench::ingest::IngestBench { seconds: args.seconds, ..Default::default() };
             events_bench::ingest::run(&opts).await?
+        }
+        Which::Cdc => {
+            let opts = events_bench::cdc::CdcBench { docs: args.docs, updates: args.docs / 5, ..Default::default() };
+            events_bench::cdc::run(&opts).await?
         }
     };
     println!("{}", events_bench::markdown(&figures));

@@ -8,6 +8,7 @@ use clap::Subcommand;
 use crate::cli::Cli;
 
 pub mod bench;
+pub mod cdc;
 pub mod keys;
 pub mod schema;
 pub mod send;
@@ -25,6 +26,7 @@ pub enum Command {
     Keys(keys::KeysArgs),
     Bench(bench::BenchArgs),
     Schema(schema::SchemaArgs),
+    Cdc(cdc::CdcArgs),
 }
 
 /// Runs the chosen subcommand.
@@ -39,5 +41,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(args) => keys::run(&global, args).await,
         Command::Bench(args) => bench::run(&global, args).await,
         Command::Schema(args) => schema::run(&global, args).await,
+        Command::Cdc(args) => cdc::run(&global, args).await,
     }
 }

@@ -23,6 +23,7 @@ use crate::error::ErrorBody;
 use crate::state::AppState;
 
 pub mod admin;
+pub mod cdc;
 pub mod events;
 pub mod health;
 pub mod ingest;
@@ -41,6 +42,7 @@ pub const MODULES: &[fn(ApiRouter) -> ApiRouter] = &[
     subscriptions::register,
     schemas::register,
     webhooks::register,
+    cdc::register,
 ];
 
 /// One registered route: an HTTP method and a path template (`/things/{id}`).
