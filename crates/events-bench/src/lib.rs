@@ -5,6 +5,7 @@
 //! endpoint), so the numbers mean something on a noisy machine. Run them with
 //! `events bench <name>`; `BENCHMARKS.md` keeps the latest figures.
 
+pub mod cdc;
 pub mod ingest;
 pub mod runtime;
 pub mod schemas;
