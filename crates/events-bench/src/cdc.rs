@@ -93,7 +93,7 @@ async fn apply_all(host: &NativeHost, changes: impl Iterator<Item = Change>, bat
     let start = Instant::now();
     let mut n = 0usize;
     let mut chunk = Vec::with_capacity(batch);
-    let mut send = async |chunk: Vec<Change>| -> anyhow::Result<()> {
+    let send = async |chunk: Vec<Change>| -> anyhow::Result<()> {
         call(host, CdcRequest::Apply { changes: chunk }).await?;
         Ok(())
     };
