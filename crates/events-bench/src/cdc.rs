@@ -37,7 +37,7 @@ impl Default for CdcBench {
 const T0: i64 = 1_800_000_000_000;
 
 fn doc(i: usize, rev: usize) -> serde_json::Value {
-    serde_json::json!({"name": format!("user-{i}"), "n": i, "rev": rev, "plan": if i % 3 == 0 { "pro" } else { "free" }})
+    serde_json::json!({"name": format!("user-{i}"), "n": i, "rev": rev, "plan": if i.is_multiple_of(3) { "pro" } else { "free" }})
 }
 
 fn change(seq: usize, i: usize, op: ChangeOp, rev: usize) -> Change {

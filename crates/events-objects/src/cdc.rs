@@ -60,6 +60,10 @@ use serde_json::Value;
 use crate::var_or;
 
 /// Default: flush a delta file once this many changes are pending.
+/// The position of a change in a document's history: its event time (ms) and
+/// its arrival sequence number, the order changes are applied in.
+pub type ChangePosition = (i64, i64);
+
 pub const DEFAULT_FLUSH_MAX_CHANGES: i64 = 10_000;
 /// Default: flush once the oldest pending change waited this long (ms).
 pub const DEFAULT_FLUSH_MAX_AGE_MS: i64 = 5_000;
@@ -1086,9 +1090,9 @@ impl CdcProcessor {
     fn history<S: SqlStorage>(
         db: &S,
         id: &str,
-        after: Option<(i64, i64)>,
+        after: Option<ChangePosition>,
         limit: usize,
-    ) -> ObjectResult<(Vec<HistoryEntry>, Option<(i64, i64)>)> {
+    ) -> ObjectResult<(Vec<HistoryEntry>, Option<ChangePosition>)> {
         let limit = limit.clamp(1, MAX_HISTORY_PAGE);
         let (ts, seq) = after.unwrap_or((i64::MIN, i64::MIN));
         let rows = db.query(
