@@ -100,13 +100,13 @@ async fn outbox_consumers_see_every_event_across_flush_and_restart() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(Timestamp(T0)));
     let h = host(dir.path(), clock.clone(), &[]).await;
-    call(&h, WriterRequest::RegisterConsumer { name: "cdc".into(), from_start: true }).await;
+    call(&h, WriterRequest::RegisterConsumer { name: "archive".into(), from_start: true }).await;
     append(&h, (0..5).map(|i| event("acme", &format!("o{i}"), T0, "a")).collect(), None).await;
     // Flushing does not drop rows the consumer has not acknowledged.
     call(&h, WriterRequest::Flush).await;
     let read = |h: NativeHost| async move {
         match h
-            .call_object::<EventWriter>("acme/0", WriterRequest::ReadOutbox { consumer: "cdc".into(), limit: 3 })
+            .call_object::<EventWriter>("acme/0", WriterRequest::ReadOutbox { consumer: "archive".into(), limit: 3 })
             .await
             .unwrap()
         {
@@ -116,14 +116,14 @@ async fn outbox_consumers_see_every_event_across_flush_and_restart() {
     };
     let first = read(h.clone()).await;
     assert_eq!(first.iter().map(|o| o.event.id.as_str()).collect::<Vec<_>>(), ["o0", "o1", "o2"]);
-    call(&h, WriterRequest::AckOutbox { consumer: "cdc".into(), upto: first[2].seq }).await;
+    call(&h, WriterRequest::AckOutbox { consumer: "archive".into(), upto: first[2].seq }).await;
     h.shutdown().await;
     drop(h);
     // After a restart the consumer resumes at its cursor.
     let h = host(dir.path(), clock, &[]).await;
     let rest = read(h.clone()).await;
     assert_eq!(rest.iter().map(|o| o.event.id.as_str()).collect::<Vec<_>>(), ["o3", "o4"]);
-    call(&h, WriterRequest::AckOutbox { consumer: "cdc".into(), upto: rest[1].seq }).await;
+    call(&h, WriterRequest::AckOutbox { consumer: "archive".into(), upto: rest[1].seq }).await;
     match call(&h, WriterRequest::Stats).await {
         WriterResponse::Stats(s) => assert_eq!(s.retained, 0, "acknowledged and flushed rows are trimmed"),
         other => panic!("{other:?}"),
