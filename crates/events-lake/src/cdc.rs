@@ -420,31 +420,64 @@ fn open(bytes: Bytes, format: &str) -> Result<ParquetRecordBatchReader, LakeErro
     Ok(builder.with_batch_size(CDC_BATCH_ROWS).build()?)
 }
 
-/// A delta file's rows, one Arrow batch in memory at a time.
-pub struct DeltaReader {
+/// A lake file's rows, decoded one Arrow batch at a time so that only one
+/// batch is in memory.
+pub struct RowReader<T> {
     reader: ParquetRecordBatchReader,
-    rows: std::vec::IntoIter<DeltaRow>,
+    decode: fn(&RecordBatch) -> Result<Vec<T>, LakeError>,
+    rows: std::vec::IntoIter<T>,
 }
 
-impl DeltaReader {
+/// A delta file's rows, one Arrow batch in memory at a time.
+pub type DeltaReader = RowReader<DeltaRow>;
+
+/// A state file's rows, one Arrow batch in memory at a time.
+pub type StateReader = RowReader<DocState>;
+
+impl RowReader<DeltaRow> {
     /// Opens a delta file.
     pub fn new(bytes: Bytes) -> Result<Self, LakeError> {
-        Ok(DeltaReader { reader: open(bytes, DELTA_FORMAT)?, rows: Vec::new().into_iter() })
+        Ok(RowReader { reader: open(bytes, DELTA_FORMAT)?, decode: delta_rows, rows: Vec::new().into_iter() })
     }
+}
 
-    fn next_batch(&mut self) -> Result<bool, LakeError> {
-        let Some(batch) = self.reader.next() else { return Ok(false) };
-        let batch = batch?;
-        let id = column::<StringArray>(&batch, COL_ID)?;
-        let op = column::<StringArray>(&batch, COL_OP)?;
-        let ts = column::<TimestampMillisecondArray>(&batch, COL_TS)?;
-        let seq = column::<Int64Array>(&batch, COL_SEQ)?;
-        let before = column::<StringArray>(&batch, COL_BEFORE)?;
-        let after = column::<StringArray>(&batch, COL_AFTER)?;
-        let bookmark = column::<StringArray>(&batch, COL_BOOKMARK)?;
-        let mut rows = Vec::with_capacity(batch.num_rows());
-        for i in 0..batch.num_rows() {
-            rows.push(DeltaRow {
+impl RowReader<DocState> {
+    /// Opens a state file.
+    pub fn new(bytes: Bytes) -> Result<Self, LakeError> {
+        Ok(RowReader { reader: open(bytes, STATE_FORMAT)?, decode: state_rows, rows: Vec::new().into_iter() })
+    }
+}
+
+impl<T> Iterator for RowReader<T> {
+    type Item = Result<T, LakeError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(row) = self.rows.next() {
+                return Some(Ok(row));
+            }
+            let batch = match self.reader.next()? {
+                Ok(batch) => batch,
+                Err(e) => return Some(Err(e.into())),
+            };
+            match (self.decode)(&batch) {
+                Ok(rows) => self.rows = rows.into_iter(),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+fn delta_rows(batch: &RecordBatch) -> Result<Vec<DeltaRow>, LakeError> {
+    let id = column::<StringArray>(batch, COL_ID)?;
+    let op = column::<StringArray>(batch, COL_OP)?;
+    let ts = column::<TimestampMillisecondArray>(batch, COL_TS)?;
+    let seq = column::<Int64Array>(batch, COL_SEQ)?;
+    let before = column::<StringArray>(batch, COL_BEFORE)?;
+    let after = column::<StringArray>(batch, COL_AFTER)?;
+    let bookmark = column::<StringArray>(batch, COL_BOOKMARK)?;
+    (0..batch.num_rows())
+        .map(|i| {
+            Ok(DeltaRow {
                 id: id.value(i).to_string(),
                 op: ChangeOp::parse(op.value(i))
                     .ok_or_else(|| LakeError::Corrupt(format!("unknown op {:?}", op.value(i))))?,
@@ -453,81 +486,30 @@ impl DeltaReader {
                 before: opt(before, i),
                 after: opt(after, i),
                 bookmark: opt(bookmark, i),
-            });
-        }
-        self.rows = rows.into_iter();
-        Ok(true)
-    }
-}
-
-impl Iterator for DeltaReader {
-    type Item = Result<DeltaRow, LakeError>;
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(row) = self.rows.next() {
-                return Some(Ok(row));
-            }
-            match self.next_batch() {
-                Ok(true) => continue,
-                Ok(false) => return None,
-                Err(e) => return Some(Err(e)),
-            }
-        }
-    }
-}
-
-/// A state file's rows, one Arrow batch in memory at a time.
-pub struct StateReader {
-    reader: ParquetRecordBatchReader,
-    rows: std::vec::IntoIter<DocState>,
-}
-
-impl StateReader {
-    /// Opens a state file.
-    pub fn new(bytes: Bytes) -> Result<Self, LakeError> {
-        Ok(StateReader { reader: open(bytes, STATE_FORMAT)?, rows: Vec::new().into_iter() })
-    }
-
-    fn next_batch(&mut self) -> Result<bool, LakeError> {
-        let Some(batch) = self.reader.next() else { return Ok(false) };
-        let batch = batch?;
-        let id = column::<StringArray>(&batch, COL_ID)?;
-        let data = column::<StringArray>(&batch, COL_DATA)?;
-        let version = column::<Int64Array>(&batch, COL_VERSION)?;
-        let ts = column::<TimestampMillisecondArray>(&batch, COL_TS)?;
-        let seq = column::<Int64Array>(&batch, COL_SEQ)?;
-        let bookmark = column::<StringArray>(&batch, COL_BOOKMARK)?;
-        let deleted = column::<BooleanArray>(&batch, COL_DELETED)?;
-        self.rows = (0..batch.num_rows())
-            .map(|i| DocState {
-                id: id.value(i).to_string(),
-                data: opt(data, i),
-                version: version.value(i),
-                ts: ts.value(i),
-                seq: seq.value(i),
-                bookmark: opt(bookmark, i),
-                deleted: deleted.value(i),
             })
-            .collect::<Vec<_>>()
-            .into_iter();
-        Ok(true)
-    }
+        })
+        .collect()
 }
 
-impl Iterator for StateReader {
-    type Item = Result<DocState, LakeError>;
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(row) = self.rows.next() {
-                return Some(Ok(row));
-            }
-            match self.next_batch() {
-                Ok(true) => continue,
-                Ok(false) => return None,
-                Err(e) => return Some(Err(e)),
-            }
-        }
-    }
+fn state_rows(batch: &RecordBatch) -> Result<Vec<DocState>, LakeError> {
+    let id = column::<StringArray>(batch, COL_ID)?;
+    let data = column::<StringArray>(batch, COL_DATA)?;
+    let version = column::<Int64Array>(batch, COL_VERSION)?;
+    let ts = column::<TimestampMillisecondArray>(batch, COL_TS)?;
+    let seq = column::<Int64Array>(batch, COL_SEQ)?;
+    let bookmark = column::<StringArray>(batch, COL_BOOKMARK)?;
+    let deleted = column::<BooleanArray>(batch, COL_DELETED)?;
+    Ok((0..batch.num_rows())
+        .map(|i| DocState {
+            id: id.value(i).to_string(),
+            data: opt(data, i),
+            version: version.value(i),
+            ts: ts.value(i),
+            seq: seq.value(i),
+            bookmark: opt(bookmark, i),
+            deleted: deleted.value(i),
+        })
+        .collect())
 }
 
 /// Decodes a whole delta file (tests and small files).
