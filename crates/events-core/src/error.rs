@@ -93,6 +93,15 @@ pub enum ErrorCode {
     /// is malformed: an unknown operation, no collection, no document id, no
     /// new document on insert or update. `details.errors` lists each event at fault.
     InvalidCdcEvent,
+    // 409 (appended)
+    /// An Iceberg commit's requirements do not hold: the table changed since
+    /// the commit was built. Reload the table and retry.
+    CommitConflict,
+    // 400 (appended)
+    /// A SQL statement is not a read-only query (DDL, DML, `SET`, `COPY`...).
+    ReadOnlyQuery,
+    /// A SQL query exceeded its row or memory limit.
+    QueryLimitExceeded,
 }
 
 impl ErrorCode {
@@ -126,6 +135,8 @@ impl ErrorCode {
             SchemaIncompatible => 409,
             TargetNotAllowed => 400,
             InvalidCdcEvent => 400,
+            CommitConflict => 409,
+            ReadOnlyQuery | QueryLimitExceeded => 400,
         }
     }
 
@@ -179,6 +190,9 @@ impl ErrorCode {
             SchemaIncompatible => "SCHEMA_INCOMPATIBLE",
             TargetNotAllowed => "TARGET_NOT_ALLOWED",
             InvalidCdcEvent => "INVALID_CDC_EVENT",
+            CommitConflict => "COMMIT_CONFLICT",
+            ReadOnlyQuery => "READ_ONLY_QUERY",
+            QueryLimitExceeded => "QUERY_LIMIT_EXCEEDED",
         }
     }
 
@@ -218,6 +232,9 @@ impl ErrorCode {
             TargetNotAllowed,
             SchemaIncompatible,
             InvalidCdcEvent,
+            CommitConflict,
+            ReadOnlyQuery,
+            QueryLimitExceeded,
         ]
     };
 }

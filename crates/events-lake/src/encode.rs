@@ -18,6 +18,9 @@ use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
+use arrow_schema::{Field, Schema, SchemaRef};
+
+use crate::columns::{DataColumn, data_column_array, data_column_field};
 use crate::error::LakeError;
 use crate::schema::*;
 
@@ -82,12 +85,37 @@ fn writer_properties() -> WriterProperties {
 /// layout ([`partition_by_hour`](crate::partition_by_hour)) writes one file
 /// per namespace and hour. An empty slice gives a valid file with no rows.
 pub fn encode_events(events: &[&Event]) -> Result<Vec<u8>, LakeError> {
+    encode_events_with(events, &[])
+}
+
+/// The Arrow schema of a file with data columns: [`event_schema`] followed by `columns`.
+pub fn file_schema(columns: &[DataColumn]) -> SchemaRef {
+    if columns.is_empty() {
+        return event_schema();
+    }
+    let mut fields: Vec<Field> = event_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.extend(columns.iter().map(data_column_field));
+    Arc::new(Schema::new(fields))
+}
+
+/// Encodes events as one Parquet file with the fixed columns followed by
+/// the data columns `columns` (see [`crate::columns`]), rows sorted by `(ts, id)`.
+pub fn encode_events_with(events: &[&Event], columns: &[DataColumn]) -> Result<Vec<u8>, LakeError> {
     let mut sorted = events.to_vec();
     sorted.sort_by(|a, b| (a.ts, &a.id).cmp(&(b.ts, &b.id)));
 
-    let mut writer = ArrowWriter::try_new(Vec::new(), event_schema(), Some(writer_properties()))?;
+    let schema = file_schema(columns);
+    let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(writer_properties()))?;
     for chunk in sorted.chunks(ENCODE_CHUNK_ROWS) {
-        writer.write(&record_batch(chunk)?)?;
+        let base = record_batch(chunk)?;
+        let batch = if columns.is_empty() {
+            base
+        } else {
+            let mut arrays = base.columns().to_vec();
+            arrays.extend(columns.iter().map(|c| data_column_array(c, chunk)));
+            RecordBatch::try_new(schema.clone(), arrays)?
+        };
+        writer.write(&batch)?;
     }
     writer.append_key_value_metadata(KeyValue::new(META_FORMAT.into(), FORMAT_VERSION.to_string()));
     writer.append_key_value_metadata(KeyValue::new(META_COUNT.into(), sorted.len().to_string()));

@@ -9,6 +9,7 @@
 //!   and the streaming reconstruction of a collection at a point in time.
 //! - [`layout`]: where event files live, `{prefix}/ns=…/date=…/hour=…/{file}.parquet`,
 //!   and grouping events into those hourly partitions.
+//! - [`columns`]: top-level `data` fields as typed columns (schema evolution).
 //! - [`schema`]: the Arrow schema of event files and the typed columns derived from `data`.
 //! - [`encode`]: events to one Parquet file, sorted by `(ts, id)`.
 //! - [`decode`]: a Parquet file back to events, or only its footer stats.
@@ -18,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod cdc;
+pub mod columns;
 pub mod decode;
 pub mod encode;
 pub mod error;
@@ -28,11 +30,12 @@ pub mod schema;
 #[cfg(test)]
 mod testdata;
 
+pub use columns::{ColumnKind, DataColumn, observe_columns};
 pub use decode::{FileStats, decode_events, decode_events_bytes, file_stats};
-pub use encode::encode_events;
+pub use encode::{encode_events, encode_events_with, file_schema};
 pub use error::LakeError;
 pub use layout::{
     EVENTS_TABLE_PREFIX, EventFileKey, event_file_key, hour_prefix, parse_event_file_key, partition_by_hour,
 };
-pub use merge::merge_event_files;
+pub use merge::{merge_event_files, merge_event_files_with};
 pub use schema::event_schema;

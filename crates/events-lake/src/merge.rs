@@ -2,8 +2,9 @@
 
 use std::collections::HashSet;
 
+use crate::columns::DataColumn;
 use crate::decode::decode_events;
-use crate::encode::encode_events;
+use crate::encode::encode_events_with;
 use crate::error::LakeError;
 
 /// Merges event files into one, returning its bytes and row count.
@@ -13,6 +14,11 @@ use crate::error::LakeError;
 /// is kept: ids are unique within a namespace, so the others are copies left
 /// by a retried write.
 pub fn merge_event_files(files: &[Vec<u8>]) -> Result<(Vec<u8>, usize), LakeError> {
+    merge_event_files_with(files, &[])
+}
+
+/// [`merge_event_files`], writing the data columns `columns` (re-derived from `data`).
+pub fn merge_event_files_with(files: &[Vec<u8>], columns: &[DataColumn]) -> Result<(Vec<u8>, usize), LakeError> {
     let mut events = Vec::new();
     for file in files {
         events.extend(decode_events(file)?);
@@ -20,13 +26,14 @@ pub fn merge_event_files(files: &[Vec<u8>]) -> Result<(Vec<u8>, usize), LakeErro
     events.sort_by(|a, b| (a.ts, &a.id).cmp(&(b.ts, &b.id)));
     let mut seen = HashSet::with_capacity(events.len());
     let kept: Vec<_> = events.iter().filter(|e| seen.insert((e.ns.as_str(), e.id.as_str()))).collect();
-    Ok((encode_events(&kept)?, kept.len()))
+    Ok((encode_events_with(&kept, columns)?, kept.len()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::decode::file_stats;
+    use crate::encode::encode_events;
     use crate::testdata::{refs, varied_events};
     use events_core::{Event, Timestamp};
     use serde_json::json;

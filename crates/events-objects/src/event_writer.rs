@@ -30,12 +30,13 @@ use std::collections::BTreeMap;
 use events_core::limits::BATCH_ID_TTL_MS;
 use events_core::pattern::Pattern;
 use events_core::{ApiError, ErrorCode, Event, Timestamp};
-use events_lake::{encode_events, event_file_key, hour_prefix, merge_event_files, partition_by_hour};
+use events_lake::{encode_events_with, event_file_key, hour_prefix, observe_columns, partition_by_hour};
 use events_runtime::context::ObjectStorage;
 use events_runtime::{BlobStore, DurableObject, Host, Migration, ObjectContext, ObjectResult, SqlStorage, SqlValue};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+use crate::Catalog;
+use crate::catalog::{CatalogRequest, CatalogResponse, EVENTS_TABLE, MaintainOptions, NewFile};
 use crate::var_or;
 
 /// Default: flush once this many events are buffered.
@@ -46,10 +47,6 @@ pub const DEFAULT_FLUSH_MAX_BYTES: u64 = 8 * 1024 * 1024;
 pub const DEFAULT_FLUSH_MAX_AGE_MS: i64 = 10_000;
 /// Most rows one flush plan covers (bounds the memory of one flush).
 pub const MAX_ROWS_PER_FLUSH: i64 = 100_000;
-/// Files smaller than this are candidates for compaction.
-pub const COMPACT_SMALL_FILE_BYTES: u64 = 16 * 1024 * 1024;
-/// Most input bytes merged into one compacted file.
-pub const COMPACT_MAX_INPUT_BYTES: u64 = 64 * 1024 * 1024;
 /// An hour is compacted once it ended this long ago (late writes settle).
 pub const COMPACT_GRACE_MS: i64 = 5 * 60_000;
 /// Most events one outbox read returns.
@@ -328,10 +325,23 @@ impl EventWriter {
         // not commit (crash) is retried from the same first row with a range
         // that contains the old one, so it overwrites the same files.
         let file_id = format!("{}-{first:016}", self.shard.replace('/', "-"));
+        // The table's columns, evolved for the fields this batch carries.
+        let columns = match self
+            .catalog(
+                cx,
+                CatalogRequest::PrepareColumns { table: EVENTS_TABLE.into(), observed: observe_columns(&events) },
+            )
+            .await?
+        {
+            CatalogResponse::Columns(columns) => columns,
+            other => return Err(ApiError::internal(format!("catalog answered {other:?} to PrepareColumns"))),
+        };
         let mut keys = Vec::new();
+        let mut added = Vec::new();
         for ((ns, hour), group) in partition_by_hour(&events) {
             let key = event_file_key(&self.config.prefix, &ns, hour, &file_id);
-            let parquet = encode_events(&group)?;
+            let parquet = encode_events_with(&group, &columns)?;
+            added.push(NewFile { key: key.clone(), rows: group.len() as i64, bytes: parquet.len() as i64 });
             cx.host().blobs().put(&key, parquet).await?;
             db.execute(
                 "INSERT INTO dirty_hours (prefix, hour) VALUES (?1, ?2) ON CONFLICT(prefix) DO NOTHING",
@@ -339,6 +349,10 @@ impl EventWriter {
             )?;
             keys.push(key);
         }
+        // Committed to the table before the rows are marked flushed: a crash
+        // in between re-flushes the same keys, and the catalog replaces them.
+        self.catalog(cx, CatalogRequest::CommitFiles { table: EVENTS_TABLE.into(), added, removed: Vec::new() })
+            .await?;
         db.execute("UPDATE buffer SET flushed = 1 WHERE seq BETWEEN ?1 AND ?2", &[first.into(), last.into()])?;
         db.execute("DELETE FROM flush_plan", &[])?;
         Self::bump(db, "files_written", keys.len() as u64)?;
@@ -423,7 +437,9 @@ impl EventWriter {
         Ok(Appended { received, stored, duplicates: received - stored, deduplicated: false })
     }
 
-    /// Merges the small files of each closed dirty hour into larger ones.
+    /// Asks the catalog to compact the small files of each closed dirty hour
+    /// (one `replace` snapshot per hour; the inputs stay readable by older
+    /// snapshots until those expire).
     async fn compact<H: Host>(&mut self, cx: &ObjectContext<H>) -> ObjectResult<Vec<String>> {
         let db = cx.storage();
         let now = cx.now().as_millis();
@@ -432,52 +448,21 @@ impl EventWriter {
         let mut written = Vec::new();
         for row in hours {
             let prefix = row.str(0).to_string();
-            let files = cx.host().blobs().list(&prefix).await?;
-            let small: Vec<_> = files
-                .into_iter()
-                .filter(|f| f.key.ends_with(".parquet") && f.size < COMPACT_SMALL_FILE_BYTES)
-                .collect();
-            // Group consecutive small files up to the input budget.
-            let mut groups: Vec<Vec<_>> = vec![Vec::new()];
-            let mut budget = 0;
-            for f in small {
-                if budget + f.size > COMPACT_MAX_INPUT_BYTES && !groups.last().expect("one group").is_empty() {
-                    groups.push(Vec::new());
-                    budget = 0;
+            let options = MaintainOptions { compact: true, compact_prefix: Some(prefix.clone()), ..Default::default() };
+            match self.catalog(cx, CatalogRequest::Maintain { table: Some(EVENTS_TABLE.into()), options }).await? {
+                CatalogResponse::Maintained(reports) => {
+                    written.extend(reports.into_iter().flat_map(|r| r.compacted_files));
                 }
-                budget += f.size;
-                groups.last_mut().expect("one group").push(f);
-            }
-            for group in groups.into_iter().filter(|g| g.len() >= 2) {
-                let mut inputs = Vec::with_capacity(group.len());
-                let mut hasher = Sha256::new();
-                for f in &group {
-                    hasher.update(f.key.as_bytes());
-                    let bytes = cx.host().blobs().get(&f.key).await?;
-                    // Another compactor may have merged it meanwhile: skip it.
-                    if let Some(bytes) = bytes {
-                        inputs.push((f.key.clone(), bytes));
-                    }
-                }
-                if inputs.len() < 2 {
-                    continue;
-                }
-                let contents: Vec<Vec<u8>> = inputs.iter().map(|(_, b)| b.clone()).collect();
-                let (merged, _rows) = merge_event_files(&contents)?;
-                let key = format!("{prefix}compact-{}.parquet", &hex::encode(hasher.finalize())[..24]);
-                // Write the merged file before deleting any input: a reader
-                // may briefly see both (it drops duplicate ids), never neither.
-                cx.host().blobs().put(&key, merged).await?;
-                for (input, _) in &inputs {
-                    if *input != key {
-                        cx.host().blobs().delete(input).await?;
-                    }
-                }
-                written.push(key);
+                other => return Err(ApiError::internal(format!("catalog answered {other:?} to Maintain"))),
             }
             db.execute("DELETE FROM dirty_hours WHERE prefix = ?1", &[prefix.into()])?;
         }
         Ok(written)
+    }
+
+    /// Calls this namespace's catalog.
+    async fn catalog<H: Host>(&self, cx: &ObjectContext<H>, req: CatalogRequest) -> ObjectResult<CatalogResponse> {
+        cx.stub::<Catalog>(self.ns.clone()).call(req).await
     }
 
     /// Hands new events to every built-in consumer. Returns when to try

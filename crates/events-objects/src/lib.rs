@@ -13,10 +13,12 @@
 //! | [`SchemaRegistry`] | `<ns>` | event JSON Schemas, versions, compatibility, validation at ingest |
 //! | [`WebhookSecrets`] | `<ns>` | signing secrets of inbound webhook providers |
 //! | [`Tenant`] | `<ns>` | API keys, namespace limits, `batchId` reservations |
+//! | [`Catalog`] | `<ns>` | Iceberg catalog: table metadata, snapshots of every flushed file, schema evolution, maintenance |
 //! | [`Subscriptions`] | `<ns>` | subscription routing, signed webhook delivery, retries, dead letters, replay |
 //! | [`CdcProcessor`] | `<ns>/<collection>` | change capture: document state, history, delta files, compaction, snapshots, point-in-time reads |
 //! | [`CdcCollections`] | `<ns>` | the namespace's collections that received changes |
 
+pub mod catalog;
 pub mod cdc;
 pub mod cdc_fanout;
 pub mod event_writer;
@@ -31,6 +33,7 @@ pub mod subscription;
 pub mod tenant;
 pub mod webhook_secrets;
 
+pub use catalog::Catalog;
 pub use cdc::{CdcCollections, CdcProcessor};
 pub use event_writer::EventWriter;
 pub use rate_limiter::RateLimiter;

@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use events_core::{Event, Timestamp};
 use events_host_native::{Clock, HostConfig, ManualClock, NativeHost};
-use events_objects::EventWriter;
+use events_objects::catalog::{CatalogRequest, CatalogResponse, MaintainOptions};
 use events_objects::event_writer::{Appended, ReadFilter, WriterRequest, WriterResponse, writer_name};
+use events_objects::{Catalog, EventWriter};
 use events_runtime::BlobStore;
 use events_runtime::context::Host;
 
@@ -23,7 +24,7 @@ async fn host(dir: &std::path::Path, clock: Arc<ManualClock>, vars: &[(&str, &st
     config.clock = clock;
     config.vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let host = NativeHost::start(config).unwrap();
-    host.register::<EventWriter>();
+    host.register::<EventWriter>().register::<Catalog>();
     host
 }
 
@@ -151,6 +152,23 @@ async fn compaction_merges_an_hours_small_files_without_losing_or_doubling_rows(
         WriterResponse::Files(f) => assert_eq!(f.len(), 1),
         other => panic!("{other:?}"),
     }
+    // One replace snapshot: the table now has the compacted file only; the
+    // inputs stay for older snapshots until those expire.
+    let scan = h.call_object::<Catalog>(
+        "acme",
+        CatalogRequest::Scan { table: "events".into(), snapshot_id: None, as_of_ms: None },
+    );
+    match scan.await.unwrap() {
+        CatalogResponse::Scan(s) => {
+            assert_eq!(s.files.len(), 1, "{s:?}");
+            assert_eq!(s.files[0].rows, 40);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.blobs().list("events/").await.unwrap().len(), 5);
+    let expire =
+        MaintainOptions { expire: true, keep_last: Some(1), max_snapshot_age_ms: Some(0), ..Default::default() };
+    h.call_object::<Catalog>("acme", CatalogRequest::Maintain { table: None, options: expire }).await.unwrap();
     let files = h.blobs().list("events/").await.unwrap();
     assert_eq!(files.len(), 1, "{files:?}");
     let ids = lake_ids(&h).await;

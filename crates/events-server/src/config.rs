@@ -104,6 +104,8 @@ pub struct ServerConfig {
     pub subscriptions: SubscriptionsConfig,
     /// Change capture.
     pub cdc: crate::cdc_config::CdcConfig,
+    /// Iceberg catalog maintenance.
+    pub catalog: CatalogConfig,
 }
 
 impl Default for ServerConfig {
@@ -125,6 +127,7 @@ impl Default for ServerConfig {
             shards: ShardsConfig::default(),
             subscriptions: SubscriptionsConfig::default(),
             cdc: Default::default(),
+            catalog: CatalogConfig::default(),
         }
     }
 }
@@ -148,6 +151,7 @@ impl fmt::Debug for ServerConfig {
             .field("shards", &self.shards)
             .field("subscriptions", &self.subscriptions)
             .field("cdc", &self.cdc)
+            .field("catalog", &self.catalog)
             .finish()
     }
 }
@@ -205,6 +209,32 @@ impl Default for WriterConfig {
             flush_max_bytes: w::DEFAULT_FLUSH_MAX_BYTES,
             flush_max_age_ms: w::DEFAULT_FLUSH_MAX_AGE_MS,
             compact_grace_ms: w::COMPACT_GRACE_MS,
+        }
+    }
+}
+
+/// Iceberg catalog maintenance, run by each catalog's alarm (the `[catalog]` table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// How often maintenance runs after a commit (ms).
+    pub maintenance_interval_ms: i64,
+    /// Snapshots older than this expire (ms).
+    pub snapshot_max_age_ms: i64,
+    /// The newest snapshots always kept.
+    pub min_snapshots: usize,
+    /// Unreferenced files younger than this are kept by orphan cleanup (ms).
+    pub orphan_min_age_ms: i64,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        use events_objects::catalog as c;
+        CatalogConfig {
+            maintenance_interval_ms: c::DEFAULT_MAINTENANCE_INTERVAL_MS,
+            snapshot_max_age_ms: c::DEFAULT_SNAPSHOT_MAX_AGE_MS,
+            min_snapshots: c::DEFAULT_MIN_SNAPSHOTS,
+            orphan_min_age_ms: c::DEFAULT_ORPHAN_MIN_AGE_MS,
         }
     }
 }
@@ -535,6 +565,18 @@ impl ServerConfig {
             Some(url) => LakeLocation::Url(url.clone()),
             None => LakeLocation::Dir(self.data_dir.join("lake")),
         }
+    }
+
+    /// The lake's root as an absolute URI (`file:///abs/dir`, `s3://bucket/prefix`),
+    /// as written into Iceberg metadata for external readers.
+    pub fn lake_base_uri(&self) -> anyhow::Result<String> {
+        Ok(match self.lake_location() {
+            LakeLocation::Url(url) => url.trim_end_matches('/').to_string(),
+            LakeLocation::Dir(dir) => {
+                let abs = std::path::absolute(&dir)?;
+                format!("file://{}", abs.display().to_string().trim_end_matches('/'))
+            }
+        })
     }
 }
 

@@ -3,8 +3,8 @@
 use events_host_native::{HostConfig, NativeHost, OutboundPolicy};
 use events_objects::event_writer::{WriterRequest, WriterResponse};
 use events_objects::{
-    CdcCollections, CdcProcessor, EventWriter, RateLimiter, SchemaRegistry, ShardCoordinator, Subscriptions, Tenant,
-    WebhookSecrets,
+    Catalog, CdcCollections, CdcProcessor, EventWriter, RateLimiter, SchemaRegistry, ShardCoordinator, Subscriptions,
+    Tenant, WebhookSecrets,
 };
 
 use crate::config::ServerConfig;
@@ -23,6 +23,11 @@ pub fn start_host(config: &ServerConfig) -> anyhow::Result<NativeHost> {
         ("writer.flush_max_age_ms", config.writer.flush_max_age_ms.to_string()),
         ("writer.compact_grace_ms", config.writer.compact_grace_ms.to_string()),
         ("shards.max", config.shards.max.to_string()),
+        ("lake.base_uri", config.lake_base_uri()?),
+        ("catalog.maintenance_interval_ms", config.catalog.maintenance_interval_ms.to_string()),
+        ("catalog.snapshot_max_age_ms", config.catalog.snapshot_max_age_ms.to_string()),
+        ("catalog.min_snapshots", config.catalog.min_snapshots.to_string()),
+        ("catalog.orphan_min_age_ms", config.catalog.orphan_min_age_ms.to_string()),
         ("shards.cooldown_ms", config.shards.cooldown_ms.to_string()),
         ("shards.scale_down_quiet_ms", config.shards.scale_down_quiet_ms.to_string()),
     ];
@@ -31,7 +36,7 @@ pub fn start_host(config: &ServerConfig) -> anyhow::Result<NativeHost> {
     let host = NativeHost::start(host_config).map_err(|e| anyhow::anyhow!("{}", e.message))?;
     host.register::<EventWriter>().register::<Tenant>().register::<RateLimiter>().register::<ShardCoordinator>();
     host.register::<SchemaRegistry>().register::<WebhookSecrets>();
-    host.register::<Subscriptions>();
+    host.register::<Subscriptions>().register::<Catalog>();
     host.register::<CdcProcessor>().register::<CdcCollections>();
     Ok(host)
 }

@@ -10,6 +10,7 @@ use crate::cli::Cli;
 pub mod bench;
 pub mod cdc;
 pub mod keys;
+pub mod lake;
 pub mod schema;
 pub mod send;
 pub mod serve;
@@ -27,6 +28,9 @@ pub enum Command {
     Bench(bench::BenchArgs),
     Schema(schema::SchemaArgs),
     Cdc(cdc::CdcArgs),
+    Tables(lake::TablesArgs),
+    Snapshots(lake::SnapshotsArgs),
+    Maintain(lake::MaintainArgs),
 }
 
 /// Runs the chosen subcommand.
@@ -42,5 +46,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(&global, args).await,
         Command::Schema(args) => schema::run(&global, args).await,
         Command::Cdc(args) => cdc::run(&global, args).await,
+        Command::Tables(args) => lake::run_tables(&global, args).await,
+        Command::Snapshots(args) => lake::run_snapshots(&global, args).await,
+        Command::Maintain(args) => lake::run_maintain(&global, args).await,
     }
 }

@@ -26,10 +26,12 @@ pub mod admin;
 pub mod cdc;
 pub mod events;
 pub mod health;
+pub mod iceberg;
 pub mod ingest;
 pub mod meta;
 pub mod schemas;
 pub mod subscriptions;
+pub mod tables;
 pub mod webhooks;
 
 /// Every route module, in registration order. The one list of routes.
@@ -43,6 +45,8 @@ pub const MODULES: &[fn(ApiRouter) -> ApiRouter] = &[
     schemas::register,
     webhooks::register,
     cdc::register,
+    iceberg::register,
+    tables::register,
 ];
 
 /// One registered route: an HTTP method and a path template (`/things/{id}`).

@@ -1,0 +1,293 @@
+//! Catalog behaviour on the native host (real SQLite, real local bucket):
+//! writer flushes become Iceberg snapshots, concurrent commits, optimistic
+//! REST commits, schema evolution, maintenance.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use events_core::{ErrorCode, Event, Timestamp};
+use events_host_native::{HostConfig, ManualClock, NativeHost};
+use events_iceberg::commit::{TableRequirement, TableUpdate};
+use events_iceberg::manifest::{STATUS_DELETED, read_manifest, read_manifest_list};
+use events_objects::catalog::{CatalogRequest, CatalogResponse, LoadedTable, MaintainOptions, RecordedChange, Scan};
+use events_objects::event_writer::{WriterRequest, WriterResponse, writer_name};
+use events_objects::{Catalog, EventWriter};
+use events_runtime::BlobStore;
+use events_runtime::context::Host;
+use serde_json::{Value, json};
+
+const T0: i64 = 1_800_000_000_000; // 2027-01-15T08:00:00Z
+const BASE: &str = "file:///lake-root";
+
+fn event(id: &str, ts: i64, data: Value) -> Event {
+    Event {
+        id: id.into(),
+        ns: "acme".into(),
+        ts: Timestamp(ts),
+        event_type: "order.placed".into(),
+        source: None,
+        data: data.as_object().unwrap().clone(),
+    }
+}
+
+async fn host(dir: &std::path::Path) -> (NativeHost, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(Timestamp(T0)));
+    let mut config = HostConfig::new(dir);
+    config.threads = 2;
+    config.clock = clock.clone();
+    config.vars = [("lake.base_uri", BASE)].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let host = NativeHost::start(config).unwrap();
+    host.register::<EventWriter>().register::<Catalog>();
+    (host, clock)
+}
+
+async fn catalog(h: &NativeHost, req: CatalogRequest) -> CatalogResponse {
+    h.call_object::<Catalog>("acme", req).await.unwrap()
+}
+
+async fn scan(h: &NativeHost) -> Scan {
+    match catalog(h, CatalogRequest::Scan { table: "events".into(), snapshot_id: None, as_of_ms: None }).await {
+        CatalogResponse::Scan(s) => s,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn load(h: &NativeHost) -> LoadedTable {
+    match catalog(h, CatalogRequest::LoadTable { table: "events".into() }).await {
+        CatalogResponse::Table(t) => *t,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn append_and_flush(h: &NativeHost, shard: u32, events: Vec<Event>) {
+    let name = writer_name("acme", shard);
+    h.call_object::<EventWriter>(&name, WriterRequest::Append { events, batch_id: None }).await.unwrap();
+    match h.call_object::<EventWriter>(&name, WriterRequest::Flush).await.unwrap() {
+        WriterResponse::Files(f) => assert!(!f.is_empty()),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn key_of(uri: &str) -> String {
+    uri.strip_prefix(BASE).unwrap().trim_start_matches('/').to_string()
+}
+
+/// The live files of the current snapshot, as an external reader finds them:
+/// metadata → manifest list → manifests.
+async fn files_by_manifests(h: &NativeHost, table: &LoadedTable) -> BTreeMap<String, i64> {
+    let snapshot = table.metadata.current_snapshot().expect("a current snapshot");
+    let list = h.blobs().get(&key_of(&snapshot.manifest_list)).await.unwrap().expect("manifest list exists");
+    let mut files = BTreeMap::new();
+    for m in read_manifest_list(&list).unwrap() {
+        let bytes = h.blobs().get(&key_of(&m.manifest_path)).await.unwrap().expect("manifest exists");
+        assert_eq!(bytes.len() as i64, m.manifest_length);
+        for e in read_manifest(&bytes).unwrap() {
+            if e.status != STATUS_DELETED {
+                assert!(files.insert(key_of(&e.file.path), e.file.record_count).is_none(), "file listed twice");
+            }
+        }
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_flushes_of_many_shards_all_become_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _clock) = host(dir.path()).await;
+    const SHARDS: u32 = 4;
+    const ROUNDS: u32 = 5;
+    for round in 0..ROUNDS {
+        let mut tasks = Vec::new();
+        for shard in 0..SHARDS {
+            let h = h.clone();
+            let events: Vec<Event> =
+                (0..10).map(|i| event(&format!("r{round}s{shard}e{i}"), T0 + i64::from(i), json!({"n": i}))).collect();
+            tasks.push(tokio::spawn(async move { append_and_flush(&h, shard, events).await }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+    let s = scan(&h).await;
+    assert_eq!(s.files.len(), (SHARDS * ROUNDS) as usize, "every flushed file is in the table");
+    assert_eq!(s.files.iter().map(|f| f.rows).sum::<i64>(), i64::from(SHARDS * ROUNDS * 10));
+    let t = load(&h).await;
+    let meta = &t.metadata;
+    assert_eq!(meta.snapshots.len(), (SHARDS * ROUNDS) as usize);
+    // One linear history: sequence numbers 1..=n, each snapshot's parent the one before.
+    let mut snaps = meta.snapshots.clone();
+    snaps.sort_by_key(|s| s.sequence_number);
+    for (i, s) in snaps.iter().enumerate() {
+        assert_eq!(s.sequence_number, i as i64 + 1);
+        assert_eq!(s.parent_snapshot_id, if i == 0 { None } else { Some(snaps[i - 1].snapshot_id) });
+        assert_eq!(s.operation(), "append");
+    }
+    assert_eq!(meta.current_snapshot_id, Some(snaps.last().unwrap().snapshot_id));
+    // The manifests written for external engines say the same as the catalog.
+    let by_manifests = files_by_manifests(&h, &t).await;
+    let by_catalog: BTreeMap<String, i64> = s.files.iter().map(|f| (f.key.clone(), f.rows)).collect();
+    assert_eq!(by_manifests, by_catalog);
+    // The metadata file the pointer names is the metadata served.
+    let stored = h.blobs().get(&key_of(&t.metadata_location)).await.unwrap().unwrap();
+    assert_eq!(serde_json::from_slice::<events_iceberg::metadata::TableMetadata>(&stored).unwrap(), t.metadata);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_commit_conflicts_and_its_retry_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _clock) = host(dir.path()).await;
+    append_and_flush(&h, 0, vec![event("a", T0, json!({}))]).await;
+    let before = load(&h).await;
+    let seen = before.metadata.current_snapshot_id;
+    append_and_flush(&h, 0, vec![event("b", T0, json!({}))]).await;
+
+    let set = |v: &str| TableUpdate::SetProperties { updates: BTreeMap::from([("owner".to_string(), v.to_string())]) };
+    let stale = CatalogRequest::CommitTable {
+        table: "events".into(),
+        requirements: vec![TableRequirement::AssertRefSnapshotId { reference: "main".into(), snapshot_id: seen }],
+        updates: vec![set("stale")],
+    };
+    let err = h.call_object::<Catalog>("acme", stale).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::CommitConflict, "{err}");
+    assert!(!load(&h).await.metadata.properties.contains_key("owner"), "a refused commit changes nothing");
+
+    let current = load(&h).await.metadata.current_snapshot_id;
+    let retry = CatalogRequest::CommitTable {
+        table: "events".into(),
+        requirements: vec![TableRequirement::AssertRefSnapshotId { reference: "main".into(), snapshot_id: current }],
+        updates: vec![set("retried")],
+    };
+    catalog(&h, retry).await;
+    let after = load(&h).await;
+    assert_eq!(after.metadata.properties["owner"], "retried");
+    assert_eq!(after.metadata.snapshots.len(), 2, "a property commit adds no snapshot");
+
+    // Snapshots of a managed table come from events.do only.
+    let foreign = CatalogRequest::CommitTable {
+        table: "events".into(),
+        requirements: vec![],
+        updates: vec![TableUpdate::RemoveSnapshotRef { ref_name: "main".into() }],
+    };
+    let err = h.call_object::<Catalog>("acme", foreign).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Forbidden, "{err}");
+    assert_eq!(scan(&h).await.files.len(), 2);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_evolves_over_flushes_and_refusals_are_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _clock) = host(dir.path()).await;
+    append_and_flush(&h, 0, vec![event("1", T0, json!({"amount": 1, "plan": "pro"}))]).await;
+    append_and_flush(&h, 0, vec![event("2", T0, json!({"amount": 5_000_000_000_i64}))]).await;
+    append_and_flush(&h, 0, vec![event("3", T0, json!({"amount": "ten"}))]).await;
+    append_and_flush(&h, 0, vec![event("4", T0, json!({"amount": "ten", "vip": true}))]).await;
+
+    let t = load(&h).await;
+    let meta = &t.metadata;
+    let schema = meta.current_schema();
+    let amount = schema.field("amount").unwrap();
+    assert_eq!(amount.primitive(), Some("long"), "int was promoted to long");
+    assert!(!amount.required);
+    let first_amount = meta.schemas.iter().find_map(|s| s.field("amount")).unwrap();
+    assert_eq!(first_amount.id, amount.id, "promotion keeps the field id");
+    assert_eq!(first_amount.primitive(), Some("int"));
+    let vip = schema.field("vip").unwrap();
+    assert_eq!(vip.primitive(), Some("boolean"));
+    assert_eq!(vip.id, meta.last_column_id);
+    assert!(vip.id > amount.id && amount.id > 14, "fresh ids after the 14 fixed columns");
+    // Schemas: base, +amount/plan, amount long, +vip.
+    assert_eq!(meta.schemas.len(), 4);
+    let mapping: Value = serde_json::from_str(&meta.properties["schema.name-mapping.default"]).unwrap();
+    assert!(mapping.as_array().unwrap().iter().any(|m| m["names"][0] == "vip" && m["field-id"] == vip.id));
+
+    let CatalogResponse::SchemaHistory(changes) =
+        catalog(&h, CatalogRequest::SchemaHistory { table: "events".into() }).await
+    else {
+        panic!()
+    };
+    let describe =
+        |c: &RecordedChange| (c.change.column.clone(), c.change.from.clone(), c.change.to.clone(), c.change.applied);
+    let got: Vec<_> = changes.iter().map(describe).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("amount".into(), None, "int".into(), true),
+            ("plan".into(), None, "string".into(), true),
+            ("amount".into(), Some("int".into()), "long".into(), true),
+            ("amount".into(), Some("long".into()), "string".into(), false),
+            ("vip".into(), None, "boolean".into(), true),
+        ],
+        "the refused change is recorded once, not once per flush"
+    );
+    assert!(changes[3].change.reason.as_deref().unwrap().contains("cannot be promoted"));
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_expiry_and_orphan_cleanup_keep_every_row_and_only_referenced_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, clock) = host(dir.path()).await;
+    let mut ids = BTreeSet::new();
+    for round in 0..4 {
+        let events: Vec<Event> = (0..5).map(|i| event(&format!("r{round}-{i}"), T0 + i, json!({"i": i}))).collect();
+        ids.extend(events.iter().map(|e| e.id.clone()));
+        append_and_flush(&h, 0, events).await;
+    }
+    let before = scan(&h).await;
+    assert_eq!(before.files.len(), 4);
+    let old_snapshot = load(&h).await.metadata.current_snapshot_id;
+
+    // Strays: a data file and a manifest no snapshot references.
+    let hour_folder = before.files[0].key.rsplit_once('/').unwrap().0.to_string();
+    let stray_data = format!("{hour_folder}/stray.parquet");
+    let stray_meta = "iceberg/ns=acme/events/metadata/stray-m0.avro".to_string();
+    h.blobs().put(&stray_data, b"not referenced".to_vec()).await.unwrap();
+    h.blobs().put(&stray_meta, b"not referenced".to_vec()).await.unwrap();
+
+    clock.advance(3_600_000);
+    let options = MaintainOptions {
+        compact: true,
+        expire: true,
+        keep_last: Some(1),
+        max_snapshot_age_ms: Some(0),
+        remove_orphans: true,
+        orphan_min_age_ms: Some(0),
+        ..Default::default()
+    };
+    let CatalogResponse::Maintained(reports) = catalog(&h, CatalogRequest::Maintain { table: None, options }).await
+    else {
+        panic!()
+    };
+    let r = &reports[0];
+    assert_eq!((r.compacted_inputs, r.compacted_files.len()), (4, 1), "{r:?}");
+    assert_eq!(r.expired_snapshots, 4, "{r:?}");
+    assert_eq!(r.deleted_files, 4, "the compacted inputs go with the snapshots that needed them");
+    assert_eq!(
+        BTreeSet::from_iter(r.orphans_deleted.iter().cloned()),
+        BTreeSet::from([stray_data.clone(), stray_meta.clone()])
+    );
+
+    let after = scan(&h).await;
+    assert_eq!(after.files.len(), 1);
+    let bytes = h.blobs().get(&after.files[0].key).await.unwrap().unwrap();
+    let read: BTreeSet<String> = events_lake::decode_events(&bytes).unwrap().into_iter().map(|e| e.id).collect();
+    assert_eq!(read, ids, "every row is still readable, none twice");
+    // Every file the table references is still there; nothing else under its folders.
+    let t = load(&h).await;
+    let referenced = files_by_manifests(&h, &t).await;
+    let data: BTreeSet<String> = h.blobs().list("events/").await.unwrap().into_iter().map(|b| b.key).collect();
+    assert_eq!(data, referenced.keys().cloned().collect::<BTreeSet<_>>());
+    assert!(h.blobs().get(&key_of(&t.metadata_location)).await.unwrap().is_some());
+    // The expired snapshot is gone from time travel, with a clear error.
+    let err = h
+        .call_object::<Catalog>(
+            "acme",
+            CatalogRequest::Scan { table: "events".into(), snapshot_id: old_snapshot, as_of_ms: None },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::NotFound);
+    h.shutdown().await;
+}

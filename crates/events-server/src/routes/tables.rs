@@ -1,0 +1,235 @@
+//! `/tables`: the caller's Iceberg tables, their snapshots and schema
+//! history, and maintenance on demand.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use events_core::{ApiError, ErrorCode, Timestamp};
+use events_objects::catalog::{CatalogRequest, CatalogResponse, MaintainOptions, MaintainReport, RecordedChange};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::routes;
+
+use crate::auth::Caller;
+use crate::error::{ApiErrorResponse, ApiJson};
+use crate::routes::ApiRouter;
+use crate::routes::iceberg::call_catalog;
+use crate::state::AppState;
+
+/// Registers this module's routes.
+pub fn register(api: ApiRouter) -> ApiRouter {
+    api.routes(routes!(list_tables)).routes(routes!(snapshots)).routes(routes!(maintain))
+}
+
+type Result<T> = std::result::Result<T, ApiErrorResponse>;
+
+async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller> {
+    Ok(state.auth.authenticate(&state.host, headers).await?)
+}
+
+fn out_of_protocol() -> ApiErrorResponse {
+    ApiError::internal("catalog answered out of protocol").into()
+}
+
+/// A table of the namespace.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TableView {
+    /// Its name.
+    pub name: String,
+    /// Whether events.do writes it (`events`, CDC tables) or an external engine does.
+    pub managed: bool,
+    /// The current snapshot.
+    pub current_snapshot_id: Option<i64>,
+    /// Live data files.
+    pub files: i64,
+    /// Live rows.
+    pub rows: i64,
+}
+
+/// Table listing.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TablesView {
+    /// Tables.
+    pub tables: Vec<TableView>,
+}
+
+/// Lists the caller's tables.
+#[utoipa::path(get, path = "/tables", tag = "tables",
+    responses((status = 200, description = "Tables", body = TablesView)),
+    security(("bearerAuth" = [])))]
+pub async fn list_tables(State(state): State<AppState>, headers: HeaderMap) -> Result<ApiJson<TablesView>> {
+    let caller = caller(&state, &headers).await?;
+    let CatalogResponse::Tables(tables) = call_catalog(&state, &caller.namespace, CatalogRequest::ListTables).await?
+    else {
+        return Err(out_of_protocol());
+    };
+    Ok(ApiJson(TablesView {
+        tables: tables
+            .into_iter()
+            .map(|t| TableView {
+                name: t.name,
+                managed: t.managed,
+                current_snapshot_id: t.current_snapshot_id,
+                files: t.files,
+                rows: t.rows,
+            })
+            .collect(),
+    }))
+}
+
+/// One snapshot.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotView {
+    /// Its id.
+    pub snapshot_id: i64,
+    /// The snapshot before it.
+    pub parent_snapshot_id: Option<i64>,
+    /// Its sequence number.
+    pub sequence_number: i64,
+    /// When it was committed (ISO-8601).
+    pub committed_at: String,
+    /// `append`, `replace`, `overwrite` or `delete`.
+    pub operation: String,
+    /// The schema it was written with.
+    pub schema_id: Option<i32>,
+    /// Iceberg summary counters.
+    #[schema(value_type = Object)]
+    pub summary: BTreeMap<String, String>,
+}
+
+/// A table's history.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotsView {
+    /// The table.
+    pub table: String,
+    /// The current snapshot.
+    pub current_snapshot_id: Option<i64>,
+    /// Retained snapshots, oldest first.
+    pub snapshots: Vec<SnapshotView>,
+    /// Every schema of the table (Iceberg JSON), oldest first.
+    #[schema(value_type = Vec<Object>)]
+    pub schemas: Vec<Value>,
+    /// Schema changes considered at flush time, applied or refused, oldest first.
+    #[schema(value_type = Vec<Object>)]
+    pub schema_changes: Vec<Value>,
+}
+
+/// A table's snapshots and schema history.
+#[utoipa::path(get, path = "/tables/{table}/snapshots", tag = "tables",
+    params(("table" = String, Path, description = "Table")),
+    responses((status = 200, description = "History", body = SnapshotsView)),
+    security(("bearerAuth" = [])))]
+pub async fn snapshots(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(table): Path<String>,
+) -> Result<ApiJson<SnapshotsView>> {
+    let caller = caller(&state, &headers).await?;
+    let ns = caller.namespace.as_str();
+    let CatalogResponse::Table(t) =
+        call_catalog(&state, ns, CatalogRequest::LoadTable { table: table.clone() }).await?
+    else {
+        return Err(out_of_protocol());
+    };
+    let CatalogResponse::SchemaHistory(changes) =
+        call_catalog(&state, ns, CatalogRequest::SchemaHistory { table: table.clone() }).await?
+    else {
+        return Err(out_of_protocol());
+    };
+    let mut snaps: Vec<SnapshotView> = t
+        .metadata
+        .snapshots
+        .iter()
+        .map(|s| SnapshotView {
+            snapshot_id: s.snapshot_id,
+            parent_snapshot_id: s.parent_snapshot_id,
+            sequence_number: s.sequence_number,
+            committed_at: Timestamp(s.timestamp_ms).to_iso(),
+            operation: s.operation().to_string(),
+            schema_id: s.schema_id,
+            summary: s.summary.clone(),
+        })
+        .collect();
+    snaps.sort_by_key(|s| s.sequence_number);
+    let change_view = |c: RecordedChange| {
+        let mut v = serde_json::to_value(&c.change).unwrap_or(Value::Null);
+        v["at"] = Value::String(Timestamp(c.at).to_iso());
+        v
+    };
+    Ok(ApiJson(SnapshotsView {
+        table,
+        current_snapshot_id: t.metadata.current_snapshot_id,
+        snapshots: snaps,
+        schemas: t.metadata.schemas.iter().filter_map(|s| serde_json::to_value(s).ok()).collect(),
+        schema_changes: changes.into_iter().map(change_view).collect(),
+    }))
+}
+
+/// What to maintain; every field is optional.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MaintainBody {
+    /// One table (default: every managed table).
+    pub table: Option<String>,
+    /// Merge small files in one replace commit (default true).
+    pub compact: Option<bool>,
+    /// Expire old snapshots and delete files only they used (default true).
+    pub expire: Option<bool>,
+    /// Newest snapshots always kept.
+    pub keep_last: Option<usize>,
+    /// Snapshots older than this expire (ms).
+    pub max_snapshot_age_ms: Option<i64>,
+    /// Delete unreferenced files (default true).
+    pub remove_orphans: Option<bool>,
+    /// Only orphans older than this are deleted (ms).
+    pub orphan_min_age_ms: Option<i64>,
+}
+
+/// Maintenance results, one per table.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MaintainView {
+    /// Per table: `table`, `compacted_inputs`, `compacted_files`, `expired_snapshots`, `deleted_files`, `orphans_deleted`.
+    #[schema(value_type = Vec<Object>)]
+    pub reports: Vec<MaintainReport>,
+}
+
+/// Runs table maintenance now: compaction, snapshot expiry, orphan cleanup.
+#[utoipa::path(post, path = "/tables/maintain", tag = "tables",
+    request_body = MaintainBody,
+    responses((status = 200, description = "What was done", body = MaintainView)),
+    security(("bearerAuth" = [])))]
+pub async fn maintain(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<MaintainBody>,
+) -> Result<ApiJson<MaintainView>> {
+    let caller = caller(&state, &headers).await?;
+    if body.keep_last == Some(0) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "keepLast must be at least 1: the current snapshot is always kept",
+        )
+        .into());
+    }
+    if body.max_snapshot_age_ms.is_some_and(|v| v < 0) || body.orphan_min_age_ms.is_some_and(|v| v < 0) {
+        return Err(ApiError::new(ErrorCode::InvalidRequest, "ages are non-negative milliseconds").into());
+    }
+    let options = MaintainOptions {
+        compact: body.compact.unwrap_or(true),
+        compact_prefix: None,
+        expire: body.expire.unwrap_or(true),
+        keep_last: body.keep_last,
+        max_snapshot_age_ms: body.max_snapshot_age_ms,
+        remove_orphans: body.remove_orphans.unwrap_or(true),
+        orphan_min_age_ms: body.orphan_min_age_ms,
+    };
+    match call_catalog(&state, &caller.namespace, CatalogRequest::Maintain { table: body.table, options }).await? {
+        CatalogResponse::Maintained(reports) => Ok(ApiJson(MaintainView { reports })),
+        _ => Err(out_of_protocol()),
+    }
+}

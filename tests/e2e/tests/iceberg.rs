@@ -1,0 +1,179 @@
+//! The lakehouse as other engines see it: PyIceberg through the Iceberg
+//! REST catalog (`/iceberg/v1`), and table maintenance over HTTP.
+//!
+//! Every test here reads the server's local lake, so none runs against an
+//! external server (`EVENTS_TEST_BASE_URL`).
+
+use events_e2e::{TestServer, iso_now, require_python_modules, run_py_json, skip_on_external, unique_ns};
+use serde_json::{Value, json};
+
+const EXTERNAL: &str = "reads the server's local lake";
+
+fn order(id: &str, extra: Value) -> Value {
+    let mut e = json!({ "type": "order.placed", "ts": iso_now(), "id": id });
+    for (k, v) in extra.as_object().unwrap() {
+        e[k] = v.clone();
+    }
+    e
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pyiceberg_lists_loads_scans_and_time_travels_the_events_table() {
+    if skip_on_external(EXTERNAL) {
+        return;
+    }
+    require_python_modules(&["pyiceberg", "pyarrow"]);
+    let server = TestServer::start().await;
+    let ns = unique_ns("ice");
+    let key = server.create_key(&ns).await;
+    let first: Vec<Value> =
+        (0..3).map(|i| order(&format!("a{i}"), json!({ "amount": i, "plan": "pro", "userId": "u1" }))).collect();
+    server.ingest_ok(&key.auth(), &first).await;
+    server.admin_flush().await;
+    let second = vec![order("b0", json!({ "amount": 7, "coupon": "SPRING" })), order("b1", json!({ "note": "x" }))];
+    server.ingest_ok(&key.auth(), &second).await;
+    server.admin_flush().await;
+
+    let v = run_py_json("iceberg_client.py", &["read", server.base_url(), &key.key, &ns]);
+    assert_eq!(v["namespaces"], json!([[ns]]), "a tenant lists only its own namespace: {v}");
+    assert_eq!(v["tables"], json!([format!("{ns}.events")]));
+    assert_eq!(v["current_ids"], json!(["a0", "a1", "a2", "b0", "b1"]), "exactly the ingested rows: {v}");
+    assert_eq!(v["name_mapping"], true);
+    // Two flushes, two snapshots; the older one has the first batch only.
+    let snaps = v["snapshots"].as_array().unwrap();
+    assert_eq!(snaps.len(), 2, "{v}");
+    assert_eq!(snaps[0]["ids"], json!(["a0", "a1", "a2"]));
+    assert_eq!(snaps[1]["ids"], json!(["a0", "a1", "a2", "b0", "b1"]));
+    assert!(snaps.iter().all(|s| s["operation"] == "append"));
+    // Data fields became typed columns with fresh ids after the fixed ones.
+    let columns = v["columns"].as_array().unwrap();
+    let column =
+        |name: &str| columns.iter().find(|c| c[1] == name).unwrap_or_else(|| panic!("no column {name}: {v}")).clone();
+    assert_eq!(column("id")[0], 1);
+    assert_eq!(column("ts")[2], "timestamptz");
+    assert_eq!(column("amount")[2], "int");
+    assert!(column("coupon")[0].as_i64().unwrap() > column("amount")[0].as_i64().unwrap());
+    let rows = &v["rows_by_id"];
+    assert_eq!(rows["a2"]["amount"], 2);
+    assert_eq!(rows["a2"]["user_id"], "u1");
+    assert_eq!(rows["b0"]["coupon"], "SPRING");
+    assert_eq!(rows["a0"]["coupon"], Value::Null, "older files read the new column as null");
+    assert_eq!(rows["b1"]["type"], "order.placed");
+    let data: Value = serde_json::from_str(rows["b0"]["data"].as_str().unwrap()).unwrap();
+    assert_eq!(data["coupon"], "SPRING");
+
+    // Another tenant's key cannot load this namespace's table.
+    let other_ns = unique_ns("ice-other");
+    let other = server.create_key(&other_ns).await;
+    let denied = run_py_json("iceberg_client.py", &["denied", server.base_url(), &other.key, &ns]);
+    assert_eq!(denied["error"], "NoSuchTableError", "{denied}");
+    // The admin sees both namespaces once both have tables.
+    let r = server.get("/iceberg/v1/namespaces", &server.admin()).await;
+    assert!(r.expect(200)["namespaces"].as_array().unwrap().contains(&json!([ns])), "{}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pyiceberg_commits_to_an_external_table_and_a_stale_commit_conflicts() {
+    if skip_on_external(EXTERNAL) {
+        return;
+    }
+    require_python_modules(&["pyiceberg", "pyarrow"]);
+    let server = TestServer::start().await;
+    let ns = unique_ns("ice-ext");
+    let key = server.create_key(&ns).await;
+    let v = run_py_json("iceberg_client.py", &["external", server.base_url(), &key.key, &ns]);
+    // The second handle's append was built on the empty table: the catalog
+    // refuses it (409) and PyIceberg rebuilds it on the fresh metadata, so
+    // both appends land; then one more after an explicit reload.
+    assert_eq!(v["notes"], json!(["a", "b", "c", "c"]), "no commit lost or overwritten: {v}");
+    assert_eq!(v["snapshots"], 3, "{v}");
+    // An external table can be dropped (its files are left to its engine); the managed one cannot.
+    let r = server
+        .send(server.client().delete(server.url(&format!("/iceberg/v1/namespaces/{ns}/tables/py_notes"))), &key.auth())
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = server.get(&format!("/iceberg/v1/namespaces/{ns}/tables/py_notes"), &key.auth()).await;
+    r.expect_error(404, "NOT_FOUND");
+    server.ingest_ok(&key.auth(), &[order("x", json!({}))]).await;
+    server.admin_flush().await;
+    let r = server
+        .send(server.client().delete(server.url(&format!("/iceberg/v1/namespaces/{ns}/tables/events"))), &key.auth())
+        .await;
+    r.expect_error(403, "FORBIDDEN");
+    let r = server
+        .post_json(
+            &format!("/iceberg/v1/namespaces/{ns}/tables/events"),
+            &key.auth(),
+            &json!({"requirements": [], "updates": [{"action": "remove-snapshot-ref", "ref-name": "main"}]}),
+        )
+        .await;
+    r.expect_error(403, "FORBIDDEN");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_over_http_compacts_expires_and_removes_only_orphans() {
+    if skip_on_external(EXTERNAL) {
+        return;
+    }
+    require_python_modules(&["pyiceberg", "pyarrow"]);
+    let server = TestServer::start().await;
+    let ns = unique_ns("maint");
+    let key = server.create_key(&ns).await;
+    let auth = key.auth();
+    let mut ids = Vec::new();
+    for round in 0..3 {
+        let batch: Vec<Value> = (0..4).map(|i| order(&format!("m{round}{i}"), json!({"round": round}))).collect();
+        ids.extend(batch.iter().map(|e| e["id"].as_str().unwrap().to_string()));
+        server.ingest_ok(&auth, &batch).await;
+        server.admin_flush().await;
+    }
+    let folder = server.lake_dir().join("events").join(format!("ns={ns}"));
+    let hour_dir = walk(&folder).into_iter().next().unwrap().parent().unwrap().to_path_buf();
+    let stray = hour_dir.join("stray.parquet");
+    std::fs::write(&stray, b"not referenced").unwrap();
+
+    // Young orphans are kept (a flush may be about to commit them).
+    let r = server.post_json("/tables/maintain", &auth, &json!({"compact": false, "expire": false})).await;
+    assert_eq!(r.expect(200)["reports"][0]["orphans_deleted"], json!([]));
+    assert!(stray.exists());
+
+    let r = server
+        .post_json("/tables/maintain", &auth, &json!({"keepLast": 1, "maxSnapshotAgeMs": 0, "orphanMinAgeMs": 0}))
+        .await;
+    let report = &r.expect(200)["reports"][0];
+    assert_eq!(report["compacted_inputs"], 3, "{}", r.text);
+    assert_eq!(report["expired_snapshots"], 3, "{}", r.text);
+    let orphans: Vec<String> =
+        report["orphans_deleted"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    assert_eq!(orphans.len(), 1, "{}", r.text);
+    assert!(orphans[0].ends_with("stray.parquet"));
+    assert!(!stray.exists());
+    let files = walk(&folder);
+    assert_eq!(files.len(), 1, "only the compacted file is left: {files:?}");
+    let tables = server.get("/tables", &auth).await;
+    assert_eq!(
+        tables.expect(200)["tables"],
+        json!([{"name": "events", "managed": true, "currentSnapshotId": tables.body["tables"][0]["currentSnapshotId"], "files": 1, "rows": ids.len()}])
+    );
+    let v = run_py_json("iceberg_client.py", &["read", server.base_url(), &key.key, &ns]);
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(v["current_ids"], json!(want), "every row readable after compaction and expiry: {v}");
+    assert_eq!(v["snapshots"].as_array().unwrap().len(), 1, "{v}");
+    let r = server.post_json("/tables/maintain", &auth, &json!({"keepLast": 0})).await;
+    r.expect_error(400, "INVALID_REQUEST");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
