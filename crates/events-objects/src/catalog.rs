@@ -365,6 +365,9 @@ struct CatalogConfig {
     events_prefix: String,
 }
 
+/// A live data file: key, rows, bytes, the snapshot that added it, its data sequence number.
+type LiveFile = (String, i64, i64, i64, i64);
+
 /// The catalog object.
 pub struct Catalog {
     ns: String,
@@ -607,11 +610,7 @@ impl Catalog {
         Ok(Self::data_columns(stored.metadata.current_schema()))
     }
 
-    fn live_files<S: SqlStorage>(
-        db: &S,
-        table: &str,
-        at_seq: Option<i64>,
-    ) -> ObjectResult<Vec<(String, i64, i64, i64, i64)>> {
+    fn live_files<S: SqlStorage>(db: &S, table: &str, at_seq: Option<i64>) -> ObjectResult<Vec<LiveFile>> {
         let seq = at_seq.unwrap_or(i64::MAX);
         Ok(db
             .query(
@@ -927,7 +926,7 @@ impl Catalog {
         let (_, _, loaded) = Self::require_table(cx.storage(), table)?;
         let columns = Self::data_columns(loaded.metadata.current_schema());
         let live = Self::live_files(cx.storage(), table, None)?;
-        let mut folders: BTreeMap<&str, Vec<&(String, i64, i64, i64, i64)>> = BTreeMap::new();
+        let mut folders: BTreeMap<&str, Vec<&LiveFile>> = BTreeMap::new();
         for f in &live {
             if f.2 < COMPACT_SMALL_FILE_BYTES && prefix.is_none_or(|p| f.0.starts_with(p)) {
                 let folder = f.0.rsplit_once('/').map_or("", |(d, _)| d);
@@ -937,7 +936,7 @@ impl Catalog {
         let mut added = Vec::new();
         let mut removed = Vec::new();
         for (folder, files) in folders {
-            let mut group: Vec<&(String, i64, i64, i64, i64)> = Vec::new();
+            let mut group: Vec<&LiveFile> = Vec::new();
             let mut budget = 0;
             let mut groups = Vec::new();
             for f in files {
