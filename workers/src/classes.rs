@@ -157,4 +157,5 @@ object_class!(ShardCoordinator, events_objects::ShardCoordinator);
 object_class!(Subscriptions, events_objects::Subscriptions);
 object_class!(SchemaRegistry, events_objects::SchemaRegistry);
 object_class!(WebhookSecrets, events_objects::WebhookSecrets);
+object_class!(Catalog, events_objects::Catalog);
 object_class!(Directory, crate::directory::Directory);
