@@ -203,6 +203,8 @@ pub enum CatalogRequest {
         table: String,
         /// Its schema (new columns may be added later by `PrepareColumns`-style evolution).
         schema: Schema,
+        /// Table properties set at creation (an existing table keeps its own).
+        properties: BTreeMap<String, String>,
     },
     /// Commits files to a managed table as one snapshot: `append` when
     /// nothing is removed, else `replace` (compaction) or `overwrite`.
@@ -390,7 +392,12 @@ fn corrupt(e: impl std::fmt::Display) -> ApiError {
 
 /// The Iceberg schema of the events table before any data column.
 pub fn events_base_schema() -> Schema {
-    let arrow = events_lake::event_schema();
+    iceberg_schema(&events_lake::event_schema())
+}
+
+/// The Iceberg schema of an Arrow schema written by events.do (flat,
+/// primitive columns), with field ids 1, 2, ... in column order.
+pub fn iceberg_schema(arrow: &arrow_schema::Schema) -> Schema {
     let fields = arrow
         .fields()
         .iter()
@@ -403,7 +410,7 @@ pub fn events_base_schema() -> Schema {
                 DataType::Float64 => "double",
                 DataType::Boolean => "boolean",
                 DataType::Utf8 => "string",
-                other => unreachable!("the event schema has no {other:?} column"),
+                other => unreachable!("lake files written by events.do have no {other:?} column"),
             };
             NestedField {
                 id: i as i32 + 1,
@@ -415,6 +422,18 @@ pub fn events_base_schema() -> Schema {
         })
         .collect();
     Schema::new(0, fields)
+}
+
+/// The Iceberg table holding the current state of a CDC collection:
+/// `cdc_` + the collection name lower-cased, `-` read as `_`.
+///
+/// Collection names are ASCII letters, digits, `_` and `-`, so the result is
+/// a valid table name; two collections differing only in case or in `-`
+/// versus `_` share a table name, and only the first to compact gets it (the
+/// other's publish is refused with a conflict, see `docs/lakehouse.md`).
+pub fn cdc_table_name(collection: &str) -> String {
+    let name: String = collection.chars().map(|c| if c == '-' { '_' } else { c.to_ascii_lowercase() }).collect();
+    format!("cdc_{name}")
 }
 
 /// Checks a table name: `[a-z0-9_]`, starting with a letter, at most [`MAX_TABLE_NAME_LEN`].
@@ -1147,7 +1166,7 @@ impl DurableObject for Catalog {
             CatalogRequest::PrepareColumns { table, observed } => {
                 Ok(CatalogResponse::Columns(self.prepare_columns(cx, &table, observed).await?))
             }
-            CatalogRequest::EnsureManagedTable { table, schema } => {
+            CatalogRequest::EnsureManagedTable { table, schema, properties } => {
                 validate_table_name(&table)?;
                 if !table.starts_with("cdc_") {
                     return Err(ApiError::new(
@@ -1163,6 +1182,7 @@ impl DurableObject for Catalog {
                 }
                 let location = self.uri(&self.table_prefix(&table)).trim_end_matches('/').to_string();
                 let mut meta = TableMetadata::new(Self::uuid(cx), location, schema.clone(), cx.now().as_millis());
+                meta.properties.extend(properties);
                 meta.properties.insert(NAME_MAPPING_PROPERTY.into(), schema.name_mapping_json());
                 meta.properties.insert("events.managed".into(), "true".into());
                 let loaded = self.store(cx, &table, true, None, meta).await?;

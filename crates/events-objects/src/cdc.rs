@@ -38,11 +38,18 @@
 //!   moved to `garbage` in the same commit and deleted by the alarm in a
 //!   later one: a crash anywhere loses nothing, since no file is deleted
 //!   before the commit that stops needing it.
+//! - **Iceberg**: after each compaction the live-document file is committed
+//!   to the namespace's [`Catalog`] as table `cdc_<collection>` (one
+//!   snapshot replacing the previous file), so SQL and Iceberg engines read
+//!   the collection as of its last compaction. From then on that file is the
+//!   catalog's: snapshot expiry deletes it, not this object's garbage list.
 //! - **Snapshots** (`daily`, `monthly`) copy the current table after a
 //!   compaction, at the first alarm of a new UTC day (month) when the
 //!   collection changed since the previous snapshot of that kind; the
 //!   newest [`CdcConfig::keep_daily`] / [`CdcConfig::keep_monthly`] are kept.
 //! - The manifest (`manifest.json`) is rewritten after each of these.
+
+use std::collections::BTreeMap;
 
 use events_core::cdc::{Change, ChangeOp, valid_collection_name};
 use events_core::{ApiError, ErrorCode, Timestamp};
@@ -57,13 +64,15 @@ use events_runtime::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::Catalog;
+use crate::catalog::{CatalogRequest, CatalogResponse, NewFile, cdc_table_name, iceberg_schema};
 use crate::var_or;
 
-/// Default: flush a delta file once this many changes are pending.
 /// The position of a change in a document's history: its event time (ms) and
 /// its arrival sequence number, the order changes are applied in.
 pub type ChangePosition = (i64, i64);
 
+/// Default: flush a delta file once this many changes are pending.
 pub const DEFAULT_FLUSH_MAX_CHANGES: i64 = 10_000;
 /// Default: flush once the oldest pending change waited this long (ms).
 pub const DEFAULT_FLUSH_MAX_AGE_MS: i64 = 5_000;
@@ -83,6 +92,10 @@ pub const MAX_READ_PAGE: usize = 1_000;
 pub const MAX_HISTORY_PAGE: usize = 1_000;
 /// Most documents examined by one [`CdcRequest::Restore`] step.
 pub const MAX_RESTORE_STEP: usize = 10_000;
+/// Delay before retrying a failed commit of the current table to the catalog (ms).
+const PUBLISH_RETRY_MS: i64 = 30_000;
+/// Table property naming the collection a CDC table belongs to.
+pub const CDC_COLLECTION_PROPERTY: &str = "events.cdc.collection";
 /// Garbage files deleted per alarm run.
 const GC_BATCH: i64 = 1_000;
 /// One UTC day in ms.
@@ -327,6 +340,11 @@ pub struct CdcStats {
     pub compactions: i64,
     /// Retained snapshots.
     pub snapshots: i64,
+    /// The Iceberg table of the collection's current state (see [`cdc_table_name`]).
+    pub table: String,
+    /// Why the last commit of the current table to the catalog failed, if
+    /// it did (retried by the alarm; cleared by a success).
+    pub catalog_error: Option<String>,
 }
 
 /// Answers of a [`CdcProcessor`].
@@ -426,6 +444,9 @@ struct Counters {
     registered: i64,
     plan_first: i64,
     plan_last: i64,
+    /// `last_seq` of the current table last committed to the Iceberg
+    /// catalog (0: none yet).
+    cataloged_seq: i64,
 }
 
 const COUNTER_NAMES: &[&str] = &[
@@ -440,10 +461,11 @@ const COUNTER_NAMES: &[&str] = &[
     "registered",
     "plan_first",
     "plan_last",
+    "cataloged_seq",
 ];
 
 impl Counters {
-    fn slots(&mut self) -> [&mut i64; 11] {
+    fn slots(&mut self) -> [&mut i64; 12] {
         [
             &mut self.next_seq,
             &mut self.flushed_seq,
@@ -456,6 +478,7 @@ impl Counters {
             &mut self.registered,
             &mut self.plan_first,
             &mut self.plan_last,
+            &mut self.cataloged_seq,
         ]
     }
 }
@@ -469,6 +492,8 @@ pub struct CdcProcessor {
     saved: Counters,
     /// When the oldest pending change was received (ms), if any are pending.
     oldest_pending: Option<i64>,
+    /// The last failure to commit the current table to the catalog.
+    publish_error: Option<String>,
 }
 
 /// Name of the processor of `collection` in `ns`.
@@ -674,6 +699,9 @@ impl CdcProcessor {
         if db.query_one("SELECT 1 FROM garbage LIMIT 1", &[])?.is_some() {
             consider(now);
         }
+        if self.publish_error.is_some() {
+            consider(now + PUBLISH_RETRY_MS);
+        }
         if self.counters.changes > 0 {
             // The next UTC midnight: the daily (and monthly) snapshot check.
             consider(now - now.rem_euclid(DAY_MS) + DAY_MS);
@@ -775,8 +803,12 @@ impl CdcProcessor {
         if let Some(old) = current {
             let old = state_ref(&old);
             db.execute("DELETE FROM files WHERE key = ?1", &[old.key.as_str().into()])?;
-            for key in [old.key, old.tombstones_key] {
-                db.execute("INSERT OR IGNORE INTO garbage (key) VALUES (?1)", &[key.into()])?;
+            db.execute("INSERT OR IGNORE INTO garbage (key) VALUES (?1)", &[old.tombstones_key.into()])?;
+            // A live table the catalog holds is the catalog's to delete (by
+            // snapshot expiry, once no retained snapshot reads it); one it
+            // never got is ours.
+            if old.upto_seq != self.counters.cataloged_seq {
+                db.execute("INSERT OR IGNORE INTO garbage (key) VALUES (?1)", &[old.key.into()])?;
             }
         }
         let now = cx.now().as_millis();
@@ -801,7 +833,74 @@ impl CdcProcessor {
         self.write_manifest(cx).await?;
         cdc_metrics::compaction();
         written.push(live_key);
+        self.publish_current(cx).await;
         Ok(written)
+    }
+
+    /// Commits the current table to the namespace's Iceberg catalog as table
+    /// [`cdc_table_name`], replacing the one committed before, unless it is
+    /// there already. Runs after the compaction that wrote it has been
+    /// recorded, so a retry (the next alarm) finds the same file; a file the
+    /// catalog already lists is replaced by itself, so a repeat is harmless.
+    ///
+    /// A failure is counted and retried by the alarm; it never undoes the
+    /// compaction.
+    async fn publish_current<H: Host>(&mut self, cx: &ObjectContext<H>) {
+        if let Err(e) = self.try_publish_current(cx).await {
+            cdc_metrics::publish_failed();
+            self.publish_error = Some(e.message);
+        } else {
+            self.publish_error = None;
+        }
+    }
+
+    async fn try_publish_current<H: Host>(&mut self, cx: &ObjectContext<H>) -> ObjectResult<()> {
+        let db = cx.storage();
+        let Some(current) =
+            db.query_one(&format!("SELECT {STATE_REF_COLUMNS} FROM files WHERE kind = 'current'"), &[])?
+        else {
+            return Ok(());
+        };
+        let current = state_ref(&current);
+        if current.upto_seq == self.counters.cataloged_seq {
+            return Ok(());
+        }
+        let table = cdc_table_name(&self.collection);
+        let catalog = cx.stub::<Catalog>(self.ns.clone());
+        let properties = BTreeMap::from([(CDC_COLLECTION_PROPERTY.to_string(), self.collection.clone())]);
+        let schema = iceberg_schema(&events_lake::cdc::state_schema());
+        match catalog.call(CatalogRequest::EnsureManagedTable { table: table.clone(), schema, properties }).await? {
+            CatalogResponse::Table(loaded) => {
+                let owner = loaded.metadata.properties.get(CDC_COLLECTION_PROPERTY);
+                if owner != Some(&self.collection) {
+                    return Err(ApiError::new(
+                        ErrorCode::Conflict,
+                        format!("table {table} belongs to collection {owner:?}, not {:?}", self.collection),
+                    ));
+                }
+            }
+            other => return Err(ApiError::internal(format!("catalog answered {other:?} to EnsureManagedTable"))),
+        }
+        let bytes = cx
+            .host()
+            .blobs()
+            .list(&current.key)
+            .await?
+            .into_iter()
+            .find(|b| b.key == current.key)
+            .map(|b| b.size as i64)
+            .ok_or_else(|| ApiError::internal(format!("current table {} is missing from the lake", current.key)))?;
+        let removed = match self.counters.cataloged_seq {
+            0 => Vec::new(),
+            seq => vec![current_keys(&self.ns, &self.collection, seq).0],
+        };
+        let added = vec![NewFile { key: current.key.clone(), rows: current.rows, bytes }];
+        match catalog.call(CatalogRequest::CommitFiles { table, added, removed }).await? {
+            CatalogResponse::Committed(_) => {}
+            other => return Err(ApiError::internal(format!("catalog answered {other:?} to CommitFiles"))),
+        }
+        self.counters.cataloged_seq = current.upto_seq;
+        self.save_counters(db)
     }
 
     /// Moves to `garbage` every delta file folded into the current table and
@@ -977,6 +1076,8 @@ impl CdcProcessor {
                 .then(|| Timestamp(self.counters.last_compaction).to_iso()),
             compactions: self.counters.compactions,
             snapshots: count("SELECT COUNT(*) FROM files WHERE kind IN ('daily', 'monthly')")?,
+            table: cdc_table_name(&self.collection),
+            catalog_error: self.publish_error.clone(),
         })
     }
 
@@ -1317,6 +1418,11 @@ mod cdc_metrics {
         metrics::counter!("events_cdc_compactions_total").increment(1);
     }
 
+    /// A commit of the current table to the Iceberg catalog failed (retried by the alarm).
+    pub fn publish_failed() {
+        metrics::counter!("events_cdc_catalog_publish_failures_total").increment(1);
+    }
+
     /// A snapshot was taken or skipped.
     pub fn snapshot(kind: &'static str, outcome: &'static str) {
         metrics::counter!("events_cdc_snapshots_total", "kind" => kind, "outcome" => outcome).increment(1);
@@ -1358,6 +1464,7 @@ impl DurableObject for CdcProcessor {
             saved: counters.clone(),
             counters,
             oldest_pending,
+            publish_error: None,
         })
     }
 
@@ -1387,6 +1494,8 @@ impl DurableObject for CdcProcessor {
             cx.storage().query_one("SELECT COUNT(*) FROM files WHERE kind = 'delta'", &[])?.map_or(0, |r| r.i64(0));
         if deltas >= self.config.compact_min_deltas {
             self.compact(cx).await?;
+        } else {
+            self.publish_current(cx).await; // a no-op unless an earlier commit failed
         }
         // Scheduled snapshots: the snapshot labelled with a day (month) is
         // taken at the first alarm after that period ended, if a change

@@ -10,6 +10,10 @@ Usage:
       Creates an external table, appends to it twice through two table
       handles loaded at the same snapshot (the second append must conflict,
       then succeed after a refresh), and prints JSON with what was read back.
+  iceberg_client.py cdc BASE_URL TOKEN NAMESPACE TABLE
+      Loads a CDC table (a collection's current state) and prints JSON:
+      {"tables", "columns", "current": {id: data}, "snapshots": [{"operation",
+       "docs": {id: data}}]} (each snapshot scanned by time travel).
   iceberg_client.py denied BASE_URL TOKEN NAMESPACE
       Tries to load NAMESPACE's events table and prints the error class.
 """
@@ -85,6 +89,27 @@ def external(base, token, ns):
     }))
 
 
+def cdc(base, token, ns, table_name):
+    cat = catalog(base, token)
+    table = cat.load_table((ns, table_name))
+
+    def docs(scan):
+        return {r["id"]: json.loads(r["data"]) for r in scan.to_arrow().to_pylist() if not r["deleted"]}
+
+    print(json.dumps({
+        "tables": sorted(".".join(t) for t in cat.list_tables(ns)),
+        "columns": [[f.name, str(f.field_type)] for f in table.schema().fields],
+        "current": docs(table.scan()),
+        "snapshots": [
+            {
+                "operation": s.summary.operation.value if s.summary else None,
+                "docs": docs(table.scan(snapshot_id=s.snapshot_id)),
+            }
+            for s in table.snapshots()
+        ],
+    }))
+
+
 def denied(base, token, ns):
     cat = catalog(base, token)
     try:
@@ -96,4 +121,7 @@ def denied(base, token, ns):
 
 if __name__ == "__main__":
     mode, base, token, ns = sys.argv[1:5]
-    {"read": read, "external": external, "denied": denied}[mode](base, token, ns)
+    if mode == "cdc":
+        cdc(base, token, ns, sys.argv[5])
+    else:
+        {"read": read, "external": external, "denied": denied}[mode](base, token, ns)

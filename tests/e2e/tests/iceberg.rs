@@ -73,6 +73,82 @@ async fn pyiceberg_lists_loads_scans_and_time_travels_the_events_table() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pyiceberg_reads_a_cdc_collection_as_of_each_compaction() {
+    if skip_on_external(EXTERNAL) {
+        return;
+    }
+    require_python_modules(&["pyiceberg", "pyarrow"]);
+    let server = TestServer::start().await;
+    let ns = unique_ns("ice-cdc");
+    let key = server.create_key(&ns).await;
+    let change = |op: &str, id: &str, doc: Value| {
+        let mut e =
+            json!({ "type": format!("collection.{op}"), "ts": iso_now(), "collection": "User-Profiles", "docId": id });
+        if !doc.is_null() {
+            e["doc"] = doc;
+        }
+        e
+    };
+    server
+        .ingest_ok(
+            &key.auth(),
+            &[
+                change("insert", "u1", json!({ "name": "Ada", "plan": "free" })),
+                change("insert", "u2", json!({ "name": "Grace" })),
+                change("insert", "u3", json!({ "name": "Edsger" })),
+            ],
+        )
+        .await;
+    let compact = |expected: i64| {
+        let (server, key, ns) = (&server, &key, &ns);
+        async move {
+            // Changes reach the processor through the outbox: wait for them, then compact.
+            let deadline = std::time::Instant::now() + events_e2e::DEADLINE;
+            loop {
+                let list = server.get(&format!("/cdc/{ns}"), &key.auth()).await;
+                let stats = list.expect(200)["collections"].as_array().unwrap().first().cloned();
+                if stats.as_ref().is_some_and(|s| s["changes"] == expected) {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "changes not applied: {}", list.text);
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            server.post_json(&format!("/cdc/{ns}/User-Profiles/_compact"), &key.auth(), &json!({})).await.expect(200);
+            let list = server.get(&format!("/cdc/{ns}"), &key.auth()).await;
+            let stats = list.expect(200)["collections"][0].clone();
+            assert_eq!(stats["table"], "cdc_user_profiles", "{stats}");
+            assert_eq!(stats["catalogError"], Value::Null, "{stats}");
+        }
+    };
+    compact(3).await;
+    server
+        .ingest_ok(
+            &key.auth(),
+            &[change("update", "u1", json!({ "name": "Ada", "plan": "pro" })), change("delete", "u3", Value::Null)],
+        )
+        .await;
+    compact(5).await;
+
+    let v = run_py_json("iceberg_client.py", &["cdc", server.base_url(), &key.key, &ns, "cdc_user_profiles"]);
+    assert!(v["tables"].as_array().unwrap().contains(&json!(format!("{ns}.cdc_user_profiles"))), "{v}");
+    let names: Vec<&str> = v["columns"].as_array().unwrap().iter().map(|c| c[0].as_str().unwrap()).collect();
+    assert_eq!(names, ["id", "data", "version", "ts", "seq", "bookmark", "deleted"]);
+    assert_eq!(
+        v["current"],
+        json!({ "u1": { "name": "Ada", "plan": "pro" }, "u2": { "name": "Grace" } }),
+        "the state after the second compaction: u1 updated, u3 deleted: {v}"
+    );
+    let snaps = v["snapshots"].as_array().unwrap();
+    assert_eq!(snaps.len(), 2, "one snapshot per compaction: {v}");
+    assert_eq!(
+        snaps[0]["docs"],
+        json!({ "u1": { "name": "Ada", "plan": "free" }, "u2": { "name": "Grace" }, "u3": { "name": "Edsger" } }),
+        "time travel to the first compaction: {v}"
+    );
+    assert_eq!(snaps[1]["docs"], v["current"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pyiceberg_commits_to_an_external_table_and_a_stale_commit_conflicts() {
     if skip_on_external(EXTERNAL) {
         return;
