@@ -1195,7 +1195,7 @@ impl CdcProcessor {
         limit: usize,
     ) -> ObjectResult<(Vec<HistoryEntry>, Option<ChangePosition>)> {
         let limit = limit.clamp(1, MAX_HISTORY_PAGE);
-        let (ts, seq) = after.unwrap_or((i64::MIN, i64::MIN));
+        let (ts, seq) = after.unwrap_or((events_runtime::MIN_EXACT_INTEGER, events_runtime::MIN_EXACT_INTEGER));
         let rows = db.query(
             "SELECT event_id, op, ts, seq, before, after, bookmark FROM changes
              WHERE doc_id = ?1 AND (ts > ?2 OR (ts = ?2 AND seq > ?3)) ORDER BY ts, seq LIMIT ?4",

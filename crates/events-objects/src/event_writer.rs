@@ -535,15 +535,15 @@ impl EventWriter {
         let pattern = filter.pattern.as_deref().map(Pattern::parse).transpose()?;
         let (before_ts, before_id) = match &filter.before {
             Some((ts, id)) => (ts.as_millis(), id.clone()),
-            None => (i64::MAX, String::new()),
+            None => (events_runtime::MAX_EXACT_INTEGER, String::new()),
         };
         let mut out = Vec::new();
         let mut failure = None;
         db.query_each(
             "SELECT body FROM buffer WHERE flushed = 0 AND ts BETWEEN ?1 AND ?2 ORDER BY ts DESC, seq DESC",
             &[
-                filter.from.map_or(i64::MIN, |t| t.as_millis()).into(),
-                filter.to.map_or(i64::MAX, |t| t.as_millis()).into(),
+                filter.from.map_or(events_runtime::MIN_EXACT_INTEGER, |t| t.as_millis()).into(),
+                filter.to.map_or(events_runtime::MAX_EXACT_INTEGER, |t| t.as_millis()).into(),
             ],
             &mut |r| {
                 let event: Event = match serde_json::from_slice(r.bytes(0)) {

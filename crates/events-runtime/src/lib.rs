@@ -41,7 +41,7 @@ pub use http::{HttpClient, HttpRequest, HttpResponse};
 pub use kv::Kv;
 pub use migrate::Migration;
 pub use object::{Durability, DurableObject, Message};
-pub use sql::{Row, SqlStorage, SqlValue};
+pub use sql::{MAX_EXACT_INTEGER, MIN_EXACT_INTEGER, Row, SqlStorage, SqlValue};
 
 /// Result type of everything an object does; errors carry a stable [`ErrorCode`].
 pub type ObjectResult<T> = Result<T, ApiError>;

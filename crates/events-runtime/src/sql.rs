@@ -2,12 +2,20 @@
 
 use crate::ObjectResult;
 
+/// The largest integer every host binds and stores exactly (2^53 - 1: values
+/// cross JavaScript numbers on Cloudflare). Use it, not `i64::MAX`, as an open
+/// upper bound in a query.
+pub const MAX_EXACT_INTEGER: i64 = (1 << 53) - 1;
+/// The smallest integer every host binds and stores exactly; the open lower bound.
+pub const MIN_EXACT_INTEGER: i64 = -MAX_EXACT_INTEGER;
+
 /// A value bound to, or read from, SQL.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SqlValue {
     /// SQL NULL.
     Null,
-    /// A 64-bit integer. (On Cloudflare only ±2^53 round-trips exactly.)
+    /// A 64-bit integer. Every host stores exactly the range
+    /// [`MIN_EXACT_INTEGER`]..=[`MAX_EXACT_INTEGER`] (Cloudflare refuses the rest).
     Integer(i64),
     /// A double.
     Real(f64),

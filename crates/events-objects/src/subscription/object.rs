@@ -144,7 +144,7 @@ impl DurableObject for Subscriptions {
                     "SELECT id, delivery_id, event_id, attempt, at, status, duration_ms, ok, response, error, error_code, batch_id
                      FROM attempts WHERE sub_id = ?1 AND (?2 IS NULL OR event_id = ?2) AND id < ?3
                      ORDER BY id DESC LIMIT ?4",
-                    &[id.as_str().into(), event_id.into(), before.unwrap_or(i64::MAX).into(), (limit + 1).into()],
+                    &[id.as_str().into(), event_id.into(), before.unwrap_or(events_runtime::MAX_EXACT_INTEGER).into(), (limit + 1).into()],
                 )?;
                 let mut items: Vec<AttemptInfo> = rows
                     .iter()
