@@ -33,7 +33,7 @@ wasm_bindgen_version() {
 }
 
 installed_version() { # binary -> "x.y.z" or ""
-    [[ -x "$1" ]] && "$1" --version 2>/dev/null | awk '{print $2}' || true
+    [[ -x "$1" ]] && "$1" --version 2>/dev/null | awk '{print $NF}' || true
 }
 
 cmd_tools() {
@@ -69,8 +69,12 @@ cmd_build() {
     export WASM_BINDGEN_BIN="$tools/bin/wasm-bindgen"
     export WASM_OPT_BIN="$npm_dir/node_modules/.bin/wasm-opt"
     export ESBUILD_BIN="$npm_dir/node_modules/.bin/esbuild"
-    log "worker-build --release ($crate)"
-    (cd "$crate" && "$tools/bin/worker-build" --release)
+    # EVENTS_WORKER_OPT=1 runs wasm-opt (binaryen on Node: minutes for this wasm);
+    # deploys do, local runs and tests skip it.
+    local mode=(--release --no-opt)
+    [[ "${EVENTS_WORKER_OPT:-0}" == 1 ]] && mode=(--release)
+    log "worker-build ${mode[*]} ($crate)"
+    (cd "$crate" && "$tools/bin/worker-build" "${mode[@]}")
     ls -l "$crate/build/index.js" "$crate/build/index_bg.wasm" >&2
 }
 
@@ -134,7 +138,7 @@ cmd_restart() { # state_dir
 
 # Copies the local R2 bucket into a directory, one file per key (for pyarrow).
 cmd_export_lake() { # state_dir dest
-    "${EVENTS_PYTHON:-python3}" "$root/tests/e2e/py/miniflare_r2_export.py" "$1/wrangler" "$2"
+    "${EVENTS_PYTHON:-python3}" "$root/tests/e2e/py/miniflare_r2_export.py" "$1/wrangler" "$2" >/dev/null
 }
 
 cmd_test() {
@@ -156,8 +160,12 @@ cmd_test() {
     export EVENTS_TEST_LAKE_EXPORT_CMD="bash $root/scripts/worker.sh export-lake $state"
     # The native workspace's target dir, for the e2e test binaries.
     export CARGO_TARGET_DIR="${EVENTS_NATIVE_TARGET_DIR:-$cache/target}"
+    if [[ ! -d "$root/tests/e2e/js/node_modules" ]]; then
+        log "npm ci in tests/e2e/js (webhook signers)"
+        (cd "$root/tests/e2e/js" && npm ci --no-audit --no-fund --silent)
+    fi
     local status=0 suites=(--test ingest --test admin --test read --test schemas --test webhooks
-        --test subscriptions --test lake)
+        --test subscriptions --test lake --test restart)
     # Pass 1: everything but the tests that restart the runtime, in parallel.
     (cd "$root" && cargo test -p events-e2e --no-fail-fast "${suites[@]}" "$@" -- --skip restart) || status=$?
     # Pass 2: the tests that kill and restart the runtime (named *restart*), one at a time,
@@ -171,7 +179,7 @@ cmd_test() {
 }
 
 cmd_deploy() {
-    cmd_build
+    EVENTS_WORKER_OPT=1 cmd_build
     if [[ "${1:-}" == "--dry-run" ]]; then
         # No account, no network: wrangler bundles, checks bindings and migrations, and stops.
         (cd "$crate" && unset CLOUDFLARE_API_TOKEN && wrangler deploy --dry-run --outdir dryrun)

@@ -158,4 +158,6 @@ object_class!(Subscriptions, events_objects::Subscriptions);
 object_class!(SchemaRegistry, events_objects::SchemaRegistry);
 object_class!(WebhookSecrets, events_objects::WebhookSecrets);
 object_class!(Catalog, events_objects::Catalog);
+object_class!(CdcProcessor, events_objects::CdcProcessor);
+object_class!(CdcCollections, events_objects::CdcCollections);
 object_class!(Directory, crate::directory::Directory);

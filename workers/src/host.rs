@@ -212,7 +212,19 @@ impl SqlStorage for CfStorage {
         for row in cursor.raw() {
             row.map_err(|e| sql_error(sql, e))?;
         }
-        Ok(cursor.rows_written() as u64)
+        // The rows the statement changed, as natively. (The cursor's `rowsWritten`
+        // is no substitute: it also counts index entries, so one updated row of a
+        // table with two indexes reads as 3.)
+        let changes = self.sql.exec("SELECT changes()", None).map_err(|e| sql_error("SELECT changes()", e))?;
+        let mut count = 0;
+        for row in changes.raw() {
+            if let Some(worker::SqlStorageValue::Integer(n)) =
+                row.map_err(|e| sql_error("SELECT changes()", e))?.into_iter().next()
+            {
+                count = n;
+            }
+        }
+        Ok(count.max(0) as u64)
     }
 
     fn query(&self, sql: &str, params: &[SqlValue]) -> ObjectResult<Vec<Row>> {

@@ -3,8 +3,9 @@
 use events_core::name::validate_namespace;
 use events_core::{ApiError, ErrorCode, Timestamp};
 use events_objects::event_writer::{WriterRequest, WriterResponse};
+use events_objects::shard_coordinator::ShardRequest;
 use events_objects::tenant::{KeyInfo, TenantRequest, TenantResponse};
-use events_objects::{EventWriter, Tenant};
+use events_objects::{EventWriter, ShardCoordinator, Tenant};
 use events_runtime::Host;
 use serde_json::{Value, json};
 
@@ -76,6 +77,24 @@ pub async fn writer_names(host: &CfHost) -> Result<Vec<String>, ApiError> {
         DirectoryResponse::Writers(names) => Ok(names),
         _ => Err(ApiError::internal("directory answered out of protocol")),
     }
+}
+
+/// `GET /admin/shards`: the writer layout of every namespace that has received
+/// events (the namespaces of the writers in the directory).
+pub async fn shards(call: &Call) -> ApiResult {
+    admin(call).await?;
+    let names = writer_names(&call.host).await?;
+    let namespaces: std::collections::BTreeSet<&str> =
+        names.iter().filter_map(|w| w.rsplit_once('/').map(|(ns, _)| ns)).collect();
+    let mut views = Vec::with_capacity(namespaces.len());
+    for ns in namespaces {
+        let layout = call.host.call::<ShardCoordinator>(ns, ShardRequest::Layout).await?;
+        views.push(json!({
+            "namespace": ns, "shards": layout.shards, "epoch": layout.epoch,
+            "changedAt": layout.changed_at.to_iso(), "recentBackpressure": layout.recent_reports,
+        }));
+    }
+    json(200, &json!({"namespaces": views}))
 }
 
 /// `POST /admin/flush`: every writer buffer to R2 now.

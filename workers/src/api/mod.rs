@@ -83,6 +83,7 @@ pub async fn serve(req: Request, env: Env) -> worker::Result<Response> {
         ("GET", ["admin", "namespaces", ns, "keys"]) => admin::list_keys(&call, ns).await,
         ("DELETE", ["admin", "namespaces", ns, "keys", id]) => admin::revoke_key(&call, ns, id).await,
         ("POST", ["admin", "flush"]) => admin::flush(&call).await,
+        ("GET", ["admin", "shards"]) => admin::shards(&call).await,
         ("GET", ["admin", "namespaces", ns, "webhooks", provider]) => {
             webhooks::config(&mut call, false, ns, provider).await
         }
