@@ -144,6 +144,12 @@ fn ok() -> Answer {
     Answer::status(200)
 }
 
+/// Skips against an external server that cannot deliver to a receiver on
+/// 127.0.0.1 (one without the `outbound-loopback` capability).
+fn skip_without_loopback() -> bool {
+    skip_on_external_without("outbound-loopback", "needs [outbound] allow for a loopback receiver")
+}
+
 async fn loopback_server() -> TestServer {
     TestServer::start_with(ServerOptions::new().toml("[outbound]\nallow = [\"127.0.0.0/8\"]")).await
 }
@@ -178,7 +184,7 @@ async fn poll(server: &TestServer, auth: &Auth, path: &str, check: impl Fn(&Valu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routing_signatures_retries_and_rotation() {
-    if skip_on_external("needs [outbound] allow for a loopback receiver") {
+    if skip_without_loopback() {
         return;
     }
     let server = loopback_server().await;
@@ -296,7 +302,7 @@ async fn routing_signatures_retries_and_rotation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_retry_after_and_stop_retries() {
-    if skip_on_external("needs [outbound] allow for a loopback receiver") {
+    if skip_without_loopback() {
         return;
     }
     let server = loopback_server().await;
@@ -371,7 +377,7 @@ async fn timeouts_retry_after_and_stop_retries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_dead_letters_replay_and_recover() {
-    if skip_on_external("needs [outbound] allow for a loopback receiver") {
+    if skip_without_loopback() {
         return;
     }
     let server = loopback_server().await;
@@ -443,7 +449,7 @@ async fn outage_dead_letters_replay_and_recover() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_retry_only_failed_items() {
-    if skip_on_external("needs [outbound] allow for a loopback receiver") {
+    if skip_without_loopback() {
         return;
     }
     let server = loopback_server().await;
@@ -499,7 +505,7 @@ async fn batches_retry_only_failed_items() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordering_key_orders_per_key_without_blocking_others() {
-    if skip_on_external("needs [outbound] allow for a loopback receiver") {
+    if skip_without_loopback() {
         return;
     }
     let server = loopback_server().await;
@@ -579,7 +585,7 @@ async fn private_targets_are_refused_without_allowlist() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_receiver_attempts_are_logged_with_a_code() {
-    if skip_on_external("needs [outbound] allow") {
+    if skip_without_loopback() {
         return;
     }
     // A port with no listener: the transport error is logged and, with a
@@ -607,7 +613,7 @@ async fn unreachable_receiver_attempts_are_logged_with_a_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_retries_survive_a_restart() {
-    if skip_on_external("kills and restarts the server") {
+    if skip_without_loopback() || skip_on_external_without("restart", "kills and restarts the runtime") {
         return;
     }
     let mut server = loopback_server().await;
@@ -630,8 +636,8 @@ async fn pending_retries_survive_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_during_delivery_under_load_every_event_arrives() {
-    if skip_on_external("kills and restarts the server") {
+async fn killed_and_restarted_during_delivery_under_load_every_event_arrives() {
+    if skip_without_loopback() || skip_on_external_without("restart", "kills and restarts the runtime") {
         return;
     }
     let mut server = loopback_server().await;
