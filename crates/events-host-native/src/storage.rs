@@ -205,7 +205,15 @@ impl ToSql for Param<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(ToSqlOutput::Borrowed(match self.0 {
             SqlValue::Null => ValueRef::Null,
-            SqlValue::Integer(v) => ValueRef::Integer(*v),
+            SqlValue::Integer(v) => {
+                // Portability: Durable Object SQL (the Cloudflare host) refuses integers
+                // beyond ±2^53-1, so object code must never bind one on any host.
+                debug_assert!(
+                    (events_runtime::MIN_EXACT_INTEGER..=events_runtime::MAX_EXACT_INTEGER).contains(v),
+                    "integer {v} is outside the range every host stores exactly (±2^53-1)"
+                );
+                ValueRef::Integer(*v)
+            }
             SqlValue::Real(v) => ValueRef::Real(*v),
             SqlValue::Text(s) => ValueRef::Text(s.as_bytes()),
             SqlValue::Blob(b) => ValueRef::Blob(b),

@@ -630,7 +630,7 @@ impl Catalog {
     }
 
     fn live_files<S: SqlStorage>(db: &S, table: &str, at_seq: Option<i64>) -> ObjectResult<Vec<LiveFile>> {
-        let seq = at_seq.unwrap_or(i64::MAX);
+        let seq = at_seq.unwrap_or(events_runtime::MAX_EXACT_INTEGER);
         Ok(db
             .query(
                 "SELECT key, rows, bytes, snapshot_id, added_seq FROM files
@@ -663,9 +663,10 @@ impl Catalog {
         let meta = &loaded.metadata;
         let now = cx.now().as_millis();
         let seq = meta.last_sequence_number + 1;
-        let mut snapshot_id = (cx.host().random() as i64) & i64::MAX;
+        // Positive and within what every host's SQL stores exactly (53 random bits).
+        let mut snapshot_id = (cx.host().random() as i64) & events_runtime::MAX_EXACT_INTEGER;
         while snapshot_id == 0 || meta.snapshot(snapshot_id).is_some() {
-            snapshot_id = (cx.host().random() as i64) & i64::MAX;
+            snapshot_id = (cx.host().random() as i64) & events_runtime::MAX_EXACT_INTEGER;
         }
         let parent = meta.current_snapshot_id;
         let live = Self::live_files(db, table, None)?;

@@ -38,10 +38,26 @@ const EXPECTED_COLUMNS: &[(&str, &str)] = &[
 
 /// Polls the lake (files appear, then pyarrow reads them) until every id of
 /// `ids` is there, or the deadline passes; returns the last read.
+/// The lake as it is now, as a directory: the server's own lake, or for an
+/// external server (shared with other tests) a copy of its bucket reduced to
+/// namespace `ns`, so other tests' files and schemas do not mix in.
+fn lake_of(server: &mut TestServer, ns: &str) -> std::path::PathBuf {
+    let dir = server.lake_snapshot();
+    if server.is_external() {
+        let keep = format!("ns={ns}");
+        for entry in std::fs::read_dir(dir.join("events")).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy() != keep.as_str() {
+                std::fs::remove_dir_all(entry.path()).expect("removing another namespace from the lake copy");
+            }
+        }
+    }
+    dir
+}
+
 async fn wait_for_lake(server: &mut TestServer, ns: &str, ids: &[&str]) -> LakeRead {
     let deadline = Instant::now() + DEADLINE;
     loop {
-        let dir = server.lake_snapshot();
+        let dir = lake_of(server, ns);
         let files = parquet_files(&dir);
         if !files.is_empty() {
             let read = read_parquet(&dir, true);
@@ -85,10 +101,15 @@ async fn flushed_events_are_typed_parquet_rows() {
     ];
     server.ingest_ok(&key.auth(), &events).await;
     let files = server.admin_flush().await;
-    // An external server keeps its own flush age, so its alarm may have flushed first.
-    assert!(server.is_external() || !files.is_empty(), "POST /admin/flush wrote no file");
-    for f in &files {
-        assert!(f.ends_with(".parquet") && f.contains(&format!("ns={ns}/")), "unexpected file key {f:?}");
+    let ours: Vec<&String> = files.iter().filter(|f| f.contains(&format!("ns={ns}/"))).collect();
+    // An external server is shared (its flush also writes other tests' namespaces)
+    // and keeps its own flush age (its alarm may have flushed ours first).
+    if !server.is_external() {
+        assert!(!ours.is_empty(), "POST /admin/flush wrote no file");
+        assert_eq!(ours.len(), files.len(), "files of other namespaces: {files:?}");
+    }
+    for f in &ours {
+        assert!(f.ends_with(".parquet"), "unexpected file key {f:?}");
     }
 
     let read = wait_for_lake(&mut server, &ns, &["l-http", "l-doc", "l-plain"]).await;
@@ -231,7 +252,7 @@ async fn flushing_twice_writes_each_event_once() {
     // Nothing buffered: a third flush writes no file for this namespace.
     let files = server.admin_flush().await;
     assert!(files.iter().all(|f| !f.contains(&format!("ns={}/", key.namespace))), "empty flush wrote {files:?}");
-    let read = read_parquet(&server.lake_snapshot(), false);
+    let read = read_parquet(&lake_of(&mut server, &key.namespace), false);
     let counts = read.id_counts();
     assert_eq!((counts.get("t-1"), counts.get("t-2")), (Some(&1), Some(&1)), "{counts:?}");
 }
