@@ -5,6 +5,10 @@
 #
 #   bash scripts/test.sh [extra `cargo test` arguments]
 #
+# Then runs the e2e suite again against the Cloudflare host in local workerd
+# (scripts/worker.sh test: installs its pinned tools once, builds the wasm),
+# unless EVENTS_SKIP_WORKER=1.
+#
 # Creates (once) a venv at ${EVENTS_VENV:-$HOME/.cache/events-do/venv} with
 # tests/e2e/py/requirements.txt, reinstalling when that file changes, and
 # exports EVENTS_PYTHON for the tests. Keeps CARGO_TARGET_DIR if set.
@@ -42,4 +46,15 @@ cargo build -p events-cli --bin events
 
 # --no-fail-fast: one failing test binary must not hide the others' results.
 echo "==> cargo test --workspace --no-fail-fast $*"
-cargo test --workspace --no-fail-fast "$@"
+status=0
+cargo test --workspace --no-fail-fast "$@" || status=$?
+
+# The same e2e suite against the Cloudflare host (the Worker in local workerd).
+# EVENTS_SKIP_WORKER=1 skips it (e.g. for a quick local run).
+if [[ "${EVENTS_SKIP_WORKER:-0}" != 1 ]]; then
+    echo "==> the e2e suite against the Worker (scripts/worker.sh test)"
+    started=$SECONDS
+    EVENTS_NATIVE_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}" bash "$root/scripts/worker.sh" test || status=$?
+    echo "==> Worker suite: $((SECONDS - started)) s (tools, wasm build, run)"
+fi
+exit "$status"

@@ -22,6 +22,9 @@ npm_dir="$cache/worker-npm"             # wrangler + binaryen, from workers/pack
 node22_dir="$cache/node22"              # Node 22 for wrangler (the system Node may be older)
 WORKER_BUILD_VERSION="0.8.7"
 NODE22_VERSION="22.23.5"
+# The native workspace's target dir (for the e2e test binaries), taken before
+# CARGO_TARGET_DIR is pointed at the wasm build.
+native_target="${EVENTS_NATIVE_TARGET_DIR:-${CARGO_TARGET_DIR:-$root/target}}"
 # The wasm build has its own target dir: the worker crate is a workspace of its own.
 export CARGO_TARGET_DIR="${EVENTS_WORKER_TARGET_DIR:-$cache/target-worker-wasm}"
 
@@ -158,8 +161,7 @@ cmd_test() {
     export EVENTS_TEST_KILL_CMD="bash $root/scripts/worker.sh kill $state"
     export EVENTS_TEST_RESTART_CMD="bash $root/scripts/worker.sh restart $state"
     export EVENTS_TEST_LAKE_EXPORT_CMD="bash $root/scripts/worker.sh export-lake $state"
-    # The native workspace's target dir, for the e2e test binaries.
-    export CARGO_TARGET_DIR="${EVENTS_NATIVE_TARGET_DIR:-$cache/target}"
+    export CARGO_TARGET_DIR="$native_target"
     if [[ ! -d "$root/tests/e2e/js/node_modules" ]]; then
         log "npm ci in tests/e2e/js (webhook signers)"
         (cd "$root/tests/e2e/js" && npm ci --no-audit --no-fund --silent)
