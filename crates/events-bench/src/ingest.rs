@@ -34,7 +34,7 @@ impl Default for IngestBench {
 }
 
 /// A realistic event of about 250 bytes.
-fn body(batch: usize, seq: u64) -> Bytes {
+pub(crate) fn body(batch: usize, seq: u64) -> Bytes {
     let events: Vec<serde_json::Value> = (0..batch)
         .map(|i| {
             let event_type = ["page.view", "order.created", "user.signup", "api.request"][i % 4];
@@ -71,14 +71,14 @@ async fn ceiling_server() -> anyhow::Result<(String, tokio::sync::oneshot::Sende
     Ok((url, tx))
 }
 
-struct Load {
-    events_per_s: f64,
-    latencies_ms: Vec<f64>,
-    errors: u64,
+pub(crate) struct Load {
+    pub(crate) events_per_s: f64,
+    pub(crate) latencies_ms: Vec<f64>,
+    pub(crate) errors: u64,
 }
 
 /// Sends batches for `seconds`; `rate` (batches/s in total) paces the load if set.
-async fn drive(
+pub(crate) async fn drive(
     url: &str,
     token: &str,
     opts: &IngestBench,
@@ -143,7 +143,7 @@ async fn drive(
     })
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

@@ -6,6 +6,7 @@
 //! `events bench <name>`; `BENCHMARKS.md` keeps the latest figures.
 
 pub mod cdc;
+pub mod hosts;
 pub mod ingest;
 pub mod runtime;
 pub mod schemas;

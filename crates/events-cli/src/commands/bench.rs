@@ -13,7 +13,11 @@ Examples:
   cargo run --release -p events-cli -- bench ingest --seconds 10
 
   # Change capture: changes applied/s vs raw SQLite, reconstruction of 1,000,000 documents
-  cargo run --release -p events-cli -- bench cdc --docs 1000000";
+  cargo run --release -p events-cli -- bench cdc --docs 1000000
+
+  # One running host against another (the Worker in local workerd vs `events serve`;
+  # scripts/worker.sh bench starts both and runs this), tokens from the environment
+  EVENTS_BENCH_ADMIN_TOKEN=... EVENTS_BENCH_AGAINST_TOKEN=... events bench hosts --base-url http://127.0.0.1:8788 --against-url http://127.0.0.1:8787";
 
 /// Run a benchmark and print a Markdown table of its figures.
 #[derive(Debug, Args)]
@@ -27,6 +31,27 @@ pub struct BenchArgs {
     /// Documents of the `cdc` benchmark.
     #[arg(long, default_value_t = 1_000_000)]
     pub docs: usize,
+    /// `hosts`: base URL of the host measured.
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// `hosts`: admin token of the host measured.
+    #[arg(long, env = "EVENTS_BENCH_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// `hosts`: what the figures call the host measured.
+    #[arg(long, default_value = "Worker (local workerd)")]
+    pub label: String,
+    /// `hosts`: base URL of the host it is compared against.
+    #[arg(long)]
+    pub against_url: Option<String>,
+    /// `hosts`: admin token of the host it is compared against.
+    #[arg(long, env = "EVENTS_BENCH_AGAINST_TOKEN", hide_env_values = true)]
+    pub against_token: Option<String>,
+    /// `hosts`: what the figures call the host it is compared against.
+    #[arg(long, default_value = "native events serve")]
+    pub against_label: String,
+    /// `hosts`: concurrent connections of the batch phase.
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
 }
 
 /// The benchmarks.
@@ -38,6 +63,8 @@ pub enum Which {
     Ingest,
     /// Change capture.
     Cdc,
+    /// One running host against another (needs --base-url and --against-url).
+    Hosts,
 }
 
 /// Runs `events bench`.
@@ -54,6 +81,27 @@ pub async fn run(_global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
         Which::Cdc => {
             let opts = events_bench::cdc::CdcBench { docs: args.docs, updates: args.docs / 5, ..Default::default() };
             events_bench::cdc::run(&opts).await?
+        }
+        Which::Hosts => {
+            let need = |v: Option<String>, flag: &str| v.ok_or_else(|| anyhow::anyhow!("bench hosts needs {flag}"));
+            let target = events_bench::hosts::Target {
+                label: args.label,
+                base_url: need(args.base_url, "--base-url")?.trim_end_matches('/').to_string(),
+                admin_token: need(args.admin_token, "--admin-token")?,
+            };
+            let reference = events_bench::hosts::Target {
+                label: args.against_label,
+                base_url: need(args.against_url, "--against-url")?.trim_end_matches('/').to_string(),
+                admin_token: need(args.against_token, "--against-token")?,
+            };
+            let opts = events_bench::hosts::HostsBench {
+                target,
+                reference,
+                seconds: args.seconds,
+                connections: args.connections,
+                batch: 100,
+            };
+            events_bench::hosts::run(&opts).await?
         }
     };
     println!("{}", events_bench::markdown(&figures));
