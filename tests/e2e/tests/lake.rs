@@ -44,10 +44,20 @@ const EXPECTED_COLUMNS: &[(&str, &str)] = &[
 fn lake_of(server: &mut TestServer, ns: &str) -> std::path::PathBuf {
     let dir = server.lake_snapshot();
     if server.is_external() {
+        let remove = |path: std::path::PathBuf| {
+            let gone = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            gone.unwrap_or_else(|e| panic!("removing {} from the lake copy: {e}", path.display()));
+        };
+        // Other tests' CDC files and other namespaces' event files.
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_name() != "events" {
+                remove(entry.path());
+            }
+        }
         let keep = format!("ns={ns}");
         for entry in std::fs::read_dir(dir.join("events")).into_iter().flatten().flatten() {
             if entry.file_name().to_string_lossy() != keep.as_str() {
-                std::fs::remove_dir_all(entry.path()).expect("removing another namespace from the lake copy");
+                remove(entry.path());
             }
         }
     }

@@ -1,6 +1,6 @@
 //! `POST /e` (and the deprecated `POST /ingest`), in the native order:
 //! authenticate → decode (size, encoding, JSON or NDJSON) → rate limit →
-//! validate every event → schemas → daily quota → reserve the `batchId` →
+//! validate every event → change-capture events → schemas → daily quota → reserve the `batchId` →
 //! append to a writer shard → answer. Every refusal happens before anything
 //! is written. Decoding and validation are the shared `events_api::ingest`.
 
@@ -146,6 +146,10 @@ async fn run(call: &mut Call) -> ApiResult {
             Ok(events) => events,
             Err(e) => return refused(e, rate.as_ref(), None),
         };
+    // Change-capture events must be readable changes: a malformed one refuses the batch (as natively).
+    if let Err(e) = events_core::cdc::check_batch(&events) {
+        return refused(e, rate.as_ref(), None);
+    }
     let (events, warnings) = match check_schemas(&host, &ns, events).await {
         Ok(pair) => pair,
         Err(e) => return refused(e, rate.as_ref(), None),

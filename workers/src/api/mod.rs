@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cdc;
 pub mod config;
 pub mod events;
 pub mod ingest;
@@ -93,6 +94,10 @@ pub async fn serve(req: Request, env: Env) -> worker::Result<Response> {
         ("POST", ["webhooks"]) => webhooks::receive(&mut call, None).await,
         ("POST", ["webhooks", provider]) => webhooks::receive(&mut call, Some(provider)).await,
         (m, ["subscriptions", rest @ ..]) => match subscriptions::route(&mut call, m, rest).await {
+            Some(r) => r,
+            None => Err(ApiError::new(ErrorCode::NotFound, format!("no route for {method} {path}"))),
+        },
+        (m, ["cdc", rest @ ..]) if !rest.is_empty() => match cdc::route(&mut call, m, rest).await {
             Some(r) => r,
             None => Err(ApiError::new(ErrorCode::NotFound, format!("no route for {method} {path}"))),
         },
