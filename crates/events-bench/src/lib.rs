@@ -8,6 +8,7 @@
 pub mod cdc;
 pub mod hosts;
 pub mod ingest;
+pub mod query;
 pub mod runtime;
 pub mod schemas;
 pub mod subscriptions;

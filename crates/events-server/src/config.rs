@@ -106,6 +106,8 @@ pub struct ServerConfig {
     pub cdc: crate::cdc_config::CdcConfig,
     /// Iceberg catalog maintenance.
     pub catalog: CatalogConfig,
+    /// SQL query limits.
+    pub query: crate::query_config::QueryConfig,
 }
 
 impl Default for ServerConfig {
@@ -128,6 +130,7 @@ impl Default for ServerConfig {
             subscriptions: SubscriptionsConfig::default(),
             cdc: Default::default(),
             catalog: CatalogConfig::default(),
+            query: Default::default(),
         }
     }
 }
@@ -152,6 +155,7 @@ impl fmt::Debug for ServerConfig {
             .field("subscriptions", &self.subscriptions)
             .field("cdc", &self.cdc)
             .field("catalog", &self.catalog)
+            .field("query", &self.query)
             .finish()
     }
 }

@@ -28,6 +28,7 @@ pub mod error;
 pub mod ingest;
 pub mod middleware;
 pub mod objects;
+pub mod query_config;
 pub use events_api::reader;
 pub mod routes;
 pub mod schemas;

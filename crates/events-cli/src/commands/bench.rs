@@ -17,7 +17,10 @@ Examples:
 
   # One running host against another (the Worker in local workerd vs `events serve`;
   # scripts/worker.sh bench starts both and runs this), tokens from the environment
-  EVENTS_BENCH_ADMIN_TOKEN=... EVENTS_BENCH_AGAINST_TOKEN=... events bench hosts --base-url http://127.0.0.1:8788 --against-url http://127.0.0.1:8787";
+  EVENTS_BENCH_ADMIN_TOKEN=... EVENTS_BENCH_AGAINST_TOKEN=... events bench hosts --base-url http://127.0.0.1:8788 --against-url http://127.0.0.1:8787
+
+  # SQL: five analytic queries over 10 million generated events vs DuckDB (needs Python with duckdb)
+  EVENTS_PYTHON=.venv/bin/python cargo run --release -p events-cli -- bench query --events 10000000";
 
 /// Run a benchmark and print a Markdown table of its figures.
 #[derive(Debug, Args)]
@@ -52,6 +55,9 @@ pub struct BenchArgs {
     /// `hosts`: concurrent connections of the batch phase.
     #[arg(long, default_value_t = 16)]
     pub connections: usize,
+    /// Events generated for the `query` benchmark.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub events: usize,
 }
 
 /// The benchmarks.
@@ -65,6 +71,8 @@ pub enum Which {
     Cdc,
     /// One running host against another (needs --base-url and --against-url).
     Hosts,
+    /// SQL queries vs DuckDB on the same Parquet files.
+    Query,
 }
 
 /// Runs `events bench`.
@@ -102,6 +110,10 @@ pub async fn run(_global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
                 batch: 100,
             };
             events_bench::hosts::run(&opts).await?
+        }
+        Which::Query => {
+            let opts = events_bench::query::QueryBench { events: args.events, ..Default::default() };
+            events_bench::query::run(&opts).await?
         }
     };
     println!("{}", events_bench::markdown(&figures));

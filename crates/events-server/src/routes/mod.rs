@@ -29,6 +29,7 @@ pub mod health;
 pub mod iceberg;
 pub mod ingest;
 pub mod meta;
+pub mod query;
 pub mod schemas;
 pub mod subscriptions;
 pub mod tables;
@@ -47,6 +48,7 @@ pub const MODULES: &[fn(ApiRouter) -> ApiRouter] = &[
     cdc::register,
     iceberg::register,
     tables::register,
+    query::register,
 ];
 
 /// One registered route: an HTTP method and a path template (`/things/{id}`).

@@ -1,0 +1,256 @@
+//! SQL over a namespace's tables with Apache DataFusion.
+//!
+//! The caller (the server) asks the namespace's catalog which data files make
+//! each table at the wanted snapshot, and hands them here as [`QueryTable`]s.
+//! Every query gets a fresh DataFusion context that contains exactly those
+//! tables and one object store, so isolation between tenants is structural:
+//!
+//! - the catalog of the context lists only the caller's tables;
+//! - the object-store registry knows only the lake under the private
+//!   `events://lake` URL (no `file://`, no `s3://`), and URL tables
+//!   (`SELECT * FROM 'path'`) are off, so no SQL text names a file;
+//! - only one read-only query statement is accepted ([`check_read_only`]).
+//!
+//! Each query runs under a memory pool limit, a row limit and a timeout
+//! ([`QueryLimits`]); results stream out as record batches.
+
+#![warn(missing_docs)]
+
+pub mod output;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::object_store::ObjectStoreRegistry;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::Statement;
+use events_core::{ApiError, ErrorCode};
+use object_store::ObjectStore;
+use url::Url;
+
+/// The URL under which the lake is registered in every query context.
+pub const LAKE_URL: &str = "events://lake";
+/// Longest SQL text accepted.
+pub const MAX_SQL_BYTES: usize = 64 * 1024;
+/// Default per-query timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default most rows a query may return.
+pub const DEFAULT_MAX_ROWS: usize = 1_000_000;
+/// Default memory pool of one query (bytes).
+pub const DEFAULT_MAX_MEMORY: usize = 512 * 1024 * 1024;
+
+/// Limits of one query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryLimits {
+    /// Wall time from planning to the last batch.
+    pub timeout: Duration,
+    /// Most result rows; more is an error, not a silent truncation.
+    pub max_rows: usize,
+    /// Memory pool for operators that buffer (sorts, joins, aggregates).
+    pub max_memory_bytes: usize,
+    /// Threads (partitions) a query may use.
+    pub target_partitions: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            timeout: DEFAULT_TIMEOUT,
+            max_rows: DEFAULT_MAX_ROWS,
+            max_memory_bytes: DEFAULT_MAX_MEMORY,
+            target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+/// One table of a query context: its name, Arrow schema and data files.
+#[derive(Debug, Clone)]
+pub struct QueryTable {
+    /// The name SQL uses.
+    pub name: String,
+    /// The table schema (files lacking a column read it as null).
+    pub schema: SchemaRef,
+    /// Keys of its Parquet files in the lake.
+    pub files: Vec<String>,
+}
+
+/// Converts an Iceberg schema's columns to Arrow, for scanning files written
+/// by events.do: `timestamptz` is milliseconds (as the files store it) and
+/// strings are read as string views.
+pub fn arrow_schema(schema: &events_iceberg::metadata::Schema) -> Result<SchemaRef, ApiError> {
+    let fields = schema
+        .fields
+        .iter()
+        .map(|f| {
+            let ty = match f.primitive() {
+                Some("string") => DataType::Utf8View,
+                Some("int") => DataType::Int32,
+                Some("long") => DataType::Int64,
+                Some("double") => DataType::Float64,
+                Some("float") => DataType::Float32,
+                Some("boolean") => DataType::Boolean,
+                Some("timestamptz") => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                Some("timestamp") => DataType::Timestamp(TimeUnit::Millisecond, None),
+                Some("date") => DataType::Date32,
+                other => {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidRequest,
+                        format!("column {} has a type SQL does not read: {other:?}", f.name),
+                    ));
+                }
+            };
+            Ok(Field::new(&f.name, ty, !f.required))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Refuses anything but exactly one read-only query (`SELECT`, `WITH`,
+/// `VALUES`, set operations, `EXPLAIN` of those).
+pub fn check_read_only(sql: &str) -> Result<(), ApiError> {
+    if sql.len() > MAX_SQL_BYTES {
+        return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("SQL is limited to {MAX_SQL_BYTES} bytes")));
+    }
+    let statements =
+        DFParser::parse_sql(sql).map_err(|e| ApiError::new(ErrorCode::InvalidQuery, format!("SQL syntax: {e}")))?;
+    if statements.len() != 1 {
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!("send exactly one statement, not {}", statements.len()),
+        ));
+    }
+    let refuse = |what: String| {
+        Err(ApiError::new(
+            ErrorCode::ReadOnlyQuery,
+            format!("only read-only queries (SELECT) are allowed; {what} is refused"),
+        ))
+    };
+    match &statements[0] {
+        DfStatement::Statement(s) => match s.as_ref() {
+            Statement::Query(_) => Ok(()),
+            Statement::Explain { statement, analyze: false, .. }
+                if matches!(statement.as_ref(), Statement::Query(_)) =>
+            {
+                Ok(())
+            }
+            other => refuse(statement_kind(other)),
+        },
+        DfStatement::Explain(e) => match e.statement.as_ref() {
+            DfStatement::Statement(s) if matches!(s.as_ref(), Statement::Query(_)) && !e.analyze => Ok(()),
+            _ => refuse("EXPLAIN of a non-query".into()),
+        },
+        DfStatement::CreateExternalTable(_) => refuse("CREATE EXTERNAL TABLE".into()),
+        DfStatement::CopyTo(_) => refuse("COPY".into()),
+        _ => refuse("this statement".into()),
+    }
+}
+
+/// The first keyword(s) of a statement, for error messages.
+fn statement_kind(s: &Statement) -> String {
+    let text = s.to_string();
+    text.split_whitespace().take(2).collect::<Vec<_>>().join(" ").to_uppercase()
+}
+
+/// An object-store registry that knows one store and nothing else.
+#[derive(Debug)]
+struct LakeOnly(Arc<dyn ObjectStore>);
+
+impl ObjectStoreRegistry for LakeOnly {
+    fn register_store(&self, _url: &Url, _store: Arc<dyn ObjectStore>) -> Option<Arc<dyn ObjectStore>> {
+        None // A query context never gains stores.
+    }
+
+    fn get_store(&self, url: &Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
+        if url.scheme() == "events" && url.host_str() == Some("lake") {
+            Ok(self.0.clone())
+        } else {
+            Err(DataFusionError::Plan(format!("no object store for {url}: queries read only their own tables")))
+        }
+    }
+}
+
+/// Maps a DataFusion error to the API envelope, by its root cause (planning
+/// errors arrive wrapped in diagnostics and contexts): a bad query is
+/// `INVALID_QUERY`, an exhausted memory pool `QUERY_LIMIT_EXCEEDED`, the rest
+/// `INTERNAL_ERROR`.
+pub fn datafusion_error(e: DataFusionError) -> ApiError {
+    let root = e.find_root();
+    match root {
+        DataFusionError::ResourcesExhausted(m) => {
+            ApiError::new(ErrorCode::QueryLimitExceeded, format!("the query needs more memory than its limit: {m}"))
+        }
+        DataFusionError::SQL(e, _) => ApiError::new(ErrorCode::InvalidQuery, format!("SQL: {e}")),
+        DataFusionError::Plan(m) => ApiError::new(ErrorCode::InvalidQuery, m.clone()),
+        DataFusionError::SchemaError(e, _) => ApiError::new(ErrorCode::InvalidQuery, e.to_string()),
+        DataFusionError::NotImplemented(m) => ApiError::new(ErrorCode::InvalidQuery, format!("not supported: {m}")),
+        other => ApiError::new(ErrorCode::InternalError, format!("query failed: {other}")),
+    }
+}
+
+/// Plans `sql` over `tables` and starts it; returns the result schema and batches.
+///
+/// The stream ends with an error if the timeout passes or the row limit is
+/// crossed (see [`output`], which enforces both while encoding).
+pub async fn run_query(
+    store: Arc<dyn ObjectStore>,
+    tables: Vec<QueryTable>,
+    sql: &str,
+    limits: QueryLimits,
+) -> Result<(SchemaRef, SendableRecordBatchStream), ApiError> {
+    check_read_only(sql)?;
+    let runtime = RuntimeEnvBuilder::new()
+        .with_object_store_registry(Arc::new(LakeOnly(store)))
+        .with_memory_limit(limits.max_memory_bytes, 1.0)
+        .build_arc()
+        .map_err(datafusion_error)?;
+    let mut config = SessionConfig::new()
+        .with_target_partitions(limits.target_partitions.max(1))
+        .with_information_schema(false)
+        .with_default_catalog_and_schema("events", "public");
+    config.options_mut().execution.parquet.pushdown_filters = false;
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    for table in tables {
+        let format = ParquetFormat::default();
+        let options = ListingOptions::new(Arc::new(format))
+            .with_file_extension(".parquet")
+            .with_session_config_options(ctx.state().config());
+        let urls = table
+            .files
+            .iter()
+            .map(|k| ListingTableUrl::parse(format!("{LAKE_URL}/{k}")))
+            .collect::<datafusion::error::Result<Vec<_>>>()
+            .map_err(datafusion_error)?;
+        let provider = if urls.is_empty() {
+            // No files yet: an empty table of the right shape.
+            Arc::new(
+                datafusion::datasource::MemTable::try_new(table.schema.clone(), vec![vec![]])
+                    .map_err(datafusion_error)?,
+            ) as Arc<dyn datafusion::datasource::TableProvider>
+        } else {
+            let config = ListingTableConfig::new_with_multi_paths(urls)
+                .with_listing_options(options)
+                .with_schema(table.schema.clone());
+            Arc::new(ListingTable::try_new(config).map_err(datafusion_error)?)
+        };
+        ctx.register_table(table.name.as_str(), provider).map_err(datafusion_error)?;
+    }
+    let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+    let planned = tokio::time::timeout(limits.timeout, async {
+        let df = ctx.sql_with_options(sql, options).await.map_err(datafusion_error)?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let stream = df.execute_stream().await.map_err(datafusion_error)?;
+        Ok::<_, ApiError>((schema, stream))
+    })
+    .await
+    .map_err(|_| {
+        ApiError::new(ErrorCode::Timeout, format!("the query was not planned within {:?}", limits.timeout))
+    })??;
+    Ok(planned)
+}
