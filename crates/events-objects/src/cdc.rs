@@ -536,6 +536,26 @@ fn delta_row(r: &Row) -> ObjectResult<DeltaRow> {
 
 const CHANGE_COLUMNS: &str = "doc_id, op, ts, seq, before, after, bookmark";
 
+/// The changes matching `condition` (on `changes`), in `seq` order; the
+/// first undecodable row ends the read with its error.
+fn change_rows<S: SqlStorage>(db: &S, condition: &str, params: &[SqlValue]) -> ObjectResult<Vec<DeltaRow>> {
+    let mut rows = Vec::new();
+    let mut failure = None;
+    db.query_each(&format!("SELECT {CHANGE_COLUMNS} FROM changes WHERE {condition} ORDER BY seq"), params, &mut |r| {
+        match delta_row(r) {
+            Ok(row) => {
+                rows.push(row);
+                true
+            }
+            Err(e) => {
+                failure = Some(e);
+                false
+            }
+        }
+    })?;
+    failure.map_or(Ok(rows), Err)
+}
+
 fn doc_state_row(r: &Row) -> DocState {
     // Columns: doc_id, data, version, deleted, ts, seq, bookmark.
     DocState {
@@ -727,25 +747,7 @@ impl CdcProcessor {
                 self.save_counters(db)?;
             }
             let (first, last) = (self.counters.plan_first, self.counters.plan_last);
-            let mut rows = Vec::new();
-            let mut failure = None;
-            db.query_each(
-                &format!("SELECT {CHANGE_COLUMNS} FROM changes WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq"),
-                &[first.into(), last.into()],
-                &mut |r| match delta_row(r) {
-                    Ok(row) => {
-                        rows.push(row);
-                        true
-                    }
-                    Err(e) => {
-                        failure = Some(e);
-                        false
-                    }
-                },
-            )?;
-            if let Some(e) = failure {
-                return Err(e);
-            }
+            let mut rows = change_rows(db, "seq BETWEEN ?1 AND ?2", &[first.into(), last.into()])?;
             let min_ts = rows.iter().map(|r| r.ts).min().unwrap_or(0);
             let max_ts = rows.iter().map(|r| r.ts).max().unwrap_or(0);
             let count = rows.len() as i64;
@@ -1309,24 +1311,7 @@ impl CdcProcessor {
         for d in &deltas {
             input.deltas.push(get(d.str(0)).await?);
         }
-        let mut failure = None;
-        db.query_each(
-            &format!("SELECT {CHANGE_COLUMNS} FROM changes WHERE seq > ?1 ORDER BY seq"),
-            &[covered.max(self.counters.flushed_seq).into()],
-            &mut |r| match delta_row(r) {
-                Ok(row) => {
-                    input.pending.push(row);
-                    true
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    false
-                }
-            },
-        )?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
+        input.pending = change_rows(db, "seq > ?1", &[covered.max(self.counters.flushed_seq).into()])?;
         let after = after.unwrap_or_default();
         let mut out = Vec::new();
         let mut more = false;
