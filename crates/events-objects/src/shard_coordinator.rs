@@ -170,7 +170,9 @@ impl DurableObject for ShardCoordinator {
             }
         }
         cx.kv().put("state", &self.state)?;
-        Ok(self.layout())
+        let layout = self.layout();
+        export_layout(cx.name(), &layout);
+        Ok(layout)
     }
 
     async fn alarm<H: Host>(&mut self, cx: &ObjectContext<H>) -> ObjectResult<()> {
@@ -181,10 +183,19 @@ impl DurableObject for ShardCoordinator {
                 let shards = self.state.shards - 1;
                 self.change(shards, now);
                 cx.kv().put("state", &self.state)?;
+                export_layout(cx.name(), &self.layout());
             }
             let next = self.state.last_report.max(self.state.changed_at) + self.quiet_ms;
             cx.storage().set_alarm(Timestamp(next.max(now + 1_000))).await?;
         }
         Ok(())
     }
+}
+
+/// Exports a namespace's layout as Prometheus gauges (`/metrics`).
+fn export_layout(namespace: &str, layout: &ShardLayout) {
+    let ns = namespace.to_string();
+    metrics::gauge!("events_writer_shards", "namespace" => ns.clone()).set(layout.shards as f64);
+    metrics::gauge!("events_subscription_shards", "namespace" => ns.clone()).set(layout.subscription_shards as f64);
+    metrics::gauge!("events_subscription_backlog", "namespace" => ns).set(layout.subscription_backlog as f64);
 }

@@ -257,11 +257,38 @@ pub struct OutboundConfig {
 pub struct SubscriptionsConfig {
     /// Target of `POST /subscriptions/subscribe`; `{workerId}` and `{rpcMethod}` are replaced.
     pub rpc_url_template: String,
+    /// Deliveries waiting (summed over sub-shards) that split a namespace's delivery work.
+    pub split_backlog: u64,
+    /// Deliveries per second (summed) that split it.
+    pub split_rate: u64,
+    /// Backlog at or under which it may merge back.
+    pub merge_backlog: u64,
+    /// Rate at or under which it may merge back.
+    pub merge_rate: u64,
+    /// Quiet time (under both merge thresholds) before a merge (ms).
+    pub merge_quiet_ms: i64,
+    /// Minimum time between two sub-shard layout changes (ms).
+    pub shard_cooldown_ms: i64,
+    /// Most delivery sub-shards per namespace.
+    pub max_shards: u32,
+    /// Time between two load reports of a sub-shard (ms).
+    pub report_interval_ms: i64,
 }
 
 impl Default for SubscriptionsConfig {
     fn default() -> Self {
-        SubscriptionsConfig { rpc_url_template: "https://{workerId}.workers.dev/rpc/{rpcMethod}".to_string() }
+        use events_objects::subs_layout as l;
+        SubscriptionsConfig {
+            rpc_url_template: "https://{workerId}.workers.dev/rpc/{rpcMethod}".to_string(),
+            split_backlog: l::DEFAULT_SPLIT_BACKLOG,
+            split_rate: l::DEFAULT_SPLIT_RATE,
+            merge_backlog: l::DEFAULT_MERGE_BACKLOG,
+            merge_rate: l::DEFAULT_MERGE_RATE,
+            merge_quiet_ms: l::DEFAULT_MERGE_QUIET_MS,
+            shard_cooldown_ms: l::DEFAULT_SUBS_COOLDOWN_MS,
+            max_shards: l::MAX_SUBS_SHARDS,
+            report_interval_ms: events_objects::subscription::DEFAULT_LOAD_REPORT_MS,
+        }
     }
 }
 
@@ -553,6 +580,22 @@ impl ServerConfig {
         if i.events_per_minute == 0 {
             return Err("ingest.events_per_minute must be greater than 0".into());
         }
+        let s = &self.subscriptions;
+        let max = events_objects::subs_layout::MAX_SUBS_SHARDS;
+        if !(1..=max).contains(&s.max_shards) {
+            return Err(format!("subscriptions.max_shards must be between 1 and {max}, got {}", s.max_shards));
+        }
+        if s.merge_backlog > s.split_backlog || s.merge_rate > s.split_rate {
+            return Err(
+                "subscriptions.merge_backlog and merge_rate must not exceed split_backlog and split_rate".into()
+            );
+        }
+        if s.report_interval_ms <= 0 || s.merge_quiet_ms < 0 || s.shard_cooldown_ms < 0 {
+            return Err(
+                "subscriptions.report_interval_ms must be positive, merge_quiet_ms and shard_cooldown_ms not negative"
+                    .into(),
+            );
+        }
         let r = &self.runtime;
         if r.idle_timeout_ms == 0 {
             return Err("runtime.idle_timeout_ms must be greater than 0".into());
@@ -772,6 +815,10 @@ mod tests {
             ("unknown_key = 1", "unknown_key"),
             ("[ingest]\nbogus = 1", "bogus"),
             ("[runtime]\nmax_live_objects = 0", "runtime.max_live_objects"),
+            ("[subscriptions]\nmax_shards = 0", "subscriptions.max_shards"),
+            ("[subscriptions]\nmax_shards = 17", "subscriptions.max_shards"),
+            ("[subscriptions]\nsplit_backlog = 10\nmerge_backlog = 20", "merge_backlog"),
+            ("[subscriptions]\nreport_interval_ms = 0", "report_interval_ms"),
             ("log_format = \"xml\"", "log_format"),
             ("request_timeout_ms = \"soon\"", "request_timeout_ms"),
             ("not toml at all", "not toml"),

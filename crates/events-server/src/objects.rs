@@ -30,6 +30,14 @@ pub fn start_host(config: &ServerConfig) -> anyhow::Result<NativeHost> {
         ("catalog.orphan_min_age_ms", config.catalog.orphan_min_age_ms.to_string()),
         ("shards.cooldown_ms", config.shards.cooldown_ms.to_string()),
         ("shards.scale_down_quiet_ms", config.shards.scale_down_quiet_ms.to_string()),
+        ("subscriptions.split_backlog", config.subscriptions.split_backlog.to_string()),
+        ("subscriptions.split_rate", config.subscriptions.split_rate.to_string()),
+        ("subscriptions.merge_backlog", config.subscriptions.merge_backlog.to_string()),
+        ("subscriptions.merge_rate", config.subscriptions.merge_rate.to_string()),
+        ("subscriptions.merge_quiet_ms", config.subscriptions.merge_quiet_ms.to_string()),
+        ("subscriptions.cooldown_ms", config.subscriptions.shard_cooldown_ms.to_string()),
+        ("subscriptions.max_shards", config.subscriptions.max_shards.to_string()),
+        ("subscriptions.report_interval_ms", config.subscriptions.report_interval_ms.to_string()),
     ];
     host_config.vars = vars.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     host_config.vars.extend(config.cdc.host_vars());

@@ -233,7 +233,7 @@ pub async fn flush(State(state): State<AppState>, headers: HeaderMap) -> Result<
     Ok(ApiJson(FlushResponse { files }))
 }
 
-/// One namespace's writer layout.
+/// One namespace's writer layout and subscription sub-shard layout.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ShardView {
@@ -247,6 +247,14 @@ pub struct ShardView {
     pub changed_at: String,
     /// Backpressure reports in the current window.
     pub recent_backpressure: usize,
+    /// Delivery sub-shards of the namespace's subscriptions (`<ns>`, `<ns>/1`, ...).
+    pub subscription_shards: u32,
+    /// Grows with every split or merge.
+    pub subscription_epoch: u64,
+    /// Deliveries waiting, summed over the sub-shards' latest reports.
+    pub subscription_backlog: u64,
+    /// Deliveries per second, summed over the sub-shards' latest reports.
+    pub subscription_rate: u64,
 }
 
 /// Every namespace's layout.
@@ -256,7 +264,7 @@ pub struct ShardsResponse {
     pub namespaces: Vec<ShardView>,
 }
 
-/// The writer shard layout of every namespace.
+/// The writer shard layout and the subscription delivery sub-shard layout of every namespace.
 #[utoipa::path(get, path = "/admin/shards", tag = "admin",
     responses((status = 200, description = "Layouts", body = ShardsResponse)),
     security(("bearerAuth" = [])))]
@@ -271,6 +279,10 @@ pub async fn shards(State(state): State<AppState>, headers: HeaderMap) -> Result
             epoch: layout.epoch,
             changed_at: layout.changed_at.to_iso(),
             recent_backpressure: layout.recent_reports,
+            subscription_shards: layout.subscription_shards,
+            subscription_epoch: layout.subscription_epoch,
+            subscription_backlog: layout.subscription_backlog,
+            subscription_rate: layout.subscription_rate,
         });
     }
     Ok(ApiJson(ShardsResponse { namespaces }))
