@@ -175,9 +175,15 @@ pub struct JobInfo {
     pub subscription_id: String,
     /// Events with `ts >=` this are re-sent (ISO-8601).
     pub since: String,
-    /// `running` or `done`.
+    /// `running`, `done` or `failed` (see `error`).
     pub status: String,
-    /// Events of the log to examine.
+    /// Why the job failed (the lake could not be read).
+    pub error: Option<String>,
+    /// `lake` (importing older events from the lake), `log` (re-enqueueing) or `done`.
+    pub phase: String,
+    /// Events imported from the lake into the event log so far.
+    pub imported: i64,
+    /// Events of the log to examine (final once the lake phase is over).
     pub total: i64,
     /// Examined so far.
     pub processed: i64,

@@ -73,12 +73,17 @@
 //! `sharding.rs`.
 //!
 //! # Recovery
-//! [`SubsRequest::Recover`] starts a job that re-enqueues every logged event
-//! with `ts >= since` that matches the subscription (already delivered ones
-//! included). The alarm advances it [`RECOVER_CHUNK`] events at a time; its
-//! progress is readable. The event log keeps events for
-//! [`EVENT_LOG_RETENTION_MS`]; it holds only events that matched some
-//! subscription when they arrived.
+//! [`SubsRequest::Recover`] starts a job that re-enqueues every event with
+//! `ts >= since` that matches the subscription (already delivered ones
+//! included), in two phases. The *lake phase* lists the namespace's event
+//! files hour by hour from `since` to the job's start and imports the
+//! matching events the event log does not hold (older than its
+//! [`EVENT_LOG_RETENTION_MS`], or that matched no subscription when they
+//! arrived) into the log. The *log phase* then re-enqueues the log's matching
+//! events in log order, [`RECOVER_CHUNK`] at a time, so each event is
+//! re-sent once per job. Events still in a writer's buffer are not in the
+//! lake yet; they reach the log (and this subscription) through the outbox.
+//! Progress is readable; `since` reaches back at most [`MAX_RECOVER_AGE_MS`].
 
 mod delivery;
 mod messages;
@@ -140,6 +145,11 @@ pub const MAX_ORDERING_KEY_LEN: usize = 128;
 pub const MAX_LIST_LIMIT: usize = 1_000;
 /// Events of the log re-examined per alarm run by a recovery job.
 pub const RECOVER_CHUNK: i64 = 5_000;
+/// Hours of the lake a recovery job lists per alarm run (it also stops
+/// after reading [`RECOVER_CHUNK`] events).
+pub const RECOVER_LAKE_HOURS: i64 = 24;
+/// How far back a recovery may reach (90 days): bounds one job's work.
+pub const MAX_RECOVER_AGE_MS: i64 = 90 * 24 * 3_600_000;
 /// How long routed events, finished deliveries and attempts are kept (7 days).
 pub const EVENT_LOG_RETENTION_MS: i64 = 7 * 24 * 3_600_000;
 /// Rows pruned per alarm run.

@@ -240,6 +240,15 @@ impl DurableObject for Subscriptions {
             }
             SubsRequest::Recover { id, since } => {
                 Self::require(db, &id)?;
+                if since.as_millis() < now - MAX_RECOVER_AGE_MS {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidRequest,
+                        format!("since reaches back at most {} days", MAX_RECOVER_AGE_MS / 86_400_000),
+                    ));
+                }
+                let lake_next = events_lake::layout::hour_start(since).as_millis();
+                let lake_end =
+                    events_lake::layout::hour_start(Timestamp(now)).as_millis() + events_lake::layout::HOUR_MS;
                 let r = db
                     .query_one(
                         "SELECT COALESCE(MAX(seq), 0), (SELECT COUNT(*) FROM events WHERE ts >= ?1) FROM events",
@@ -248,8 +257,9 @@ impl DurableObject for Subscriptions {
                     .expect("aggregate row");
                 let job = format!("job_{}", cx.ulid());
                 db.execute(
-                    "INSERT INTO jobs (id, sub_id, since, cursor, last_seq, total, processed, requeued, status, created_at)
-                     VALUES (?1, ?2, ?3, 0, ?4, ?5, 0, 0, 'running', ?6)",
+                    "INSERT INTO jobs (id, sub_id, since, cursor, last_seq, total, processed, requeued, status, created_at,
+                                       lake_next, lake_end)
+                     VALUES (?1, ?2, ?3, 0, ?4, ?5, 0, 0, 'running', ?6, ?7, ?8)",
                     &[
                         job.as_str().into(),
                         id.as_str().into(),
@@ -257,6 +267,8 @@ impl DurableObject for Subscriptions {
                         r.i64(0).into(),
                         r.i64(1).into(),
                         now.into(),
+                        lake_next.into(),
+                        lake_end.into(),
                     ],
                 )?;
                 self.arm(cx, now).await?;
@@ -330,7 +342,8 @@ impl DurableObject for Subscriptions {
             self.release_held(cx).await?;
             self.forward(cx, start).await?;
         }
-        let jobs_running = self.advance_jobs(db, start)?;
+        let importing = self.import_from_lake(cx).await?;
+        let jobs_running = self.advance_jobs(db, start)? || importing;
         let (outgoing, full) = self.prepare(cx, start)?;
         let sent: Vec<Sent> = futures::stream::iter(outgoing.into_iter().map(|out| async move {
             let began = cx.now().as_millis();

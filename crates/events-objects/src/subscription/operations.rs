@@ -157,7 +157,8 @@ impl Subscriptions {
     pub(super) fn job<S: SqlStorage>(db: &S, sub: &str, job: &str) -> ObjectResult<JobInfo> {
         let r = db
             .query_one(
-                "SELECT id, sub_id, since, status, total, processed, requeued, created_at, finished_at
+                "SELECT id, sub_id, since, status, total, processed, requeued, created_at, finished_at,
+                        lake_next IS NOT NULL, imported, error
                  FROM jobs WHERE id = ?1 AND sub_id = ?2",
                 &[job.into(), sub.into()],
             )?
@@ -167,6 +168,14 @@ impl Subscriptions {
             subscription_id: r.str(1).to_string(),
             since: iso(r.i64(2)),
             status: r.str(3).to_string(),
+            error: r.opt_str(11).map(str::to_string),
+            phase: match (r.str(3), r.i64(9) != 0) {
+                ("done" | "failed", _) => "done",
+                (_, true) => "lake",
+                _ => "log",
+            }
+            .to_string(),
+            imported: r.i64(10),
             total: r.i64(4),
             processed: r.i64(5),
             requeued: r.i64(6),

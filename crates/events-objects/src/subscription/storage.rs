@@ -106,6 +106,14 @@ pub(super) const MIGRATIONS: &[Migration] = &[
               CREATE INDEX deliveries_key_seq ON deliveries (sub_id, order_key, seq);
               CREATE INDEX deliveries_shard ON deliveries (status, shard, seq);",
     },
+    Migration {
+        version: 3,
+        name: "recovery from the lake: the hours left to import",
+        sql: "ALTER TABLE jobs ADD COLUMN lake_next INTEGER;
+              ALTER TABLE jobs ADD COLUMN lake_end INTEGER;
+              ALTER TABLE jobs ADD COLUMN imported INTEGER NOT NULL DEFAULT 0;
+              ALTER TABLE jobs ADD COLUMN error TEXT;",
+    },
 ];
 
 /// Settings stored with a subscription (JSON column).

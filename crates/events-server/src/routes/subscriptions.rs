@@ -462,7 +462,8 @@ pub struct RecoverBody {
 }
 
 /// Starts a background job that re-sends every matching event since a time
-/// (delivered ones included), from the router's event log.
+/// (delivered ones included): older events are imported from the lake into
+/// the router's event log first, then the log's matching events are re-enqueued.
 #[utoipa::path(post, path = "/subscriptions/{id}/recover", tag = "subscriptions",
     params(("id" = String, Path, description = "Subscription id")),
     request_body = Value,
