@@ -12,11 +12,20 @@ import time
 
 import duckdb
 
+
+
+def sql_list(paths):
+    """A SQL list literal of file paths (a view's definition cannot take parameters)."""
+    if isinstance(paths, str):
+        paths = [paths]
+    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+
+
 spec = json.load(sys.stdin)
 con = duckdb.connect()
 con.execute(f"SET threads = {os.cpu_count() or 2}")
-con.execute("CREATE VIEW events AS SELECT * FROM read_parquet(?)", [spec["events"]])
-con.execute("CREATE VIEW cdc_users AS SELECT * FROM read_parquet(?)", [spec["users"]])
+con.execute(f"CREATE VIEW events AS SELECT * FROM read_parquet({sql_list(spec['events'])})")
+con.execute(f"CREATE VIEW cdc_users AS SELECT * FROM read_parquet({sql_list(spec['users'])})")
 out = {}
 for q in spec["queries"]:
     best = None
