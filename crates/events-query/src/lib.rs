@@ -26,6 +26,8 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::cache::DefaultFilesMetadataCache;
+use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache};
 use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
@@ -45,6 +47,36 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_ROWS: usize = 1_000_000;
 /// Default memory pool of one query (bytes).
 pub const DEFAULT_MAX_MEMORY: usize = 512 * 1024 * 1024;
+/// Parquet footers kept per namespace between its queries (bytes).
+pub const FOOTER_CACHE_BYTES: usize = 16 * 1024 * 1024;
+/// Namespaces whose footer caches are kept at once (all are dropped when a
+/// new one would pass this; they refill on the next queries).
+pub const MAX_FOOTER_CACHES: usize = 16;
+
+/// Caches of Parquet footers (file metadata), one per namespace, so repeated
+/// queries do not read every file's footer again. A namespace's cache serves
+/// only that namespace's queries; an entry is used only while the file's size
+/// and modification time are unchanged.
+#[derive(Default)]
+pub struct FooterCaches {
+    by_namespace: std::sync::Mutex<std::collections::HashMap<String, Arc<DefaultFilesMetadataCache>>>,
+}
+
+impl FooterCaches {
+    /// The cache of `namespace`, created on first use.
+    pub fn for_namespace(&self, namespace: &str) -> Arc<DefaultFilesMetadataCache> {
+        let mut map = self.by_namespace.lock().unwrap_or_else(|p| p.into_inner());
+        if !map.contains_key(namespace) && map.len() >= MAX_FOOTER_CACHES {
+            map.clear();
+        }
+        let cache = map
+            .entry(namespace.to_string())
+            .or_insert_with(|| Arc::new(DefaultFilesMetadataCache::new(FOOTER_CACHE_BYTES)))
+            .clone();
+        assert!(map.len() <= MAX_FOOTER_CACHES, "footer caches are bounded");
+        cache
+    }
+}
 
 /// Limits of one query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,18 +230,29 @@ pub fn datafusion_error(e: DataFusionError) -> ApiError {
 ///
 /// The stream ends with an error if the timeout passes or the row limit is
 /// crossed (see [`output`], which enforces both while encoding).
+///
+/// `footers` is the caller's namespace's footer cache ([`FooterCaches`]), or
+/// `None` to read every footer afresh.
 pub async fn run_query(
     store: Arc<dyn ObjectStore>,
     tables: Vec<QueryTable>,
     sql: &str,
     limits: QueryLimits,
+    footers: Option<Arc<DefaultFilesMetadataCache>>,
 ) -> Result<(SchemaRef, SendableRecordBatchStream), ApiError> {
     check_read_only(sql)?;
-    let runtime = RuntimeEnvBuilder::new()
+    let mut runtime = RuntimeEnvBuilder::new()
         .with_object_store_registry(Arc::new(LakeOnly(store)))
-        .with_memory_limit(limits.max_memory_bytes, 1.0)
-        .build_arc()
-        .map_err(datafusion_error)?;
+        .with_memory_limit(limits.max_memory_bytes, 1.0);
+    if let Some(cache) = footers {
+        let cache: Arc<dyn FileMetadataCache> = cache;
+        runtime = runtime.with_cache_manager(
+            CacheManagerConfig::default()
+                .with_file_metadata_cache(Some(cache))
+                .with_metadata_cache_limit(FOOTER_CACHE_BYTES),
+        );
+    }
+    let runtime = runtime.build_arc().map_err(datafusion_error)?;
     let mut config = SessionConfig::new()
         .with_target_partitions(limits.target_partitions.max(1))
         .with_information_schema(false)
@@ -253,4 +296,22 @@ pub async fn run_query(
         ApiError::new(ErrorCode::Timeout, format!("the query was not planned within {:?}", limits.timeout))
     })??;
     Ok(planned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn footer_caches_are_per_namespace_and_bounded() {
+        let caches = FooterCaches::default();
+        let a = caches.for_namespace("acme");
+        assert!(Arc::ptr_eq(&a, &caches.for_namespace("acme")), "one namespace keeps its cache");
+        assert!(!Arc::ptr_eq(&a, &caches.for_namespace("globex")), "another namespace never shares it");
+        for i in 0..MAX_FOOTER_CACHES * 2 {
+            caches.for_namespace(&format!("ns{i}"));
+        }
+        let held = caches.by_namespace.lock().unwrap().len();
+        assert!((1..=MAX_FOOTER_CACHES).contains(&held), "{held} caches held");
+    }
 }

@@ -28,6 +28,8 @@ pub struct AppStateInner {
     pub auth: crate::auth::Auth,
     /// The ingest pipeline's shared state.
     pub ingest: crate::ingest::Ingest,
+    /// Parquet footers cached per namespace for `POST /query`.
+    pub query_footers: events_query::FooterCaches,
     // ------------------------------------------------------------------
     // Extension point: subsystems add their handles below and build them
     // in `AppState::new` (e.g. the durable-object host of
@@ -48,6 +50,7 @@ impl AppState {
             host,
             auth: crate::auth::Auth::new(admin_token, config.dev),
             ingest: crate::ingest::Ingest::default(),
+            query_footers: events_query::FooterCaches::default(),
             config,
         })))
     }

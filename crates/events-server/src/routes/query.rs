@@ -153,7 +153,8 @@ async fn run(state: &AppState, ns: &str, body: QueryBody, started: Instant) -> R
     };
     let tables = query_tables(state, ns, &body.at).await?;
     let store = state.host.blobs().store();
-    let (schema, stream) = events_query::run_query(store, tables, &body.sql, limits).await?;
+    let footers = state.query_footers.for_namespace(ns);
+    let (schema, stream) = events_query::run_query(store, tables, &body.sql, limits, Some(footers)).await?;
     let mut batches = LimitedStream::new(stream, limits.max_rows, started + timeout);
     let mut encoder = ResultEncoder::new(body.format, schema)?;
     // The first batch is awaited before answering, so an early failure gets a proper status.
