@@ -35,11 +35,20 @@ pub struct DeliveryBench {
     pub latency_gap_ms: u64,
     /// Concurrent requests of the ceiling client.
     pub ceiling_connections: usize,
+    /// Events per request of the batched subscription.
+    pub batch_size: usize,
 }
 
 impl Default for DeliveryBench {
     fn default() -> Self {
-        DeliveryBench { events: 20_000, batch: 500, latency_samples: 300, latency_gap_ms: 20, ceiling_connections: 64 }
+        DeliveryBench {
+            events: 20_000,
+            batch: 500,
+            latency_samples: 300,
+            latency_gap_ms: 20,
+            ceiling_connections: 64,
+            batch_size: 100,
+        }
     }
 }
 
@@ -54,10 +63,16 @@ async fn receiver() -> anyhow::Result<(String, Arrivals, tokio::sync::oneshot::S
             let a = a.clone();
             async move {
                 let now = Instant::now();
-                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
-                    && let Some(id) = v["id"].as_str()
-                {
-                    a.lock().unwrap_or_else(|p| p.into_inner()).entry(id.to_string()).or_insert(now);
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+                    // One event, or a batch `{"events": [...]}`.
+                    let events = match v["events"].as_array() {
+                        Some(list) => list.clone(),
+                        None => vec![v],
+                    };
+                    let mut a = a.lock().unwrap_or_else(|p| p.into_inner());
+                    for id in events.iter().filter_map(|e| e["id"].as_str()) {
+                        a.entry(id.to_string()).or_insert(now);
+                    }
                 }
                 "ok"
             }
@@ -86,6 +101,50 @@ async fn wait_for(arrivals: &Arrivals, n: usize) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     Ok(())
+}
+
+/// Times one subscription's deliveries: with it paused, ingests `opts.events`
+/// events into `ns` and lets the router queue them; then resumes it and
+/// times until every delivery arrived. Returns (deliveries/s, ingest time,
+/// subscription id).
+async fn throughput_phase(
+    client: &reqwest::Client,
+    url: &str,
+    ns: &str,
+    spec: serde_json::Value,
+    id_prefix: &str,
+    opts: &DeliveryBench,
+    arrivals: &Arrivals,
+) -> anyhow::Result<(f64, Duration, String)> {
+    let n = opts.events;
+    let admin = |rb: reqwest::RequestBuilder| rb.bearer_auth(crate::ADMIN_TOKEN).header("X-Namespace", ns);
+    let created: serde_json::Value =
+        admin(client.post(format!("{url}/subscriptions"))).json(&spec).send().await?.json().await?;
+    let sub = created["id"].as_str().ok_or_else(|| anyhow::anyhow!("no subscription: {created}"))?.to_string();
+    admin(client.post(format!("{url}/subscriptions/{sub}/pause"))).send().await?.error_for_status()?;
+    let ingest_start = Instant::now();
+    for b in 0..n.div_ceil(opts.batch) {
+        let events: Vec<_> = (b * opts.batch..((b + 1) * opts.batch).min(n))
+            .map(|i| serde_json::json!({"id": format!("{id_prefix}{i}"), "type": "bench.delivery", "n": i}))
+            .collect();
+        let r = admin(client.post(format!("{url}/e"))).json(&serde_json::json!({"events": events})).send().await?;
+        anyhow::ensure!(r.status().is_success(), "ingest failed: {}", r.text().await?);
+    }
+    let ingested = ingest_start.elapsed();
+    let deadline = Instant::now() + PHASE_DEADLINE;
+    loop {
+        let stats: serde_json::Value =
+            admin(client.get(format!("{url}/subscriptions/{sub}/stats"))).send().await?.json().await?;
+        if stats["pending"].as_u64() == Some(n as u64) {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "events were not all queued: {stats}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let start = Instant::now();
+    admin(client.post(format!("{url}/subscriptions/{sub}/resume"))).send().await?.error_for_status()?;
+    wait_for(arrivals, n).await?;
+    Ok((n as f64 / start.elapsed().as_secs_f64(), ingested, sub))
 }
 
 /// Runs the delivery figures.
@@ -124,50 +183,15 @@ pub async fn run(opts: &DeliveryBench) -> anyhow::Result<Vec<Figure>> {
     let ceiling = n as f64 / start.elapsed().as_secs_f64();
     arrivals.lock().unwrap_or_else(|p| p.into_inner()).clear();
 
-    let created: serde_json::Value = client
-        .post(format!("{url}/subscriptions"))
-        .bearer_auth(crate::ADMIN_TOKEN)
-        .header("X-Namespace", "bench")
-        .json(&serde_json::json!({"pattern": "**", "url": hook}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let sub = created["id"].as_str().ok_or_else(|| anyhow::anyhow!("no subscription: {created}"))?.to_string();
+    // Batched: the same number of events in requests of `batch_size`, in a namespace of its own.
+    let batched_sub = serde_json::json!({"pattern": "**", "url": hook,
+        "batch": {"maxSize": opts.batch_size, "windowMs": 0}});
+    let (batched, _, _) = throughput_phase(&client, &url, "bench-batched", batched_sub, "b", opts, &arrivals).await?;
+    arrivals.lock().unwrap_or_else(|p| p.into_inner()).clear();
 
-    // Throughput: with the subscription paused, ingest everything and let
-    // the router queue it; then resume and time until every delivery arrived.
-    let admin = |rb: reqwest::RequestBuilder| rb.bearer_auth(crate::ADMIN_TOKEN).header("X-Namespace", "bench");
-    admin(client.post(format!("{url}/subscriptions/{sub}/pause"))).send().await?.error_for_status()?;
-    let ingest_start = Instant::now();
-    for b in 0..n.div_ceil(opts.batch) {
-        let events: Vec<_> = (b * opts.batch..((b + 1) * opts.batch).min(n))
-            .map(|i| serde_json::json!({"id": format!("t{i}"), "type": "bench.delivery", "n": i}))
-            .collect();
-        let r = client
-            .post(format!("{url}/e"))
-            .bearer_auth(crate::ADMIN_TOKEN)
-            .header("X-Namespace", "bench")
-            .json(&serde_json::json!({"events": events}))
-            .send()
-            .await?;
-        anyhow::ensure!(r.status().is_success(), "ingest failed: {}", r.text().await?);
-    }
-    let ingested = ingest_start.elapsed();
-    let deadline = Instant::now() + PHASE_DEADLINE;
-    loop {
-        let stats: serde_json::Value =
-            admin(client.get(format!("{url}/subscriptions/{sub}/stats"))).send().await?.json().await?;
-        if stats["pending"].as_u64() == Some(n as u64) {
-            break;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "events were not all queued: {stats}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let start = Instant::now();
-    admin(client.post(format!("{url}/subscriptions/{sub}/resume"))).send().await?.error_for_status()?;
-    wait_for(&arrivals, n).await?;
-    let throughput = n as f64 / start.elapsed().as_secs_f64();
+    let single_sub = serde_json::json!({"pattern": "**", "url": hook});
+    let (throughput, ingested, sub) =
+        throughput_phase(&client, &url, "bench", single_sub, "t", opts, &arrivals).await?;
 
     // Latency: single events at a modest rate.
     let mut acks = Vec::new();
@@ -213,6 +237,12 @@ pub async fn run(opts: &DeliveryBench) -> anyhow::Result<Vec<Figure>> {
     Ok(vec![
         Figure::new(&format!("signed webhook deliveries, {n} events, one subscription"), throughput, "deliveries/s")
             .against("plain client → same receiver", ceiling),
+        Figure::new(
+            &format!("signed webhook deliveries in batches of {}, {n} events", opts.batch_size),
+            batched,
+            "deliveries/s",
+        )
+        .against("plain client → same receiver, one event per request", ceiling),
         Figure::new("ingest of the throughput phase (for scale)", n as f64 / ingested.as_secs_f64(), "events/s"),
         Figure::new("ingest ack → receiver p50", percentile(&from_ack, 0.5), "ms"),
         Figure::new("ingest ack → receiver p99", percentile(&from_ack, 0.99), "ms"),
