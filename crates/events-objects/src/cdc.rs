@@ -84,6 +84,11 @@ pub const DEFAULT_COMPACT_MIN_DELTAS: i64 = 16;
 pub const DEFAULT_KEEP_DAILY: i64 = 7;
 /// Default number of monthly snapshots kept.
 pub const DEFAULT_KEEP_MONTHLY: i64 = 12;
+/// Default: fold the unfolded tail of `changes` into `docs` once it holds this many changes.
+pub const DEFAULT_FOLD_MAX_CHANGES: i64 = 200_000;
+/// Most changes in the unfolded tail (bounds the memory of one fold: the
+/// tail's `(doc_id, ts, seq)` keys are sorted in memory, about 100 bytes each).
+pub const MAX_FOLD_CHANGES: i64 = 200_000;
 /// Most changes in one [`CdcRequest::Apply`].
 pub const MAX_CHANGES_PER_APPLY: usize = 10_000;
 /// Most documents in one page of a state read.
@@ -110,6 +115,8 @@ pub struct CdcConfig {
     pub flush_max_age_ms: i64,
     /// Compact at this many live delta files.
     pub compact_min_deltas: i64,
+    /// Fold the unfolded tail into `docs` at this many changes.
+    pub fold_max_changes: i64,
     /// Daily snapshots kept.
     pub keep_daily: i64,
     /// Monthly snapshots kept.
@@ -125,6 +132,7 @@ impl CdcConfig {
                 .clamp(1, MAX_CHANGES_PER_DELTA),
             flush_max_age_ms: var_or(host, "cdc.flush_max_age_ms", DEFAULT_FLUSH_MAX_AGE_MS).max(1),
             compact_min_deltas: var_or(host, "cdc.compact_min_deltas", DEFAULT_COMPACT_MIN_DELTAS).max(1),
+            fold_max_changes: var_or(host, "cdc.fold_max_changes", DEFAULT_FOLD_MAX_CHANGES).clamp(1, MAX_FOLD_CHANGES),
             keep_daily: var_or(host, "cdc.keep_daily", DEFAULT_KEEP_DAILY).max(0),
             keep_monthly: var_or(host, "cdc.keep_monthly", DEFAULT_KEEP_MONTHLY).max(0),
             failpoint: host.var("cdc.failpoint").filter(|f| !f.is_empty()),
@@ -272,7 +280,10 @@ pub struct Applied {
     pub applied: usize,
     /// Changes skipped because their event id was applied before.
     pub duplicates: usize,
-    /// Changes older than their document's state (recorded in history only).
+    /// Late changes (older than their document's state: recorded in history
+    /// only) found by the fold this request ran, if it ran one: changes are
+    /// folded in batches, so a late change is counted by the request that
+    /// folds it (see [`CdcStats::late`] for the total).
     pub late: usize,
 }
 
@@ -330,6 +341,9 @@ pub struct CdcStats {
     pub changes: i64,
     /// Changes waiting for a delta file.
     pub pending: i64,
+    /// Changes that arrived late: older than their document's state then
+    /// (kept in history, not in the state).
+    pub late: i64,
     /// Event time of the newest change (ISO-8601).
     pub last_change: Option<String>,
     /// Live delta files.
@@ -387,10 +401,11 @@ pub enum CdcResponse {
     },
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "changes, docs, files, counters",
-    sql: "CREATE TABLE changes (
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "changes, docs, files, counters",
+        sql: "CREATE TABLE changes (
               seq INTEGER PRIMARY KEY,
               event_id TEXT NOT NULL,
               doc_id TEXT NOT NULL,
@@ -428,7 +443,25 @@ const MIGRATIONS: &[Migration] = &[Migration {
           );
           CREATE TABLE garbage (key TEXT PRIMARY KEY) WITHOUT ROWID;
           CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "history index filled by folds, in document order",
+        // Changes are appended in arrival order and folded into `docs` and
+        // `doc_changes` later, in document-sorted batches; until then they are
+        // the unfolded tail (`seq > folded_seq`). Every change of an existing
+        // database was folded when it was applied.
+        sql: "CREATE TABLE doc_changes (
+              doc_id TEXT NOT NULL,
+              ts INTEGER NOT NULL,
+              seq INTEGER NOT NULL,
+              PRIMARY KEY (doc_id, ts, seq)
+          ) WITHOUT ROWID;
+          INSERT INTO doc_changes (doc_id, ts, seq) SELECT doc_id, ts, seq FROM changes ORDER BY doc_id, ts, seq;
+          DROP INDEX changes_doc;
+          INSERT INTO counters (name, value) SELECT 'folded_seq', COALESCE(MAX(seq), 0) FROM changes;",
+    },
+];
 
 /// Counters kept in memory and written back after each request that changes them.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -447,6 +480,10 @@ struct Counters {
     /// `last_seq` of the current table last committed to the Iceberg
     /// catalog (0: none yet).
     cataloged_seq: i64,
+    /// Changes up to this `seq` are folded into `docs` and `doc_changes`.
+    folded_seq: i64,
+    /// Changes that arrived late (older than their document's state then).
+    late: i64,
 }
 
 const COUNTER_NAMES: &[&str] = &[
@@ -462,10 +499,12 @@ const COUNTER_NAMES: &[&str] = &[
     "plan_first",
     "plan_last",
     "cataloged_seq",
+    "folded_seq",
+    "late",
 ];
 
 impl Counters {
-    fn slots(&mut self) -> [&mut i64; 12] {
+    fn slots(&mut self) -> [&mut i64; 14] {
         [
             &mut self.next_seq,
             &mut self.flushed_seq,
@@ -479,6 +518,8 @@ impl Counters {
             &mut self.plan_first,
             &mut self.plan_last,
             &mut self.cataloged_seq,
+            &mut self.folded_seq,
+            &mut self.late,
         ]
     }
 }
@@ -492,6 +533,8 @@ pub struct CdcProcessor {
     saved: Counters,
     /// When the oldest pending change was received (ms), if any are pending.
     oldest_pending: Option<i64>,
+    /// When the oldest unfolded change was received (ms), if any are unfolded.
+    oldest_unfolded: Option<i64>,
     /// The last failure to commit the current table to the catalog.
     publish_error: Option<String>,
 }
@@ -535,6 +578,8 @@ fn delta_row(r: &Row) -> ObjectResult<DeltaRow> {
 }
 
 const CHANGE_COLUMNS: &str = "doc_id, op, ts, seq, before, after, bookmark";
+/// [`CHANGE_COLUMNS`] of `changes c` found through the history index `doc_changes h`.
+const HISTORY_COLUMNS: &str = "h.doc_id, c.op, h.ts, h.seq, c.before, c.after, c.bookmark";
 
 /// The changes matching `condition` (on `changes`), in `seq` order; the
 /// first undecodable row ends the read with its error.
@@ -610,7 +655,15 @@ impl CdcProcessor {
         self.counters.next_seq - 1 - self.counters.flushed_seq
     }
 
-    /// Applies changes in order (one transaction with the request).
+    fn unfolded(&self) -> i64 {
+        self.counters.next_seq - 1 - self.counters.folded_seq
+    }
+
+    /// Appends changes in arrival order (one transaction with the request):
+    /// per change one row of `changes` (and its `event_id` index entry, which
+    /// skips a redelivered change). Folding them into `docs` waits for a
+    /// sorted batch (see [`CdcProcessor::fold`]); the apply that brings the
+    /// unfolded tail to [`CdcConfig::fold_max_changes`] runs it.
     async fn apply<H: Host>(&mut self, cx: &ObjectContext<H>, changes: Vec<Change>) -> ObjectResult<Applied> {
         if changes.len() > MAX_CHANGES_PER_APPLY {
             return Err(ApiError::new(
@@ -624,20 +677,18 @@ impl CdcProcessor {
         for c in changes {
             assert_eq!(c.collection, self.collection, "changes reach only their collection's processor");
             let seq = self.counters.next_seq;
-            let before = c.before.as_ref().map(|v| v.to_string());
-            let after = c.after.as_ref().map(|v| v.to_string());
             let fresh = db.execute(
                 "INSERT INTO changes (seq, event_id, doc_id, op, ts, before, after, bookmark, received_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(event_id) DO NOTHING",
                 &[
                     seq.into(),
-                    c.event_id.as_str().into(),
-                    c.doc_id.as_str().into(),
+                    c.event_id.into(),
+                    c.doc_id.into(),
                     c.op.code().into(),
                     c.ts.as_millis().into(),
-                    before.clone().into(),
-                    after.clone().into(),
-                    c.bookmark.clone().into(),
+                    c.before.as_ref().map(|v| v.to_string()).into(),
+                    c.after.as_ref().map(|v| v.to_string()).into(),
+                    c.bookmark.into(),
                     now.into(),
                 ],
             )?;
@@ -649,50 +700,12 @@ impl CdcProcessor {
             self.counters.changes += 1;
             self.counters.max_ts = self.counters.max_ts.max(c.ts.as_millis());
             self.oldest_pending.get_or_insert(now);
+            self.oldest_unfolded.get_or_insert(now);
             result.applied += 1;
-            let row =
-                DeltaRow { id: c.doc_id, op: c.op, ts: c.ts.as_millis(), seq, before, after, bookmark: c.bookmark };
-            let existing =
-                db.query_one(&format!("SELECT {DOC_COLUMNS} FROM docs WHERE doc_id = ?1"), &[row.id.as_str().into()])?;
-            let state = match existing {
-                Some(r) => {
-                    let mut state = doc_state_row(&r);
-                    let was_deleted = state.deleted;
-                    if (row.ts, row.seq) < (state.ts, state.seq) {
-                        result.late += 1;
-                    }
-                    state.fold(&row);
-                    match (was_deleted, state.deleted) {
-                        (false, true) => (self.counters.live -= 1, self.counters.deleted += 1),
-                        (true, false) => (self.counters.live += 1, self.counters.deleted -= 1),
-                        _ => ((), ()),
-                    };
-                    state
-                }
-                None => {
-                    let state = DocState::from_change(&row);
-                    if state.deleted {
-                        self.counters.deleted += 1;
-                    } else {
-                        self.counters.live += 1;
-                    }
-                    state
-                }
-            };
-            db.execute(
-                "INSERT OR REPLACE INTO docs (doc_id, data, version, deleted, ts, seq, bookmark) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                &[
-                    state.id.into(),
-                    state.data.into(),
-                    state.version.into(),
-                    state.deleted.into(),
-                    state.ts.into(),
-                    state.seq.into(),
-                    state.bookmark.into(),
-                ],
-            )?;
         }
-        debug_assert!(self.counters.live >= 0 && self.counters.deleted >= 0);
+        if self.unfolded() >= self.config.fold_max_changes {
+            result.late = self.fold(db)?;
+        }
         if result.applied > 0 && self.counters.registered == 0 {
             cx.stub::<CdcCollections>(self.ns.clone())
                 .call(CollectionsRequest::Register { collection: self.collection.clone() })
@@ -705,6 +718,106 @@ impl CdcProcessor {
         Ok(result)
     }
 
+    /// Folds the unfolded tail (`seq > folded_seq`) into `docs` and the
+    /// history index `doc_changes`, in document order: the tail's keys are
+    /// sorted in memory (at most [`MAX_FOLD_CHANGES`]), each document's row
+    /// is read and written once, and the pages of both B-trees are visited
+    /// in key order, each once per fold. Returns the late changes found: a
+    /// change is late when an earlier arrival of its document has a later
+    /// event time (the rule of [`DocState::fold`], counted the same way).
+    fn fold<S: SqlStorage>(&mut self, db: &S) -> ObjectResult<usize> {
+        let last = self.counters.next_seq - 1;
+        if self.counters.folded_seq >= last {
+            self.oldest_unfolded = None;
+            return Ok(0);
+        }
+        // (doc_id, ts, seq, op) of the tail, in arrival order.
+        let mut keys: Vec<(String, i64, i64)> = Vec::with_capacity(self.unfolded() as usize);
+        db.query_each(
+            "SELECT doc_id, ts, seq FROM changes WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
+            &[self.counters.folded_seq.into(), last.into()],
+            &mut |r| {
+                keys.push((r.str(0).to_string(), r.i64(1), r.i64(2)));
+                true
+            },
+        )?;
+        assert_eq!(keys.len() as i64, last - self.counters.folded_seq, "the tail has one row per sequence number");
+        keys.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
+        let mut late = 0usize;
+        let mut group_start = 0;
+        while group_start < keys.len() {
+            let id = keys[group_start].0.as_str();
+            let group_end = group_start + keys[group_start..].iter().take_while(|k| k.0 == id).count();
+            let group = &keys[group_start..group_end];
+            let existing = db
+                .query_one(&format!("SELECT {DOC_COLUMNS} FROM docs WHERE doc_id = ?1"), &[id.into()])?
+                .map(|r| doc_state_row(&r));
+            // Arrival order: late detection, and the winner by (ts, seq).
+            let mut newest_ts = existing.as_ref().map(|s| s.ts);
+            let mut winner = existing.as_ref().map(|s| (s.ts, s.seq));
+            for &(_, ts, seq) in group {
+                if newest_ts.is_some_and(|n| ts < n) {
+                    late += 1;
+                }
+                newest_ts = Some(newest_ts.map_or(ts, |n| n.max(ts)));
+                if winner.is_none_or(|w| (ts, seq) >= w) {
+                    winner = Some((ts, seq));
+                }
+            }
+            let mut history: Vec<(i64, i64)> = group.iter().map(|k| (k.1, k.2)).collect();
+            history.sort_unstable();
+            for (ts, seq) in history {
+                db.execute(
+                    "INSERT INTO doc_changes (doc_id, ts, seq) VALUES (?1, ?2, ?3)",
+                    &[id.into(), ts.into(), seq.into()],
+                )?;
+            }
+            let (_, winner_seq) = winner.expect("a group has at least one change");
+            let was_deleted = existing.as_ref().map(|s| s.deleted);
+            let version = existing.as_ref().map_or(0, |s| s.version) + group.len() as i64;
+            let mut state = match existing {
+                Some(s) if s.seq == winner_seq => s,
+                _ => {
+                    let rows = change_rows(db, "seq = ?1", &[winner_seq.into()])?;
+                    let row = rows.first().ok_or_else(|| corrupt(format!("change {winner_seq} is missing")))?;
+                    DocState::from_change(row)
+                }
+            };
+            state.version = version;
+            match (was_deleted, state.deleted) {
+                (None, false) => self.counters.live += 1,
+                (None, true) => self.counters.deleted += 1,
+                (Some(false), true) => {
+                    (self.counters.live, self.counters.deleted) = (self.counters.live - 1, self.counters.deleted + 1)
+                }
+                (Some(true), false) => {
+                    (self.counters.live, self.counters.deleted) = (self.counters.live + 1, self.counters.deleted - 1)
+                }
+                _ => {}
+            }
+            db.execute(
+                "INSERT OR REPLACE INTO docs (doc_id, data, version, deleted, ts, seq, bookmark) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                &[
+                    state.id.into(),
+                    state.data.into(),
+                    state.version.into(),
+                    state.deleted.into(),
+                    state.ts.into(),
+                    state.seq.into(),
+                    state.bookmark.into(),
+                ],
+            )?;
+            group_start = group_end;
+        }
+        assert!(self.counters.live >= 0 && self.counters.deleted >= 0, "document counts stay non-negative");
+        self.counters.folded_seq = last;
+        self.counters.late += late as i64;
+        self.oldest_unfolded = None;
+        self.save_counters(db)?;
+        cdc_metrics::late(late);
+        Ok(late)
+    }
+
     /// Sets the alarm for the next flush or snapshot.
     async fn schedule<H: Host>(&mut self, cx: &ObjectContext<H>) -> ObjectResult<()> {
         let now = cx.now().as_millis();
@@ -713,6 +826,10 @@ impl CdcProcessor {
         if self.pending() >= self.config.flush_max_changes {
             consider(now);
         } else if let Some(oldest) = self.oldest_pending {
+            consider(oldest + self.config.flush_max_age_ms);
+        }
+        if let Some(oldest) = self.oldest_unfolded {
+            // The unfolded tail is folded as old as a pending change is flushed.
             consider(oldest + self.config.flush_max_age_ms);
         }
         let db = cx.storage();
@@ -787,6 +904,7 @@ impl CdcProcessor {
     async fn compact<H: Host>(&mut self, cx: &ObjectContext<H>) -> ObjectResult<Vec<String>> {
         let mut written = self.flush(cx).await?;
         let db = cx.storage();
+        self.fold(db)?;
         let upto = self.counters.flushed_seq;
         let current = db.query_one(&format!("SELECT {STATE_REF_COLUMNS} FROM files WHERE kind = 'current'"), &[])?;
         if current.as_ref().is_some_and(|c| c.i64(4) == upto) || upto == 0 {
@@ -1072,6 +1190,7 @@ impl CdcProcessor {
             deleted: self.counters.deleted,
             changes: self.counters.changes,
             pending: self.pending(),
+            late: self.counters.late,
             last_change: (self.counters.changes > 0).then(|| Timestamp(self.counters.max_ts).to_iso()),
             delta_files: count("SELECT COUNT(*) FROM files WHERE kind = 'delta'")?,
             last_compaction: (self.counters.last_compaction > 0)
@@ -1088,7 +1207,10 @@ impl CdcProcessor {
         let mut state: Option<DocState> = None;
         let mut failure = None;
         db.query_each(
-            &format!("SELECT {CHANGE_COLUMNS} FROM changes WHERE doc_id = ?1 AND ts <= ?2 ORDER BY ts, seq"),
+            &format!(
+                "SELECT {HISTORY_COLUMNS} FROM doc_changes h JOIN changes c ON c.seq = h.seq
+                 WHERE h.doc_id = ?1 AND h.ts <= ?2 ORDER BY h.ts, h.seq"
+            ),
             &[id.into(), at.into()],
             &mut |r| match delta_row(r) {
                 Ok(row) => {
@@ -1143,7 +1265,8 @@ impl CdcProcessor {
                 let mut failure = None;
                 db.query_each(
                     &format!(
-                        "SELECT {CHANGE_COLUMNS} FROM changes WHERE doc_id > ?1 AND ts <= ?2 ORDER BY doc_id, ts, seq"
+                        "SELECT {HISTORY_COLUMNS} FROM doc_changes h JOIN changes c ON c.seq = h.seq
+                         WHERE h.doc_id > ?1 AND h.ts <= ?2 ORDER BY h.doc_id, h.ts, h.seq"
                     ),
                     &[after.as_str().into(), at.into()],
                     &mut |r| {
@@ -1199,8 +1322,8 @@ impl CdcProcessor {
         let limit = limit.clamp(1, MAX_HISTORY_PAGE);
         let (ts, seq) = after.unwrap_or((events_runtime::MIN_EXACT_INTEGER, events_runtime::MIN_EXACT_INTEGER));
         let rows = db.query(
-            "SELECT event_id, op, ts, seq, before, after, bookmark FROM changes
-             WHERE doc_id = ?1 AND (ts > ?2 OR (ts = ?2 AND seq > ?3)) ORDER BY ts, seq LIMIT ?4",
+            "SELECT c.event_id, c.op, h.ts, h.seq, c.before, c.after, c.bookmark FROM doc_changes h JOIN changes c ON c.seq = h.seq
+             WHERE h.doc_id = ?1 AND (h.ts > ?2 OR (h.ts = ?2 AND h.seq > ?3)) ORDER BY h.ts, h.seq LIMIT ?4",
             &[id.into(), ts.into(), seq.into(), (limit + 1).into()],
         )?;
         let more = rows.len() > limit;
@@ -1384,11 +1507,15 @@ impl CdcProcessor {
 
 /// Prometheus metrics of change capture (`events_cdc_*`).
 mod cdc_metrics {
-    /// Changes applied, duplicates skipped, late changes.
+    /// Changes applied, duplicates skipped.
     pub fn applied(a: &super::Applied) {
         metrics::counter!("events_cdc_changes_applied_total").increment(a.applied as u64);
         metrics::counter!("events_cdc_changes_duplicate_total").increment(a.duplicates as u64);
-        metrics::counter!("events_cdc_changes_late_total").increment(a.late as u64);
+    }
+
+    /// Late changes found by a fold.
+    pub fn late(n: usize) {
+        metrics::counter!("events_cdc_changes_late_total").increment(n as u64);
     }
 
     /// A delta file was written.
@@ -1442,6 +1569,10 @@ impl DurableObject for CdcProcessor {
             .storage()
             .query_one("SELECT MIN(received_at) FROM changes WHERE seq > ?1", &[counters.flushed_seq.into()])?
             .and_then(|r| r.opt_i64(0));
+        let oldest_unfolded = cx
+            .storage()
+            .query_one("SELECT MIN(received_at) FROM changes WHERE seq > ?1", &[counters.folded_seq.into()])?
+            .and_then(|r| r.opt_i64(0));
         Ok(CdcProcessor {
             ns: ns.to_string(),
             collection: collection.to_string(),
@@ -1449,16 +1580,17 @@ impl DurableObject for CdcProcessor {
             saved: counters.clone(),
             counters,
             oldest_pending,
+            oldest_unfolded,
             publish_error: None,
         })
     }
 
     async fn handle<H: Host>(&mut self, cx: &ObjectContext<H>, req: CdcRequest) -> ObjectResult<CdcResponse> {
         // A failed request is rolled back: so are the in-memory counters.
-        let start = (self.counters.clone(), self.saved.clone(), self.oldest_pending);
+        let start = (self.counters.clone(), self.saved.clone(), self.oldest_pending, self.oldest_unfolded);
         let result = self.dispatch(cx, req).await;
         if result.is_err() {
-            (self.counters, self.saved, self.oldest_pending) = start;
+            (self.counters, self.saved, self.oldest_pending, self.oldest_unfolded) = start;
         }
         result
     }
@@ -1475,6 +1607,7 @@ impl DurableObject for CdcProcessor {
         if due {
             self.flush(cx).await?;
         }
+        self.fold(cx.storage())?;
         let deltas =
             cx.storage().query_one("SELECT COUNT(*) FROM files WHERE kind = 'delta'", &[])?.map_or(0, |r| r.i64(0));
         if deltas >= self.config.compact_min_deltas {
@@ -1534,13 +1667,18 @@ impl CdcProcessor {
                 self.schedule(cx).await?;
                 Ok(CdcResponse::Snapshot(key))
             }
-            CdcRequest::Stats => Ok(CdcResponse::Stats(self.stats(db)?)),
+            CdcRequest::Stats => {
+                self.fold(db)?;
+                Ok(CdcResponse::Stats(self.stats(db)?))
+            }
             CdcRequest::Manifest => Ok(CdcResponse::Manifest(self.manifest(db, cx.now().as_millis())?)),
             CdcRequest::ReadState { at, after, limit, include_deleted } => {
+                self.fold(db)?;
                 let (docs, next) = self.read_state(db, at, after, limit, include_deleted)?;
                 Ok(CdcResponse::Docs { docs, next })
             }
             CdcRequest::ReadDoc { id, at } => {
+                self.fold(db)?;
                 let state = match at {
                     None => db
                         .query_one(&format!("SELECT {DOC_COLUMNS} FROM docs WHERE doc_id = ?1"), &[id.as_str().into()])?
@@ -1550,6 +1688,7 @@ impl CdcProcessor {
                 Ok(CdcResponse::Doc(state.map(doc_view).transpose()?))
             }
             CdcRequest::History { id, after, limit } => {
+                self.fold(db)?;
                 let (changes, next) = Self::history(db, &id, after, limit)?;
                 Ok(CdcResponse::History { changes, next })
             }
@@ -1558,6 +1697,7 @@ impl CdcProcessor {
                 Ok(CdcResponse::Docs { docs, next })
             }
             CdcRequest::Restore { at, restore_id, after } => {
+                self.fold(db)?;
                 let (changes, examined, next) = self.restore(cx, at.as_millis(), &restore_id, after).await?;
                 Ok(CdcResponse::Restored { changes, examined, next })
             }

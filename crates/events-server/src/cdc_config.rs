@@ -14,6 +14,9 @@ pub struct CdcConfig {
     pub flush_max_age_ms: i64,
     /// Compact once a collection has this many delta files.
     pub compact_min_deltas: i64,
+    /// Fold the changes appended since the last fold into the documents'
+    /// state once this many are waiting (1-200,000; reads and the alarm fold sooner).
+    pub fold_max_changes: i64,
     /// Daily snapshots kept per collection (0: none taken).
     pub keep_daily: i64,
     /// Monthly snapshots kept per collection (0: none taken).
@@ -29,6 +32,7 @@ impl Default for CdcConfig {
             flush_max_changes: c::DEFAULT_FLUSH_MAX_CHANGES,
             flush_max_age_ms: c::DEFAULT_FLUSH_MAX_AGE_MS,
             compact_min_deltas: c::DEFAULT_COMPACT_MIN_DELTAS,
+            fold_max_changes: c::DEFAULT_FOLD_MAX_CHANGES,
             keep_daily: c::DEFAULT_KEEP_DAILY,
             keep_monthly: c::DEFAULT_KEEP_MONTHLY,
             failpoint: None,
@@ -43,6 +47,7 @@ impl CdcConfig {
             ("cdc.flush_max_changes".to_string(), self.flush_max_changes.to_string()),
             ("cdc.flush_max_age_ms".to_string(), self.flush_max_age_ms.to_string()),
             ("cdc.compact_min_deltas".to_string(), self.compact_min_deltas.to_string()),
+            ("cdc.fold_max_changes".to_string(), self.fold_max_changes.to_string()),
             ("cdc.keep_daily".to_string(), self.keep_daily.to_string()),
             ("cdc.keep_monthly".to_string(), self.keep_monthly.to_string()),
         ];
