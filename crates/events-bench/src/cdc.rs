@@ -247,12 +247,12 @@ pub async fn run(opts: &CdcBench) -> anyhow::Result<Vec<Figure>> {
     let get = async |key: &str| -> anyhow::Result<Bytes> {
         Ok(Bytes::from(blobs.get(key).await?.ok_or_else(|| anyhow::anyhow!("{key} missing"))?))
     };
-    let mut input = ReconstructInput {
-        base: vec![get(&snapshot.key).await?, get(&snapshot.tombstones_key).await?],
-        base_upto_seq: snapshot.upto_seq,
-        deltas: Vec::new(),
-        pending: Vec::new(),
-    };
+    let mut base = Vec::new();
+    for key in snapshot.files.iter().chain(&snapshot.tombstone_files) {
+        base.push(get(key).await?);
+    }
+    let mut input =
+        ReconstructInput { base, base_upto_seq: snapshot.upto_seq, deltas: Vec::new(), pending: Vec::new() };
     for d in manifest.deltas.iter().filter(|d| d.last_seq > snapshot.upto_seq) {
         input.deltas.push(get(&d.key).await?);
     }

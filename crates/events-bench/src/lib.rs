@@ -6,18 +6,25 @@
 //! `events bench <name>`; `BENCHMARKS.md` keeps the latest figures.
 
 pub mod cdc;
+#[cfg(feature = "server")]
 pub mod hosts;
+#[cfg(feature = "server")]
 pub mod ingest;
+#[cfg(feature = "server")]
 pub mod query;
 pub mod runtime;
+#[cfg(feature = "server")]
 pub mod schemas;
+#[cfg(feature = "server")]
 pub mod subscriptions;
 
 /// Admin token of the servers the benchmarks start.
+#[cfg(feature = "server")]
 pub const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 
 /// Configuration of a benchmark server: a fresh data directory under `dir`,
 /// a free port, the benchmark admin token, and rate limits out of the way.
+#[cfg(feature = "server")]
 pub fn server_config(dir: &std::path::Path) -> events_server::config::ServerConfig {
     let mut config = events_server::config::ServerConfig {
         data_dir: dir.join("data"),

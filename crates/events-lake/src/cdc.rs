@@ -219,6 +219,18 @@ pub fn snapshot_keys(ns: &str, collection: &str, kind: &str, label: &str) -> (St
     )
 }
 
+/// Key of part `part` of a state file whose first part is `key`: `key`
+/// itself for part 0, else `<key without .parquet>-<part, 5 digits>.parquet`.
+/// A state (current table, snapshot) is written as several files of at most
+/// a bounded number of rows, in id order, so no file needs unbounded memory.
+pub fn part_key(key: &str, part: u32) -> String {
+    if part == 0 {
+        return key.to_string();
+    }
+    let stem = key.strip_suffix(".parquet").unwrap_or(key);
+    format!("{stem}-{part:05}.parquet")
+}
+
 // ---------------------------------------------------------------- manifest
 
 /// A delta file as the manifest lists it.
@@ -249,10 +261,18 @@ pub struct StateRef {
     pub kind: String,
     /// The snapshot's date label (`YYYY-MM-DD`, `YYYY-MM`); empty for `current`.
     pub label: String,
-    /// Key of the live documents.
+    /// Key of the live documents (the first file when there are several).
     pub key: String,
-    /// Key of the tombstones.
+    /// Key of the tombstones (the first file when there are several).
     pub tombstones_key: String,
+    /// Every file of the live documents, in id order (each holds a range of
+    /// ids; see [`part_key`]); empty in manifests written before states
+    /// were split: then `key` alone.
+    #[serde(default)]
+    pub files: Vec<String>,
+    /// Every file of the tombstones, in id order; empty: `tombstonesKey` alone.
+    #[serde(default)]
+    pub tombstone_files: Vec<String>,
     /// Every change with `seq <= uptoSeq` is folded in.
     pub upto_seq: i64,
     /// Greatest `ts` folded: the file is a base for any time at or after it.

@@ -33,16 +33,19 @@
 //!   flush overwrites, never duplicates.
 //! - **Compaction** flushes what is pending, writes the current table
 //!   (live documents + tombstones, from `docs`, which then equals the
-//!   folding of every delta), and records it. Files it makes obsolete (the
+//!   folding of every delta) as files of at most
+//!   [`CdcConfig::state_file_rows`] documents each, streamed from SQLite
+//!   and put one at a time (`state_parts` lists them), and records it. Files it makes obsolete (the
 //!   previous current table; deltas older than every retained base) are
 //!   moved to `garbage` in the same commit and deleted by the alarm in a
 //!   later one: a crash anywhere loses nothing, since no file is deleted
 //!   before the commit that stops needing it.
-//! - **Iceberg**: after each compaction the live-document file is committed
+//! - **Iceberg**: after each compaction the live-document files are committed
 //!   to the namespace's [`Catalog`] as table `cdc_<collection>` (one
-//!   snapshot replacing the previous file), so SQL and Iceberg engines read
-//!   the collection as of its last compaction. From then on that file is the
-//!   catalog's: snapshot expiry deletes it, not this object's garbage list.
+//!   snapshot replacing the previous files, listed in `cataloged`), so SQL
+//!   and Iceberg engines read the collection as of its last compaction. From
+//!   then on those files are the catalog's: snapshot expiry deletes them,
+//!   not this object's garbage list.
 //! - **Snapshots** (`daily`, `monthly`) copy the current table after a
 //!   compaction, at the first alarm of a new UTC day (month) when the
 //!   collection changed since the previous snapshot of that kind; the
@@ -55,7 +58,7 @@ use events_core::cdc::{Change, ChangeOp, valid_collection_name};
 use events_core::{ApiError, ErrorCode, Timestamp};
 use events_lake::cdc::{
     CdcManifest, DeltaRef, DeltaRow, DocState, MANIFEST_FORMAT, ReconstructInput, StateRef, current_keys, delta_key,
-    encode_delta_file, encode_state_file, manifest_key, reconstruct, snapshot_keys,
+    encode_delta_file, encode_state_file, manifest_key, part_key, reconstruct, snapshot_keys,
 };
 use events_runtime::context::ObjectStorage;
 use events_runtime::{
@@ -89,6 +92,13 @@ pub const DEFAULT_FOLD_MAX_CHANGES: i64 = 200_000;
 /// Most changes in the unfolded tail (bounds the memory of one fold: the
 /// tail's `(doc_id, ts, seq)` keys are sorted in memory, about 100 bytes each).
 pub const MAX_FOLD_CHANGES: i64 = 200_000;
+/// Default: most documents in one state file (a current table or snapshot
+/// is several files of at most this many rows, written one at a time).
+pub const DEFAULT_STATE_FILE_ROWS: i64 = 100_000;
+/// Upper bound of [`CdcConfig::state_file_rows`].
+pub const MAX_STATE_FILE_ROWS: i64 = 1_000_000;
+/// Documents read from SQLite per page while a state file is encoded.
+const STATE_PAGE_ROWS: i64 = 1_000;
 /// Most changes in one [`CdcRequest::Apply`].
 pub const MAX_CHANGES_PER_APPLY: usize = 10_000;
 /// Most documents in one page of a state read.
@@ -117,6 +127,8 @@ pub struct CdcConfig {
     pub compact_min_deltas: i64,
     /// Fold the unfolded tail into `docs` at this many changes.
     pub fold_max_changes: i64,
+    /// Most documents in one state file.
+    pub state_file_rows: i64,
     /// Daily snapshots kept.
     pub keep_daily: i64,
     /// Monthly snapshots kept.
@@ -133,6 +145,7 @@ impl CdcConfig {
             flush_max_age_ms: var_or(host, "cdc.flush_max_age_ms", DEFAULT_FLUSH_MAX_AGE_MS).max(1),
             compact_min_deltas: var_or(host, "cdc.compact_min_deltas", DEFAULT_COMPACT_MIN_DELTAS).max(1),
             fold_max_changes: var_or(host, "cdc.fold_max_changes", DEFAULT_FOLD_MAX_CHANGES).clamp(1, MAX_FOLD_CHANGES),
+            state_file_rows: var_or(host, "cdc.state_file_rows", DEFAULT_STATE_FILE_ROWS).clamp(1, MAX_STATE_FILE_ROWS),
             keep_daily: var_or(host, "cdc.keep_daily", DEFAULT_KEEP_DAILY).max(0),
             keep_monthly: var_or(host, "cdc.keep_monthly", DEFAULT_KEEP_MONTHLY).max(0),
             failpoint: host.var("cdc.failpoint").filter(|f| !f.is_empty()),
@@ -461,6 +474,25 @@ const MIGRATIONS: &[Migration] = &[
           DROP INDEX changes_doc;
           INSERT INTO counters (name, value) SELECT 'folded_seq', COALESCE(MAX(seq), 0) FROM changes;",
     },
+    Migration {
+        version: 3,
+        name: "state files in several parts; the files the catalog holds",
+        // Every base written before was one live and one tombstone file.
+        sql: "CREATE TABLE state_parts (
+              base_key TEXT NOT NULL,
+              tombstones INTEGER NOT NULL,
+              part INTEGER NOT NULL,
+              key TEXT NOT NULL,
+              rows INTEGER NOT NULL,
+              bytes INTEGER NOT NULL,
+              PRIMARY KEY (base_key, tombstones, part)
+          ) WITHOUT ROWID;
+          INSERT INTO state_parts (base_key, tombstones, part, key, rows, bytes)
+              SELECT key, 0, 0, key, rows, 0 FROM files WHERE kind IN ('current', 'daily', 'monthly');
+          INSERT INTO state_parts (base_key, tombstones, part, key, rows, bytes)
+              SELECT key, 1, 0, tombstones_key, tombstones, 0 FROM files WHERE kind IN ('current', 'daily', 'monthly');
+          CREATE TABLE cataloged (key TEXT PRIMARY KEY) WITHOUT ROWID;",
+    },
 ];
 
 /// Counters kept in memory and written back after each request that changes them.
@@ -616,13 +648,105 @@ fn doc_state_row(r: &Row) -> DocState {
 
 const DOC_COLUMNS: &str = "doc_id, data, version, deleted, ts, seq, bookmark";
 
-fn state_ref(r: &Row) -> StateRef {
+/// A base as recorded in `files`, with its parts from `state_parts`.
+fn state_ref<S: SqlStorage>(db: &S, r: &Row) -> ObjectResult<StateRef> {
+    let mut base = state_ref_row(r);
+    for p in state_parts(db, &base)? {
+        if p.tombstones {
+            base.tombstone_files.push(p.key);
+        } else {
+            base.files.push(p.key);
+        }
+    }
+    Ok(base)
+}
+
+/// One file of a base (current table or snapshot).
+#[derive(Debug, Clone)]
+struct StatePart {
+    tombstones: bool,
+    part: u32,
+    key: String,
+    rows: i64,
+    /// 0 when not recorded (bases written before states were split).
+    bytes: i64,
+}
+
+/// Every file of `base` (live documents first, each kind in id order); a
+/// base recorded before states were split is its two files.
+fn state_parts<S: SqlStorage>(db: &S, base: &StateRef) -> ObjectResult<Vec<StatePart>> {
+    let parts: Vec<StatePart> = db
+        .query(
+            "SELECT tombstones, part, key, rows, bytes FROM state_parts WHERE base_key = ?1 ORDER BY tombstones, part",
+            &[base.key.as_str().into()],
+        )?
+        .iter()
+        .map(|r| StatePart {
+            tombstones: r.i64(0) != 0,
+            part: r.i64(1) as u32,
+            key: r.str(2).to_string(),
+            rows: r.i64(3),
+            bytes: r.i64(4),
+        })
+        .collect();
+    if !parts.is_empty() {
+        return Ok(parts);
+    }
+    Ok(vec![
+        StatePart { tombstones: false, part: 0, key: base.key.clone(), rows: base.rows, bytes: 0 },
+        StatePart { tombstones: true, part: 0, key: base.tombstones_key.clone(), rows: base.tombstones, bytes: 0 },
+    ])
+}
+
+/// The documents of `docs` with one tombstone flag, in id order, read from
+/// SQLite a page at a time: at most `left` of them, after `after`.
+struct StatePages<'a, S: SqlStorage> {
+    db: &'a S,
+    deleted: bool,
+    after: String,
+    left: i64,
+    page: std::vec::IntoIter<DocState>,
+    rows: i64,
+    failure: Option<ApiError>,
+}
+
+impl<S: SqlStorage> Iterator for StatePages<'_, S> {
+    type Item = DocState;
+
+    fn next(&mut self) -> Option<DocState> {
+        loop {
+            if let Some(d) = self.page.next() {
+                self.after.clone_from(&d.id);
+                self.rows += 1;
+                return Some(d);
+            }
+            if self.left <= 0 || self.failure.is_some() {
+                return None;
+            }
+            let query =
+                format!("SELECT {DOC_COLUMNS} FROM docs WHERE deleted = ?1 AND doc_id > ?2 ORDER BY doc_id LIMIT ?3");
+            let params = [self.deleted.into(), self.after.as_str().into(), self.left.min(STATE_PAGE_ROWS).into()];
+            match self.db.query(&query, &params) {
+                Ok(rows) if rows.is_empty() => self.left = 0,
+                Ok(rows) => {
+                    self.left -= rows.len() as i64;
+                    self.page = rows.iter().map(doc_state_row).collect::<Vec<_>>().into_iter();
+                }
+                Err(e) => self.failure = Some(e),
+            }
+        }
+    }
+}
+
+fn state_ref_row(r: &Row) -> StateRef {
     // Columns: key, kind, label, tombstones_key, last_seq, max_ts, rows, tombstones, bytes, created_at.
     StateRef {
         key: r.str(0).to_string(),
         kind: r.str(1).to_string(),
         label: r.str(2).to_string(),
         tombstones_key: r.str(3).to_string(),
+        files: Vec::new(),
+        tombstone_files: Vec::new(),
         upto_seq: r.i64(4),
         max_ts: r.i64(5),
         rows: r.i64(6),
@@ -911,25 +1035,26 @@ impl CdcProcessor {
             return Ok(written); // nothing new to fold
         }
         let (live_key, tomb_key) = current_keys(&self.ns, &self.collection, upto);
-        let (live_bytes, live_rows) = self.state_file(db, false, upto)?;
-        let (tomb_bytes, tomb_rows) = self.state_file(db, true, upto)?;
-        let size = (live_bytes.len() + tomb_bytes.len()) as i64;
-        cx.host().blobs().put(&live_key, live_bytes).await?;
-        cx.host().blobs().put(&tomb_key, tomb_bytes).await?;
+        let (live_rows, live_size) = self.write_state(cx, &live_key, &live_key, false, upto).await?;
+        let (tomb_rows, tomb_size) = self.write_state(cx, &live_key, &tomb_key, true, upto).await?;
+        let size = live_size + tomb_size;
         if self.config.failpoint.as_deref() == Some("compact-after-write") {
             // Test hook: a crash after the new table is written, before it is recorded.
             std::process::abort();
         }
         if let Some(old) = current {
-            let old = state_ref(&old);
-            db.execute("DELETE FROM files WHERE key = ?1", &[old.key.as_str().into()])?;
-            db.execute("INSERT OR IGNORE INTO garbage (key) VALUES (?1)", &[old.tombstones_key.into()])?;
-            // A live table the catalog holds is the catalog's to delete (by
+            let old = state_ref_row(&old);
+            // A live file the catalog holds is the catalog's to delete (by
             // snapshot expiry, once no retained snapshot reads it); one it
             // never got is ours.
-            if old.upto_seq != self.counters.cataloged_seq {
-                db.execute("INSERT OR IGNORE INTO garbage (key) VALUES (?1)", &[old.key.into()])?;
+            let cataloged = self.cataloged_keys(db)?;
+            for part in state_parts(db, &old)? {
+                if part.tombstones || !cataloged.contains(&part.key) {
+                    db.execute("INSERT OR IGNORE INTO garbage (key) VALUES (?1)", &[part.key.into()])?;
+                }
             }
+            db.execute("DELETE FROM files WHERE key = ?1", &[old.key.as_str().into()])?;
+            db.execute("DELETE FROM state_parts WHERE base_key = ?1", &[old.key.into()])?;
         }
         let now = cx.now().as_millis();
         db.execute(
@@ -981,7 +1106,7 @@ impl CdcProcessor {
         else {
             return Ok(());
         };
-        let current = state_ref(&current);
+        let current = state_ref_row(&current);
         if current.upto_seq == self.counters.cataloged_seq {
             return Ok(());
         }
@@ -1001,26 +1126,47 @@ impl CdcProcessor {
             }
             other => return Err(ApiError::internal(format!("catalog answered {other:?} to EnsureManagedTable"))),
         }
-        let bytes = cx
-            .host()
-            .blobs()
-            .list(&current.key)
-            .await?
-            .into_iter()
-            .find(|b| b.key == current.key)
-            .map(|b| b.size as i64)
-            .ok_or_else(|| ApiError::internal(format!("current table {} is missing from the lake", current.key)))?;
-        let removed = match self.counters.cataloged_seq {
-            0 => Vec::new(),
-            seq => vec![current_keys(&self.ns, &self.collection, seq).0],
-        };
-        let added = vec![NewFile { key: current.key.clone(), rows: current.rows, bytes }];
+        // Every live file of the state, in one catalog snapshot.
+        let mut added = Vec::new();
+        for part in state_parts(db, &current)?.into_iter().filter(|p| !p.tombstones) {
+            let bytes = match part.bytes {
+                0 => cx
+                    .host()
+                    .blobs()
+                    .list(&part.key)
+                    .await?
+                    .into_iter()
+                    .find(|b| b.key == part.key)
+                    .map(|b| b.size as i64)
+                    .ok_or_else(|| ApiError::internal(format!("state file {} is missing from the lake", part.key)))?,
+                n => n,
+            };
+            added.push(NewFile { key: part.key, rows: part.rows, bytes });
+        }
+        let removed = self.cataloged_keys(db)?;
+        let keys: Vec<String> = added.iter().map(|f| f.key.clone()).collect();
         match catalog.call(CatalogRequest::CommitFiles { table, added, removed }).await? {
             CatalogResponse::Committed(_) => {}
             other => return Err(ApiError::internal(format!("catalog answered {other:?} to CommitFiles"))),
         }
+        db.execute("DELETE FROM cataloged", &[])?;
+        for key in keys {
+            db.execute("INSERT OR IGNORE INTO cataloged (key) VALUES (?1)", &[key.into()])?;
+        }
         self.counters.cataloged_seq = current.upto_seq;
         self.save_counters(db)
+    }
+
+    /// The live state files the catalog's table holds (recorded since states
+    /// were split; before, the one file named by `cataloged_seq`).
+    fn cataloged_keys<S: SqlStorage>(&self, db: &S) -> ObjectResult<Vec<String>> {
+        let keys: Vec<String> =
+            db.query("SELECT key FROM cataloged ORDER BY key", &[])?.iter().map(|r| r.str(0).to_string()).collect();
+        Ok(match (keys.is_empty(), self.counters.cataloged_seq) {
+            (true, 0) => Vec::new(),
+            (true, seq) => vec![current_keys(&self.ns, &self.collection, seq).0],
+            (false, _) => keys,
+        })
     }
 
     /// Moves to `garbage` every delta file folded into the current table and
@@ -1039,19 +1185,59 @@ impl CdcProcessor {
         Ok(())
     }
 
-    /// Encodes the live documents (or the tombstones) of `docs` as a state file.
-    fn state_file<S: SqlStorage>(&self, db: &S, deleted: bool, upto: i64) -> ObjectResult<(Vec<u8>, i64)> {
-        let mut rows = Vec::new();
-        db.query_each(
-            &format!("SELECT {DOC_COLUMNS} FROM docs WHERE deleted = ?1 ORDER BY doc_id"),
-            &[deleted.into()],
-            &mut |r| {
-                rows.push(doc_state_row(r));
-                true
-            },
+    /// Writes the live documents (or the tombstones) of `docs` as state
+    /// files of at most [`CdcConfig::state_file_rows`] rows in id order: the
+    /// first at `first_key`, the next at its [`part_key`]s. Each file is
+    /// encoded from pages of SQLite rows and put before the next is begun,
+    /// so memory holds one file, whatever the collection's size. Records the
+    /// files in `state_parts` under `base_key`; returns (rows, bytes).
+    async fn write_state<H: Host>(
+        &self,
+        cx: &ObjectContext<H>,
+        base_key: &str,
+        first_key: &str,
+        deleted: bool,
+        upto: i64,
+    ) -> ObjectResult<(i64, i64)> {
+        let db = cx.storage();
+        db.execute(
+            "DELETE FROM state_parts WHERE base_key = ?1 AND tombstones = ?2",
+            &[base_key.into(), deleted.into()],
         )?;
-        let n = rows.len() as i64;
-        Ok((encode_state_file(rows, upto)?, n))
+        let (mut rows, mut bytes) = (0, 0);
+        let mut after = String::new(); // below every id (ids are never empty)
+        for part in 0u32.. {
+            let mut pages = StatePages {
+                db,
+                deleted,
+                after: after.clone(),
+                left: self.config.state_file_rows,
+                page: Vec::new().into_iter(),
+                rows: 0,
+                failure: None,
+            };
+            let file = encode_state_file(&mut pages, upto)?;
+            if let Some(e) = pages.failure {
+                return Err(e);
+            }
+            if pages.rows == 0 && part > 0 {
+                break; // the previous part ended exactly at the bound
+            }
+            let key = part_key(first_key, part);
+            let size = file.len() as i64;
+            cx.host().blobs().put(&key, file).await?;
+            db.execute(
+                "INSERT OR REPLACE INTO state_parts (base_key, tombstones, part, key, rows, bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                &[base_key.into(), deleted.into(), part.into(), key.into(), pages.rows.into(), size.into()],
+            )?;
+            rows += pages.rows;
+            bytes += size;
+            if pages.rows < self.config.state_file_rows {
+                break;
+            }
+            after = pages.after;
+        }
+        Ok((rows, bytes))
     }
 
     /// Takes a snapshot of `kind` unless nothing changed since the last one.
@@ -1072,19 +1258,39 @@ impl CdcProcessor {
         }
         self.compact(cx).await?;
         let db = cx.storage();
-        let current = state_ref(
+        let current = state_ref_row(
             &db.query_one(&format!("SELECT {STATE_REF_COLUMNS} FROM files WHERE kind = 'current'"), &[])?
                 .ok_or_else(|| ApiError::internal("compaction left no current table"))?,
         );
         let now = cx.now();
         let (key, tomb_key) = snapshot_keys(&self.ns, &self.collection, kind.as_str(), &label);
-        for (from, to) in [(&current.key, &key), (&current.tombstones_key, &tomb_key)] {
-            let bytes = cx.host().blobs().get(from).await?.ok_or_else(|| {
-                ApiError::new(ErrorCode::StorageError, format!("current table file {from} is missing"))
+        // A snapshot of the same label (taken earlier today) is replaced:
+        // its files are overwritten, and those beyond the new parts retired.
+        let replaced =
+            db.query_one(&format!("SELECT {STATE_REF_COLUMNS} FROM files WHERE key = ?1"), &[key.as_str().into()])?;
+        let replaced = match replaced {
+            Some(r) => state_parts(db, &state_ref_row(&r))?,
+            None => Vec::new(),
+        };
+        db.execute("DELETE FROM state_parts WHERE base_key = ?1", &[key.as_str().into()])?;
+        // One file at a time: memory holds one state file.
+        let mut written = Vec::new();
+        for part in state_parts(db, &current)? {
+            let to = part_key(if part.tombstones { &tomb_key } else { &key }, part.part);
+            let bytes = cx.host().blobs().get(&part.key).await?.ok_or_else(|| {
+                ApiError::new(ErrorCode::StorageError, format!("current table file {} is missing", part.key))
             })?;
-            cx.host().blobs().put(to, bytes).await?;
+            let size = bytes.len() as i64;
+            cx.host().blobs().put(&to, bytes).await?;
+            db.execute(
+                "INSERT INTO state_parts (base_key, tombstones, part, key, rows, bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                &[key.as_str().into(), part.tombstones.into(), part.part.into(), to.as_str().into(), part.rows.into(), size.into()],
+            )?;
+            written.push(to);
         }
-        // A snapshot of the same label (taken earlier today) is replaced.
+        for part in replaced.into_iter().filter(|p| !written.contains(&p.key)) {
+            db.execute("INSERT OR IGNORE INTO garbage (key) VALUES (?1)", &[part.key.into()])?;
+        }
         db.execute("DELETE FROM files WHERE key = ?1", &[key.as_str().into()])?;
         db.execute(
             "INSERT INTO files (key, kind, label, tombstones_key, first_seq, last_seq, rows, tombstones, bytes, min_ts, max_ts, created_at)
@@ -1108,14 +1314,16 @@ impl CdcProcessor {
             SnapshotKind::Monthly => self.config.keep_monthly,
         };
         let old = db.query(
-            "SELECT key, tombstones_key FROM files WHERE kind = ?1 ORDER BY last_seq DESC LIMIT -1 OFFSET ?2",
+            &format!("SELECT {STATE_REF_COLUMNS} FROM files WHERE kind = ?1 ORDER BY last_seq DESC LIMIT -1 OFFSET ?2"),
             &[kind.as_str().into(), keep.into()],
         )?;
         for r in old {
-            db.execute("DELETE FROM files WHERE key = ?1", &[r.str(0).into()])?;
-            for k in [r.str(0), r.str(1)] {
-                db.execute("INSERT OR IGNORE INTO garbage (key) VALUES (?1)", &[k.into()])?;
+            let old = state_ref_row(&r);
+            for part in state_parts(db, &old)? {
+                db.execute("INSERT OR IGNORE INTO garbage (key) VALUES (?1)", &[part.key.into()])?;
             }
+            db.execute("DELETE FROM files WHERE key = ?1", &[old.key.as_str().into()])?;
+            db.execute("DELETE FROM state_parts WHERE base_key = ?1", &[old.key.into()])?;
         }
         self.retire_deltas(db)?;
         self.write_manifest(cx).await?;
@@ -1153,7 +1361,8 @@ impl CdcProcessor {
             .collect();
         let current = db
             .query_one(&format!("SELECT {STATE_REF_COLUMNS} FROM files WHERE kind = 'current'"), &[])?
-            .map(|r| state_ref(&r));
+            .map(|r| state_ref(db, &r))
+            .transpose()?;
         let snapshots = db
             .query(
                 &format!(
@@ -1162,8 +1371,8 @@ impl CdcProcessor {
                 &[],
             )?
             .iter()
-            .map(state_ref)
-            .collect();
+            .map(|r| state_ref(db, r))
+            .collect::<ObjectResult<_>>()?;
         Ok(CdcManifest {
             format: MANIFEST_FORMAT.to_string(),
             namespace: self.ns.clone(),
@@ -1360,8 +1569,8 @@ impl CdcProcessor {
                 &[],
             )?
             .iter()
-            .map(state_ref)
-            .collect();
+            .map(|r| state_ref(db, r))
+            .collect::<ObjectResult<_>>()?;
         let chosen = match &base {
             FileBase::DeltasOnly => None,
             FileBase::Auto => bases.into_iter().find(|b| b.max_ts <= at),
@@ -1428,8 +1637,9 @@ impl CdcProcessor {
             Ok(bytes::Bytes::from(bytes))
         };
         if let Some(b) = &chosen {
-            input.base.push(get(&b.key).await?);
-            input.base.push(get(&b.tombstones_key).await?);
+            for key in b.files.iter().chain(&b.tombstone_files) {
+                input.base.push(get(key).await?);
+            }
         }
         for d in &deltas {
             input.deltas.push(get(d.str(0)).await?);

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use events_core::cdc::{Change, ChangeOp};
 use events_core::{ErrorCode, Timestamp};
 use events_host_native::{Clock, HostConfig, ManualClock, NativeHost};
+use events_objects::catalog::{CatalogRequest, CatalogResponse};
 use events_objects::cdc::{CdcRequest, CdcResponse, CdcStats, DocView, FileBase, SnapshotKind, processor_name};
-use events_objects::{CdcCollections, CdcProcessor};
+use events_objects::{Catalog, CdcCollections, CdcProcessor};
 use events_runtime::BlobStore;
 use events_runtime::context::Host;
 use proptest::prelude::*;
@@ -139,11 +140,12 @@ fn step() -> impl Strategy<Value = Step> {
 /// Runs `steps`, with the unfolded tail folded into the state at
 /// `fold_max_changes` (1: every apply folds; large: only reads, compactions
 /// and the alarm fold), then checks every read path at every time.
-async fn run_scenario(steps: Vec<Step>, fold_max_changes: i64) {
+/// State files hold at most `state_file_rows` documents each.
+async fn run_scenario(steps: Vec<Step>, fold_max_changes: i64, state_file_rows: i64) {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(Timestamp(T0)));
-    let fold = fold_max_changes.to_string();
-    let host = host_with(dir.path(), clock.clone(), &[("cdc.fold_max_changes", &fold)]);
+    let (fold, rows) = (fold_max_changes.to_string(), state_file_rows.to_string());
+    let host = host_with(dir.path(), clock.clone(), &[("cdc.fold_max_changes", &fold), ("cdc.state_file_rows", &rows)]);
     let mut applied: Vec<Change> = Vec::new();
     let mut previous: Vec<Change> = Vec::new();
     let mut n = 0;
@@ -253,9 +255,10 @@ proptest! {
     fn every_read_path_equals_a_plain_replay(
         steps in prop::collection::vec(step(), 1..14),
         fold_max_changes in prop_oneof![Just(1i64), 2i64..12, Just(100_000i64)],
+        state_file_rows in prop_oneof![1i64..4, Just(100_000i64)],
     ) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        rt.block_on(run_scenario(steps, fold_max_changes));
+        rt.block_on(run_scenario(steps, fold_max_changes, state_file_rows));
     }
 }
 
@@ -401,4 +404,105 @@ async fn wait_for(host: &NativeHost, done: impl Fn(&CdcStats) -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     panic!("condition not reached: {:?}", stats(host).await);
+}
+
+/// A collection larger than one state file's bound is compacted (and
+/// snapshotted) into several files, each within the bound, published to the
+/// catalog in one snapshot; it reads back the same from every path, and the
+/// files of a replaced state are deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_larger_than_one_file_is_written_as_several() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(Timestamp(T0)));
+    let host = host_with(dir.path(), clock.clone(), &[("cdc.state_file_rows", "4")]);
+    host.register::<Catalog>();
+    let mut changes: Vec<Change> = (0..11)
+        .map(|i| change(&format!("i{i}"), &format!("d{i:02}"), ChangeOp::Insert, T0 + i, Some(json!({"i": i}))))
+        .collect();
+    changes.extend((0..5).map(|i| change(&format!("x{i}"), &format!("d{i:02}"), ChangeOp::Delete, T0 + 20 + i, None)));
+    call(&host, CdcRequest::Apply { changes: changes.clone() }).await.unwrap();
+    call(&host, CdcRequest::Compact).await.unwrap();
+    clock.advance(DAY);
+    call(&host, CdcRequest::Snapshot { kind: SnapshotKind::Daily }).await.unwrap();
+
+    let CdcResponse::Manifest(manifest) = call(&host, CdcRequest::Manifest).await.unwrap() else { panic!() };
+    let current = manifest.current.clone().unwrap();
+    // 6 live documents in files of at most 4, 5 tombstones likewise.
+    assert_eq!((current.rows, current.tombstones), (6, 5));
+    assert_eq!(current.files.len(), 2, "{current:?}");
+    assert_eq!(current.tombstone_files.len(), 2, "{current:?}");
+    assert_eq!(current.files[0], current.key);
+    let snapshot = &manifest.snapshots[0];
+    assert_eq!((snapshot.files.len(), snapshot.tombstone_files.len()), (2, 2), "{snapshot:?}");
+    let mut rows_per_file = Vec::new();
+    for key in current.files.iter().chain(&current.tombstone_files).chain(&snapshot.files) {
+        let bytes = host.blobs().get(key).await.unwrap().unwrap();
+        let n = events_lake::cdc::StateReader::new(bytes::Bytes::from(bytes)).unwrap().count();
+        rows_per_file.push(n);
+    }
+    assert_eq!(rows_per_file, [4, 2, 4, 1, 4, 2]);
+
+    // Every read path gives the replay: the object's state before the
+    // deletes and now; the lake (the several files of each base) now.
+    for at in [T0 + 15, T0 + 100] {
+        let expected = replay(&changes, at);
+        assert_eq!(read_all(&host, Some(at), true).await, expected, "object state at {at}");
+    }
+    assert_eq!(read_files(&host, T0 + 100, FileBase::Auto).await.unwrap(), live(&replay(&changes, T0 + 100)));
+    let now = live(&replay(&changes, i64::MAX));
+    assert_eq!(read_files(&host, T0 + 100, FileBase::Current).await.unwrap(), now);
+    let label = Timestamp(clock.now().as_millis()).to_datetime().format("%Y-%m-%d").to_string();
+    let base = FileBase::Snapshot { kind: SnapshotKind::Daily, label };
+    assert_eq!(read_files(&host, T0 + 100, base).await.unwrap(), now);
+
+    // The catalog's table holds every live file of the state, in one snapshot.
+    let scan = host
+        .call_object::<Catalog>(
+            "acme",
+            CatalogRequest::Scan { table: "cdc_users".into(), snapshot_id: None, as_of_ms: None },
+        )
+        .await
+        .unwrap();
+    let CatalogResponse::Scan(scan) = scan else { panic!("{scan:?}") };
+    let mut keys: Vec<String> = scan.files.iter().map(|f| f.key.clone()).collect();
+    let mut want = current.files.clone();
+    (keys.sort(), want.sort());
+    assert_eq!(keys, want);
+    assert_eq!(scan.files.iter().map(|f| f.rows).sum::<i64>(), 6);
+    assert_eq!(stats(&host).await.catalog_error, None);
+
+    // A new compaction replaces the state: the old tombstone files are
+    // deleted by a later alarm (the live ones are the catalog's to expire).
+    let more = vec![change("u1", "d09", ChangeOp::Update, T0 + 200, Some(json!({"i": 99})))];
+    call(&host, CdcRequest::Apply { changes: more }).await.unwrap();
+    call(&host, CdcRequest::Compact).await.unwrap();
+    let host = &host;
+    let gone = |keys: Vec<String>| async move {
+        for _ in 0..500 {
+            let mut left = 0;
+            for k in &keys {
+                left += usize::from(host.blobs().get(k).await.unwrap().is_some());
+            }
+            if left == 0 {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        false
+    };
+    assert!(gone(current.tombstone_files.clone()).await, "old tombstone files are deleted");
+    let scan = host
+        .call_object::<Catalog>(
+            "acme",
+            CatalogRequest::Scan { table: "cdc_users".into(), snapshot_id: None, as_of_ms: None },
+        )
+        .await
+        .unwrap();
+    let CatalogResponse::Scan(scan) = scan else { panic!("{scan:?}") };
+    let CdcResponse::Manifest(manifest) = call(&host, CdcRequest::Manifest).await.unwrap() else { panic!() };
+    let mut keys: Vec<String> = scan.files.iter().map(|f| f.key.clone()).collect();
+    let mut want = manifest.current.unwrap().files;
+    (keys.sort(), want.sort());
+    assert_eq!(keys, want, "the catalog replaced every old file by the new ones");
+    host.shutdown().await;
 }

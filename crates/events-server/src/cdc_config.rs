@@ -17,6 +17,9 @@ pub struct CdcConfig {
     /// Fold the changes appended since the last fold into the documents'
     /// state once this many are waiting (1-200,000; reads and the alarm fold sooner).
     pub fold_max_changes: i64,
+    /// Most documents per state file (current table, snapshot): larger
+    /// states are several files, written one at a time (1-1,000,000).
+    pub state_file_rows: i64,
     /// Daily snapshots kept per collection (0: none taken).
     pub keep_daily: i64,
     /// Monthly snapshots kept per collection (0: none taken).
@@ -33,6 +36,7 @@ impl Default for CdcConfig {
             flush_max_age_ms: c::DEFAULT_FLUSH_MAX_AGE_MS,
             compact_min_deltas: c::DEFAULT_COMPACT_MIN_DELTAS,
             fold_max_changes: c::DEFAULT_FOLD_MAX_CHANGES,
+            state_file_rows: c::DEFAULT_STATE_FILE_ROWS,
             keep_daily: c::DEFAULT_KEEP_DAILY,
             keep_monthly: c::DEFAULT_KEEP_MONTHLY,
             failpoint: None,
@@ -48,6 +52,7 @@ impl CdcConfig {
             ("cdc.flush_max_age_ms".to_string(), self.flush_max_age_ms.to_string()),
             ("cdc.compact_min_deltas".to_string(), self.compact_min_deltas.to_string()),
             ("cdc.fold_max_changes".to_string(), self.fold_max_changes.to_string()),
+            ("cdc.state_file_rows".to_string(), self.state_file_rows.to_string()),
             ("cdc.keep_daily".to_string(), self.keep_daily.to_string()),
             ("cdc.keep_monthly".to_string(), self.keep_monthly.to_string()),
         ];
