@@ -215,7 +215,7 @@ pub async fn run(opts: &CdcBench) -> anyhow::Result<Vec<Figure>> {
         c
     });
     let (update_rate, stats) = apply_all(&host, updates, opts.batch).await?;
-    anyhow::ensure!(stats.late == (opts.updates as i64).div_ceil(10), "{} late changes counted", stats.late);
+    anyhow::ensure!(stats.late == opts.updates.div_ceil(10) as i64, "{} late changes counted", stats.late);
     let label = format!(
         "changes applied/s, sustained ({} updates of random existing documents, 10% late, {} per commit, all folded)",
         opts.updates, opts.batch

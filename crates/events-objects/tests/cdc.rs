@@ -466,7 +466,8 @@ async fn a_state_larger_than_one_file_is_written_as_several() {
     let CatalogResponse::Scan(scan) = scan else { panic!("{scan:?}") };
     let mut keys: Vec<String> = scan.files.iter().map(|f| f.key.clone()).collect();
     let mut want = current.files.clone();
-    (keys.sort(), want.sort());
+    keys.sort();
+    want.sort();
     assert_eq!(keys, want);
     assert_eq!(scan.files.iter().map(|f| f.rows).sum::<i64>(), 6);
     assert_eq!(stats(&host).await.catalog_error, None);
@@ -499,10 +500,11 @@ async fn a_state_larger_than_one_file_is_written_as_several() {
         .await
         .unwrap();
     let CatalogResponse::Scan(scan) = scan else { panic!("{scan:?}") };
-    let CdcResponse::Manifest(manifest) = call(&host, CdcRequest::Manifest).await.unwrap() else { panic!() };
+    let CdcResponse::Manifest(manifest) = call(host, CdcRequest::Manifest).await.unwrap() else { panic!() };
     let mut keys: Vec<String> = scan.files.iter().map(|f| f.key.clone()).collect();
     let mut want = manifest.current.unwrap().files;
-    (keys.sort(), want.sort());
+    keys.sort();
+    want.sort();
     assert_eq!(keys, want, "the catalog replaced every old file by the new ones");
     host.shutdown().await;
 }
