@@ -91,7 +91,7 @@ fn parse_at(at: Option<&str>) -> Result<Option<Timestamp>> {
 /// Lists the namespace's collections with their statistics.
 #[utoipa::path(get, path = "/cdc/{ns}", tag = "cdc",
     params(("ns" = String, Path, description = "Namespace")),
-    responses((status = 200, description = "`{collections: [{collection, documents, deleted, changes, pending, lastChange, deltaFiles, lastCompaction, compactions, snapshots, table, catalogError}]}`", body = Value)),
+    responses((status = 200, description = "`{collections: [{collection, documents, deleted, changes, pending, late, lastChange, deltaFiles, lastCompaction, compactions, snapshots, table, catalogError}]}`", body = Value)),
     security(("bearerAuth" = [])))]
 pub async fn collections(
     State(state): State<AppState>,
