@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod output;
+pub mod utc_trunc;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -259,6 +260,7 @@ pub async fn run_query(
         .with_default_catalog_and_schema("events", "public");
     config.options_mut().execution.parquet.pushdown_filters = false;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
+    ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(utc_trunc::UtcDateTrunc::default()));
     for table in tables {
         let format = ParquetFormat::default();
         let options = ListingOptions::new(Arc::new(format))
