@@ -178,17 +178,7 @@ async fn import_hour<H: Host>(
                 if event.ts.as_millis() < since || !route.pattern.matches(&event.event_type) {
                     continue;
                 }
-                imported += db.execute(
-                    "INSERT INTO events (id, ts, type, body, received_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT(id) DO NOTHING",
-                    &[
-                        event.id.as_str().into(),
-                        event.ts.as_millis().into(),
-                        event.event_type.as_str().into(),
-                        event.to_json().to_string().into(),
-                        now.into(),
-                    ],
-                )? as i64;
+                imported += i64::from(routing::log_event(db, &event, now)?);
             }
         }
         return Ok((read, imported));

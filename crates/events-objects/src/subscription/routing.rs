@@ -73,17 +73,7 @@ impl Subscriptions {
             if matching.is_empty() {
                 continue;
             }
-            db.execute(
-                "INSERT INTO events (id, ts, type, body, received_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(id) DO NOTHING",
-                &[
-                    event.id.as_str().into(),
-                    event.ts.as_millis().into(),
-                    event.event_type.as_str().into(),
-                    event.to_json().to_string().into(),
-                    now.into(),
-                ],
-            )?;
+            log_event(db, event, now)?;
             let seq = db
                 .query_one("SELECT seq FROM events WHERE id = ?1", &[event.id.as_str().into()])?
                 .expect("event row just written")
@@ -130,4 +120,21 @@ impl Subscriptions {
         }
         Ok(enqueued)
     }
+}
+
+/// Keeps `event` in the router's event log (received at `now`) unless the
+/// log holds it already; returns whether it was added.
+pub(super) fn log_event<S: SqlStorage>(db: &S, event: &Event, now: i64) -> ObjectResult<bool> {
+    let added = db.execute(
+        "INSERT INTO events (id, ts, type, body, received_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(id) DO NOTHING",
+        &[
+            event.id.as_str().into(),
+            event.ts.as_millis().into(),
+            event.event_type.as_str().into(),
+            event.to_json().to_string().into(),
+            now.into(),
+        ],
+    )?;
+    Ok(added > 0)
 }
