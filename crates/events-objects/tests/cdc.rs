@@ -406,6 +406,21 @@ async fn wait_for(host: &NativeHost, done: impl Fn(&CdcStats) -> bool) {
     panic!("condition not reached: {:?}", stats(host).await);
 }
 
+/// The current files of the `cdc_users` Iceberg table (keys sorted) and their summed rows.
+async fn catalog_files(host: &NativeHost) -> (Vec<String>, i64) {
+    let scan = host
+        .call_object::<Catalog>(
+            "acme",
+            CatalogRequest::Scan { table: "cdc_users".into(), snapshot_id: None, as_of_ms: None },
+        )
+        .await
+        .unwrap();
+    let CatalogResponse::Scan(scan) = scan else { panic!("{scan:?}") };
+    let mut keys: Vec<String> = scan.files.iter().map(|f| f.key.clone()).collect();
+    keys.sort();
+    (keys, scan.files.iter().map(|f| f.rows).sum())
+}
+
 /// A collection larger than one state file's bound is compacted (and
 /// snapshotted) into several files, each within the bound, published to the
 /// catalog in one snapshot; it reads back the same from every path, and the
@@ -457,20 +472,11 @@ async fn a_state_larger_than_one_file_is_written_as_several() {
     assert_eq!(read_files(&host, T0 + 100, base).await.unwrap(), now);
 
     // The catalog's table holds every live file of the state, in one snapshot.
-    let scan = host
-        .call_object::<Catalog>(
-            "acme",
-            CatalogRequest::Scan { table: "cdc_users".into(), snapshot_id: None, as_of_ms: None },
-        )
-        .await
-        .unwrap();
-    let CatalogResponse::Scan(scan) = scan else { panic!("{scan:?}") };
-    let mut keys: Vec<String> = scan.files.iter().map(|f| f.key.clone()).collect();
+    let (keys, rows) = catalog_files(&host).await;
     let mut want = current.files.clone();
-    keys.sort();
     want.sort();
     assert_eq!(keys, want);
-    assert_eq!(scan.files.iter().map(|f| f.rows).sum::<i64>(), 6);
+    assert_eq!(rows, 6);
     assert_eq!(stats(&host).await.catalog_error, None);
 
     // A new compaction replaces the state: the old tombstone files are
@@ -493,18 +499,9 @@ async fn a_state_larger_than_one_file_is_written_as_several() {
         false
     };
     assert!(gone(current.tombstone_files.clone()).await, "old tombstone files are deleted");
-    let scan = host
-        .call_object::<Catalog>(
-            "acme",
-            CatalogRequest::Scan { table: "cdc_users".into(), snapshot_id: None, as_of_ms: None },
-        )
-        .await
-        .unwrap();
-    let CatalogResponse::Scan(scan) = scan else { panic!("{scan:?}") };
+    let (keys, _) = catalog_files(host).await;
     let CdcResponse::Manifest(manifest) = call(host, CdcRequest::Manifest).await.unwrap() else { panic!() };
-    let mut keys: Vec<String> = scan.files.iter().map(|f| f.key.clone()).collect();
     let mut want = manifest.current.unwrap().files;
-    keys.sort();
     want.sort();
     assert_eq!(keys, want, "the catalog replaced every old file by the new ones");
     host.shutdown().await;
