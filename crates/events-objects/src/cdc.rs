@@ -6,11 +6,15 @@
 //! from the ingest outbox, at least once ([`crate::fanout`] consumer `"cdc"`).
 //!
 //! # State (the object's SQLite, never in memory)
-//! - `changes`: every change applied, with its processor sequence number
-//!   `seq` (arrival order), keyed uniquely by event id: a redelivered change
-//!   is recognised and skipped, so it is applied once. Indexed by
-//!   `(doc_id, ts, seq)`: a document's history and its state at any time
-//!   are index range reads.
+//! - `changes`: the changes applied, appended with their processor sequence
+//!   number `seq` (arrival order), keyed uniquely by event id: a redelivered
+//!   change is recognised and skipped, so it is applied once. Folds index
+//!   them by `(doc_id, ts, seq)` in `doc_changes`: a document's history and
+//!   its state at any time are index range reads.
+//! - History retention: after [`CdcConfig::history_keep_ms`] the alarm trims
+//!   changes (once in delta files) to each document's winning one, which
+//!   counts for the rest; reads before the trimmed part's newest event time
+//!   come from the lake (`CdcProcessor::trim`).
 //! - `docs`: per document, the current data, version (number of changes),
 //!   tombstone flag, time and `seq` of the winning change, and bookmark.
 //! - `files`: the delta files, the current table and the snapshots written
@@ -115,39 +119,122 @@ pub const CDC_COLLECTION_PROPERTY: &str = "events.cdc.collection";
 const GC_BATCH: i64 = 1_000;
 /// One UTC day in ms.
 const DAY_MS: i64 = 86_400_000;
+/// Default: changes stay in the object's history this long after they
+/// arrived (ms); older ones are trimmed (see `CdcProcessor::trim`). Also
+/// the window in which a redelivered change is recognised by its event id.
+pub const DEFAULT_HISTORY_KEEP_MS: i64 = 7 * DAY_MS;
+/// Shortest history retention (ms): a trimmed change's event id no longer
+/// deduplicates, and the ingest outbox may redeliver a change whose
+/// acknowledgement a crash lost only once the server is back.
+pub const MIN_HISTORY_KEEP_MS: i64 = 3_600_000;
+/// Most changes one trim step removes from the history (one transaction).
+const TRIM_BATCH: i64 = 10_000;
+/// Most trim steps one alarm runs before it yields to other requests.
+const TRIM_STEPS_PER_ALARM: usize = 10;
 
-/// Tunables, from host variables `cdc.*` (defaults above).
-#[derive(Debug, Clone)]
+/// Change-capture tunables: the server's `[cdc]` configuration table, carried
+/// to each processor as host variables `cdc.*` (defaults above).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CdcConfig {
-    /// Flush at this many pending changes.
+    /// Write a delta file once this many changes are pending (1-100,000).
     pub flush_max_changes: i64,
-    /// Flush when the oldest pending change is this old (ms).
+    /// Write a delta file once the oldest pending change waited this long (ms).
     pub flush_max_age_ms: i64,
-    /// Compact at this many live delta files.
+    /// Compact once a collection has this many delta files.
     pub compact_min_deltas: i64,
-    /// Fold the unfolded tail into `docs` at this many changes.
+    /// Fold the changes appended since the last fold into the documents'
+    /// state once this many are waiting (1-200,000; reads and the alarm fold sooner).
     pub fold_max_changes: i64,
-    /// Most documents in one state file.
+    /// Most documents per state file (current table, snapshot): larger
+    /// states are several files, written one at a time (1-1,000,000).
     pub state_file_rows: i64,
-    /// Daily snapshots kept.
+    /// Daily snapshots kept per collection (0: none taken).
     pub keep_daily: i64,
-    /// Monthly snapshots kept.
+    /// Monthly snapshots kept per collection (0: none taken).
     pub keep_monthly: i64,
-    /// Test-only crash point (`compact-after-write`): the process aborts there.
+    /// How long a change stays in the object's history after it arrived
+    /// (ms, at least [`MIN_HISTORY_KEEP_MS`]); older changes are trimmed to
+    /// each document's winning one, and earlier times are read from the lake.
+    pub history_keep_ms: i64,
+    /// Crash tests only: `compact-after-write` aborts the process after a
+    /// compaction wrote its files and before it recorded them.
     pub failpoint: Option<String>,
 }
 
-impl CdcConfig {
-    fn from_host<H: Host>(host: &H) -> Self {
+impl Default for CdcConfig {
+    fn default() -> Self {
         CdcConfig {
-            flush_max_changes: var_or(host, "cdc.flush_max_changes", DEFAULT_FLUSH_MAX_CHANGES)
+            flush_max_changes: DEFAULT_FLUSH_MAX_CHANGES,
+            flush_max_age_ms: DEFAULT_FLUSH_MAX_AGE_MS,
+            compact_min_deltas: DEFAULT_COMPACT_MIN_DELTAS,
+            fold_max_changes: DEFAULT_FOLD_MAX_CHANGES,
+            state_file_rows: DEFAULT_STATE_FILE_ROWS,
+            keep_daily: DEFAULT_KEEP_DAILY,
+            keep_monthly: DEFAULT_KEEP_MONTHLY,
+            history_keep_ms: DEFAULT_HISTORY_KEEP_MS,
+            failpoint: None,
+        }
+    }
+}
+
+impl CdcConfig {
+    /// The host variables (`cdc.*`) that carry this configuration to every
+    /// processor (see [`CdcConfig::from_host`]).
+    pub fn host_vars(&self) -> Vec<(String, String)> {
+        let mut vars: Vec<(String, String)> = [
+            ("flush_max_changes", self.flush_max_changes),
+            ("flush_max_age_ms", self.flush_max_age_ms),
+            ("compact_min_deltas", self.compact_min_deltas),
+            ("fold_max_changes", self.fold_max_changes),
+            ("state_file_rows", self.state_file_rows),
+            ("keep_daily", self.keep_daily),
+            ("keep_monthly", self.keep_monthly),
+            ("history_keep_ms", self.history_keep_ms),
+        ]
+        .into_iter()
+        .map(|(name, value)| (format!("cdc.{name}"), value.to_string()))
+        .collect();
+        if let Some(f) = &self.failpoint {
+            vars.push(("cdc.failpoint".to_string(), f.clone()));
+        }
+        vars
+    }
+
+    /// Checks every value is in its range (the message names the key).
+    pub fn validate(&self) -> Result<(), String> {
+        let ranges = [
+            ("flush_max_changes", self.flush_max_changes, 1, MAX_CHANGES_PER_DELTA),
+            ("flush_max_age_ms", self.flush_max_age_ms, 1, i64::MAX),
+            ("compact_min_deltas", self.compact_min_deltas, 1, i64::MAX),
+            ("fold_max_changes", self.fold_max_changes, 1, MAX_FOLD_CHANGES),
+            ("state_file_rows", self.state_file_rows, 1, MAX_STATE_FILE_ROWS),
+            ("keep_daily", self.keep_daily, 0, i64::MAX),
+            ("keep_monthly", self.keep_monthly, 0, i64::MAX),
+            ("history_keep_ms", self.history_keep_ms, MIN_HISTORY_KEEP_MS, i64::MAX),
+        ];
+        for (name, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                let upper = if max == i64::MAX { String::new() } else { format!(" and at most {max}") };
+                return Err(format!("cdc.{name} must be at least {min}{upper}, got {value}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration the host's variables give, each value brought into its range.
+    pub fn from_host<H: Host>(host: &H) -> Self {
+        let d = CdcConfig::default();
+        CdcConfig {
+            flush_max_changes: var_or(host, "cdc.flush_max_changes", d.flush_max_changes)
                 .clamp(1, MAX_CHANGES_PER_DELTA),
-            flush_max_age_ms: var_or(host, "cdc.flush_max_age_ms", DEFAULT_FLUSH_MAX_AGE_MS).max(1),
-            compact_min_deltas: var_or(host, "cdc.compact_min_deltas", DEFAULT_COMPACT_MIN_DELTAS).max(1),
-            fold_max_changes: var_or(host, "cdc.fold_max_changes", DEFAULT_FOLD_MAX_CHANGES).clamp(1, MAX_FOLD_CHANGES),
-            state_file_rows: var_or(host, "cdc.state_file_rows", DEFAULT_STATE_FILE_ROWS).clamp(1, MAX_STATE_FILE_ROWS),
-            keep_daily: var_or(host, "cdc.keep_daily", DEFAULT_KEEP_DAILY).max(0),
-            keep_monthly: var_or(host, "cdc.keep_monthly", DEFAULT_KEEP_MONTHLY).max(0),
+            flush_max_age_ms: var_or(host, "cdc.flush_max_age_ms", d.flush_max_age_ms).max(1),
+            compact_min_deltas: var_or(host, "cdc.compact_min_deltas", d.compact_min_deltas).max(1),
+            fold_max_changes: var_or(host, "cdc.fold_max_changes", d.fold_max_changes).clamp(1, MAX_FOLD_CHANGES),
+            state_file_rows: var_or(host, "cdc.state_file_rows", d.state_file_rows).clamp(1, MAX_STATE_FILE_ROWS),
+            keep_daily: var_or(host, "cdc.keep_daily", d.keep_daily).max(0),
+            keep_monthly: var_or(host, "cdc.keep_monthly", d.keep_monthly).max(0),
+            history_keep_ms: var_or(host, "cdc.history_keep_ms", d.history_keep_ms).max(MIN_HISTORY_KEEP_MS),
             failpoint: host.var("cdc.failpoint").filter(|f| !f.is_empty()),
         }
     }
@@ -273,6 +360,9 @@ pub enum CdcRequest {
         /// Page size.
         limit: usize,
     },
+    /// Trims the history now as far as the retention allows (the alarm does
+    /// this on its own; see [`CdcConfig::history_keep_ms`]).
+    TrimHistory,
     /// One step of restoring the collection to its state at `at`, as new
     /// changes: every document after `after` (at most [`MAX_RESTORE_STEP`])
     /// whose current state differs gets a change that brings it back.
@@ -338,6 +428,15 @@ pub struct HistoryEntry {
     pub after: Option<Value>,
     /// Bookmark.
     pub bookmark: Option<String>,
+    /// Earlier changes of this document that were trimmed from the history
+    /// and that this entry now stands for in versions (0: none); they are
+    /// in the collection's delta files and snapshots.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub trimmed_before: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// Collection statistics.
@@ -372,6 +471,10 @@ pub struct CdcStats {
     /// Why the last commit of the current table to the catalog failed, if
     /// it did (retried by the alarm; cleared by a success).
     pub catalog_error: Option<String>,
+    /// Once history was trimmed: the event time (ISO-8601) from which the
+    /// object's history is complete; reads at earlier times come from the
+    /// lake's delta files and snapshots.
+    pub history_from: Option<String>,
 }
 
 /// Answers of a [`CdcProcessor`].
@@ -402,7 +505,11 @@ pub enum CdcResponse {
         changes: Vec<HistoryEntry>,
         /// Cursor, when more may follow.
         next: Option<(i64, i64)>,
+        /// See [`CdcStats::history_from`].
+        history_from: Option<String>,
     },
+    /// Changes removed from the history by a trim.
+    Trimmed(usize),
     /// One restore step: changes made and where to resume (`None`: done).
     Restored {
         /// Changes made.
@@ -493,6 +600,14 @@ const MIGRATIONS: &[Migration] = &[
               SELECT key, 1, 0, tombstones_key, tombstones, 0 FROM files WHERE kind IN ('current', 'daily', 'monthly');
           CREATE TABLE cataloged (key TEXT PRIMARY KEY) WITHOUT ROWID;",
     },
+    Migration {
+        version: 4,
+        name: "history trimming: a kept change stands for the trimmed ones before it",
+        // `merged`: how many changes of its document this row counts for in
+        // versions: 1, or more for the change a trim kept in place of the
+        // document's older ones (see `CdcProcessor::trim`).
+        sql: "ALTER TABLE changes ADD COLUMN merged INTEGER NOT NULL DEFAULT 1;",
+    },
 ];
 
 /// Counters kept in memory and written back after each request that changes them.
@@ -516,6 +631,13 @@ struct Counters {
     folded_seq: i64,
     /// Changes that arrived late (older than their document's state then).
     late: i64,
+    /// Changes up to this `seq` were trimmed from the history: only each
+    /// document's winning one is kept (0: nothing trimmed yet).
+    trimmed_seq: i64,
+    /// The newest event time among trimmed changes: the object's history
+    /// answers reads at this time or later exactly; earlier times are read
+    /// from the lake (meaningful once `trimmed_seq > 0`).
+    history_from: i64,
 }
 
 const COUNTER_NAMES: &[&str] = &[
@@ -533,10 +655,12 @@ const COUNTER_NAMES: &[&str] = &[
     "cataloged_seq",
     "folded_seq",
     "late",
+    "trimmed_seq",
+    "history_from",
 ];
 
 impl Counters {
-    fn slots(&mut self) -> [&mut i64; 14] {
+    fn slots(&mut self) -> [&mut i64; 16] {
         [
             &mut self.next_seq,
             &mut self.flushed_seq,
@@ -552,6 +676,8 @@ impl Counters {
             &mut self.cataloged_seq,
             &mut self.folded_seq,
             &mut self.late,
+            &mut self.trimmed_seq,
+            &mut self.history_from,
         ]
     }
 }
@@ -611,7 +737,25 @@ fn delta_row(r: &Row) -> ObjectResult<DeltaRow> {
 
 const CHANGE_COLUMNS: &str = "doc_id, op, ts, seq, before, after, bookmark";
 /// [`CHANGE_COLUMNS`] of `changes c` found through the history index `doc_changes h`.
-const HISTORY_COLUMNS: &str = "h.doc_id, c.op, h.ts, h.seq, c.before, c.after, c.bookmark";
+/// Column 7 is `merged` (see [`fold_history_row`]).
+const HISTORY_COLUMNS: &str = "h.doc_id, c.op, h.ts, h.seq, c.before, c.after, c.bookmark, c.merged";
+
+/// Folds one history row (read with [`HISTORY_COLUMNS`]) into a document's
+/// state; a row kept by a trim counts for the changes it replaced.
+fn fold_history_row(state: Option<DocState>, r: &Row) -> ObjectResult<DocState> {
+    let row = delta_row(r)?;
+    let merged = r.i64(7);
+    assert!(merged >= 1, "a history row counts for at least its own change");
+    let mut state = match state {
+        Some(mut s) => {
+            s.fold(&row);
+            s
+        }
+        None => DocState::from_change(&row),
+    };
+    state.version += merged - 1;
+    Ok(state)
+}
 
 /// The changes matching `condition` (on `changes`), in `seq` order; the
 /// first undecodable row ends the read with its error.
@@ -959,6 +1103,17 @@ impl CdcProcessor {
         let db = cx.storage();
         if db.query_one("SELECT 1 FROM garbage LIMIT 1", &[])?.is_some() {
             consider(now);
+        }
+        // The next trim: when the oldest untrimmed change leaves the
+        // retention, once it is in a delta file and folded (the flush and
+        // fold scheduled above come first).
+        let eligible = self.counters.flushed_seq.min(self.counters.folded_seq);
+        if let Some(oldest) = db.query_one(
+            "SELECT seq, received_at FROM changes WHERE seq > ?1 ORDER BY seq LIMIT 1",
+            &[self.counters.trimmed_seq.into()],
+        )? && oldest.i64(0) <= eligible
+        {
+            consider(oldest.i64(1) + self.config.history_keep_ms);
         }
         if self.publish_error.is_some() {
             consider(now + PUBLISH_RETRY_MS);
@@ -1408,10 +1563,12 @@ impl CdcProcessor {
             snapshots: count("SELECT COUNT(*) FROM files WHERE kind IN ('daily', 'monthly')")?,
             table: cdc_table_name(&self.collection),
             catalog_error: self.publish_error.clone(),
+            history_from: self.history_from(),
         })
     }
 
-    /// The state of one document at `at`, from its history (index range read).
+    /// The state of one document at `at`, from its history (index range
+    /// read); exact when [`CdcProcessor::history_covers`] `at`.
     fn doc_at<S: SqlStorage>(db: &S, id: &str, at: i64) -> ObjectResult<Option<DocState>> {
         let mut state: Option<DocState> = None;
         let mut failure = None;
@@ -1421,12 +1578,9 @@ impl CdcProcessor {
                  WHERE h.doc_id = ?1 AND h.ts <= ?2 ORDER BY h.ts, h.seq"
             ),
             &[id.into(), at.into()],
-            &mut |r| match delta_row(r) {
-                Ok(row) => {
-                    match &mut state {
-                        Some(s) => s.fold(&row),
-                        None => state = Some(DocState::from_change(&row)),
-                    }
+            &mut |r| match fold_history_row(state.take(), r) {
+                Ok(s) => {
+                    state = Some(s);
                     true
                 }
                 Err(e) => {
@@ -1436,6 +1590,100 @@ impl CdcProcessor {
             },
         )?;
         failure.map_or(Ok(state), Err)
+    }
+
+    /// Whether the object's history answers reads at `at` exactly: nothing
+    /// was trimmed, or `at` is not before the newest trimmed change.
+    fn history_covers(&self, at: i64) -> bool {
+        self.counters.trimmed_seq == 0 || at >= self.counters.history_from
+    }
+
+    /// The time from which the history is complete, if some was trimmed.
+    fn history_from(&self) -> Option<String> {
+        (self.counters.trimmed_seq > 0).then(|| Timestamp(self.counters.history_from).to_iso())
+    }
+
+    /// Trims the history by one step: of the changes that arrived more than
+    /// [`CdcConfig::history_keep_ms`] ago and are both in delta files and
+    /// folded (at most [`TRIM_BATCH`], in arrival order), each document
+    /// keeps only its winning change by `(ts, seq)`, which then counts for
+    /// the removed ones (`merged`). Returns the rows removed, or `None` when
+    /// nothing was due.
+    ///
+    /// Why reads stay exact: every trimmed change has an event time at or
+    /// before `history_from`, so at any time `T >= history_from` all of a
+    /// document's trimmed changes are in its fold, whose winner and count
+    /// the kept row preserves. Earlier times are read from the lake (delta
+    /// files and snapshots keep every change until their own retention).
+    fn trim<S: SqlStorage>(&mut self, db: &S, now: i64) -> ObjectResult<Option<usize>> {
+        let eligible = self.counters.flushed_seq.min(self.counters.folded_seq);
+        let cutoff = now - self.config.history_keep_ms;
+        let lo = self.counters.trimmed_seq;
+        let Some(hi) = db
+            .query_one(
+                "SELECT MAX(seq) FROM (SELECT seq FROM changes WHERE seq > ?1 AND seq <= ?2 AND received_at <= ?3
+                 ORDER BY seq LIMIT ?4)",
+                &[lo.into(), eligible.into(), cutoff.into(), TRIM_BATCH.into()],
+            )?
+            .and_then(|r| r.opt_i64(0))
+        else {
+            return Ok(None);
+        };
+        let range = [lo.into(), hi.into()];
+        let newest = db
+            .query_one("SELECT MAX(ts) FROM changes WHERE seq > ?1 AND seq <= ?2", &range)?
+            .and_then(|r| r.opt_i64(0))
+            .expect("the range holds at least one change");
+        let docs: Vec<String> = db
+            .query("SELECT DISTINCT doc_id FROM changes WHERE seq > ?1 AND seq <= ?2", &range)?
+            .iter()
+            .map(|r| r.str(0).to_string())
+            .collect();
+        let mut removed = 0;
+        for id in docs {
+            // The document's history up to `hi`: its kept row of an earlier trim, if any, and the range's changes.
+            let rows: Vec<(i64, i64, i64)> = db
+                .query(
+                    "SELECT h.ts, h.seq, c.merged FROM doc_changes h JOIN changes c ON c.seq = h.seq
+                     WHERE h.doc_id = ?1 AND h.seq <= ?2",
+                    &[id.as_str().into(), hi.into()],
+                )?
+                .iter()
+                .map(|r| (r.i64(0), r.i64(1), r.i64(2)))
+                .collect();
+            let &(_, winner, _) = rows
+                .iter()
+                .max_by_key(|r| (r.0, r.1))
+                .ok_or_else(|| corrupt(format!("document {id:?} has no history for its changes")))?;
+            for &(ts, seq, _) in rows.iter().filter(|r| r.1 != winner) {
+                db.execute(
+                    "DELETE FROM doc_changes WHERE doc_id = ?1 AND ts = ?2 AND seq = ?3",
+                    &[id.as_str().into(), ts.into(), seq.into()],
+                )?;
+                db.execute("DELETE FROM changes WHERE seq = ?1", &[seq.into()])?;
+                removed += 1;
+            }
+            let merged: i64 = rows.iter().map(|r| r.2).sum();
+            db.execute("UPDATE changes SET merged = ?1 WHERE seq = ?2", &[merged.into(), winner.into()])?;
+        }
+        self.counters.history_from = if lo == 0 { newest } else { self.counters.history_from.max(newest) };
+        self.counters.trimmed_seq = hi;
+        self.save_counters(db)?;
+        cdc_metrics::trimmed(removed);
+        Ok(Some(removed))
+    }
+
+    /// Runs trim steps until nothing is due, at most [`TRIM_STEPS_PER_ALARM`]
+    /// of them; returns the rows removed.
+    fn trim_due<S: SqlStorage>(&mut self, db: &S, now: i64) -> ObjectResult<usize> {
+        let mut removed = 0;
+        for _ in 0..TRIM_STEPS_PER_ALARM {
+            match self.trim(db, now)? {
+                Some(n) => removed += n,
+                None => break,
+            }
+        }
+        Ok(removed)
     }
 
     /// A page of documents at `at`, streamed from the history index.
@@ -1479,28 +1727,26 @@ impl CdcProcessor {
                     ),
                     &[after.as_str().into(), at.into()],
                     &mut |r| {
-                        let row = match delta_row(r) {
-                            Ok(row) => row,
-                            Err(e) => {
-                                failure = Some(e);
+                        if current.as_ref().is_some_and(|s| s.id != r.str(0)) {
+                            let done = current.take().expect("checked");
+                            if include_deleted || !done.deleted {
+                                out.push(done);
+                            }
+                            if out.len() == limit {
+                                more = true;
                                 return false;
                             }
-                        };
-                        if let Some(s) = current.as_mut().filter(|s| s.id == row.id) {
-                            s.fold(&row);
-                            return true;
                         }
-                        if let Some(done) = current.take()
-                            && (include_deleted || !done.deleted)
-                        {
-                            out.push(done);
+                        match fold_history_row(current.take(), r) {
+                            Ok(s) => {
+                                current = Some(s);
+                                true
+                            }
+                            Err(e) => {
+                                failure = Some(e);
+                                false
+                            }
                         }
-                        if out.len() == limit {
-                            more = true;
-                            return false;
-                        }
-                        current = Some(DocState::from_change(&row));
-                        true
                     },
                 )?;
                 if let Some(e) = failure {
@@ -1531,7 +1777,7 @@ impl CdcProcessor {
         let limit = limit.clamp(1, MAX_HISTORY_PAGE);
         let (ts, seq) = after.unwrap_or((events_runtime::MIN_EXACT_INTEGER, events_runtime::MIN_EXACT_INTEGER));
         let rows = db.query(
-            "SELECT c.event_id, c.op, h.ts, h.seq, c.before, c.after, c.bookmark FROM doc_changes h JOIN changes c ON c.seq = h.seq
+            "SELECT c.event_id, c.op, h.ts, h.seq, c.before, c.after, c.bookmark, c.merged FROM doc_changes h JOIN changes c ON c.seq = h.seq
              WHERE h.doc_id = ?1 AND (h.ts > ?2 OR (h.ts = ?2 AND h.seq > ?3)) ORDER BY h.ts, h.seq LIMIT ?4",
             &[id.into(), ts.into(), seq.into(), (limit + 1).into()],
         )?;
@@ -1546,23 +1792,69 @@ impl CdcProcessor {
                 before: parse_json(r.opt_str(4))?,
                 after: parse_json(r.opt_str(5))?,
                 bookmark: r.opt_str(6).map(String::from),
+                trimmed_before: r.i64(7) - 1,
             });
         }
         let next = if more { rows.get(limit - 1).map(|r| (r.i64(2), r.i64(3))) } else { None };
         Ok((out, next))
     }
 
-    /// A page of documents at `at` reconstructed from the lake files plus pending changes.
+    /// A page of documents at `at` reconstructed from the lake files plus
+    /// pending changes (tombstones only if `include_deleted`).
     async fn read_files<H: Host>(
         &self,
         cx: &ObjectContext<H>,
         at: i64,
         base: FileBase,
-        after: Option<String>,
-        limit: usize,
+        page: (Option<String>, usize),
+        include_deleted: bool,
     ) -> ObjectResult<(Vec<DocView>, Option<String>)> {
+        let (after, limit) = (page.0.unwrap_or_default(), page.1.clamp(1, MAX_READ_PAGE));
+        let mut out = Vec::new();
+        let mut more = false;
+        self.lake_states(cx, at, base, &mut |s| {
+            if (s.deleted && !include_deleted) || s.id <= after {
+                return true;
+            }
+            if out.len() == limit {
+                more = true;
+                return false;
+            }
+            out.push(s);
+            true
+        })
+        .await?;
+        let next = if more { out.last().map(|d| d.id.clone()) } else { None };
+        Ok((out.into_iter().map(doc_view).collect::<ObjectResult<_>>()?, next))
+    }
+
+    /// One document at `at`, reconstructed from the lake files plus pending changes.
+    async fn read_file_doc<H: Host>(&self, cx: &ObjectContext<H>, at: i64, id: &str) -> ObjectResult<Option<DocState>> {
+        let mut found = None;
+        self.lake_states(cx, at, FileBase::Auto, &mut |s| match s.id.as_str().cmp(id) {
+            std::cmp::Ordering::Less => true,
+            std::cmp::Ordering::Equal => {
+                found = Some(s);
+                false
+            }
+            std::cmp::Ordering::Greater => false,
+        })
+        .await?;
+        Ok(found)
+    }
+
+    /// Streams the state of every document at `at` (tombstones included), in
+    /// id order, from `base` plus the delta files after it plus the pending
+    /// changes, to `emit` until it returns `false`. Delta files whose changes
+    /// are all later than `at` are not read.
+    async fn lake_states<H: Host>(
+        &self,
+        cx: &ObjectContext<H>,
+        at: i64,
+        base: FileBase,
+        emit: &mut dyn FnMut(DocState) -> bool,
+    ) -> ObjectResult<()> {
         let db = cx.storage();
-        let limit = limit.clamp(1, MAX_READ_PAGE);
         let bases: Vec<StateRef> = db
             .query(
                 &format!("SELECT {STATE_REF_COLUMNS} FROM files WHERE kind IN ('current', 'daily', 'monthly') ORDER BY last_seq DESC"),
@@ -1597,7 +1889,7 @@ impl CdcProcessor {
         }
         let upto = chosen.as_ref().map_or(0, |b| b.upto_seq);
         let deltas = db.query(
-            "SELECT key, first_seq, last_seq FROM files WHERE kind = 'delta' AND last_seq > ?1 ORDER BY first_seq",
+            "SELECT key, first_seq, last_seq, min_ts FROM files WHERE kind = 'delta' AND last_seq > ?1 ORDER BY first_seq",
             &[upto.into()],
         )?;
         // The deltas must cover every change after the base without a gap.
@@ -1641,26 +1933,12 @@ impl CdcProcessor {
                 input.base.push(get(key).await?);
             }
         }
-        for d in &deltas {
+        for d in deltas.iter().filter(|d| d.i64(3) <= at) {
             input.deltas.push(get(d.str(0)).await?);
         }
-        input.pending = change_rows(db, "seq > ?1", &[covered.max(self.counters.flushed_seq).into()])?;
-        let after = after.unwrap_or_default();
-        let mut out = Vec::new();
-        let mut more = false;
-        reconstruct(input, at, &mut |s| {
-            if s.deleted || s.id <= after {
-                return true;
-            }
-            if out.len() == limit {
-                more = true;
-                return false;
-            }
-            out.push(s);
-            true
-        })?;
-        let next = if more { out.last().map(|d| d.id.clone()) } else { None };
-        Ok((out.into_iter().map(doc_view).collect::<ObjectResult<_>>()?, next))
+        input.pending =
+            change_rows(db, "seq > ?1 AND ts <= ?2", &[covered.max(self.counters.flushed_seq).into(), at.into()])?;
+        Ok(reconstruct(input, at, emit)?)
     }
 
     /// One restore step (see [`CdcRequest::Restore`]).
@@ -1733,6 +2011,11 @@ mod cdc_metrics {
         metrics::counter!("events_cdc_delta_files_total").increment(1);
         metrics::counter!("events_cdc_delta_rows_total").increment(rows as u64);
         metrics::counter!("events_cdc_delta_bytes_total").increment(bytes as u64);
+    }
+
+    /// Changes removed from the history by a trim.
+    pub fn trimmed(rows: usize) {
+        metrics::counter!("events_cdc_history_trimmed_total").increment(rows as u64);
     }
 
     /// A compaction ran.
@@ -1852,16 +2135,36 @@ impl DurableObject for CdcProcessor {
             let first_new = db
                 .query_one("SELECT received_at FROM changes WHERE seq > ?1 ORDER BY seq LIMIT 1", &[last.into()])?
                 .map(|r| r.i64(0));
+            // Trimmed changes after the last snapshot are older than any
+            // kept one: count them as received before the period ended.
+            let first_new = if last < self.counters.trimmed_seq { Some(i64::MIN) } else { first_new };
             if first_new.is_some_and(|t| t < period_start) {
                 self.snapshot(cx, kind, label).await?;
             }
         }
+        self.trim_due(cx.storage(), now.as_millis())?;
         self.save_counters(cx.storage())?;
         self.schedule(cx).await
     }
 }
 
 impl CdcProcessor {
+    /// Explains a failed lake read at a time the trimmed history no longer covers.
+    fn trimmed_error(&self, at: i64, e: ApiError) -> ApiError {
+        if e.code != ErrorCode::InvalidQuery {
+            return e;
+        }
+        ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!(
+                "the collection's history before {} is trimmed from its state, and the lake cannot rebuild {}: {}",
+                Timestamp(self.counters.history_from),
+                Timestamp(at),
+                e.message
+            ),
+        )
+    }
+
     async fn dispatch<H: Host>(&mut self, cx: &ObjectContext<H>, req: CdcRequest) -> ObjectResult<CdcResponse> {
         let db = cx.storage();
         match req {
@@ -1884,30 +2187,54 @@ impl CdcProcessor {
             CdcRequest::Manifest => Ok(CdcResponse::Manifest(self.manifest(db, cx.now().as_millis())?)),
             CdcRequest::ReadState { at, after, limit, include_deleted } => {
                 self.fold(db)?;
-                let (docs, next) = self.read_state(db, at, after, limit, include_deleted)?;
+                let (docs, next) = match at.map(|t| t.as_millis()) {
+                    Some(at) if !self.history_covers(at) => self
+                        .read_files(cx, at, FileBase::Auto, (after, limit), include_deleted)
+                        .await
+                        .map_err(|e| self.trimmed_error(at, e))?,
+                    _ => self.read_state(db, at, after, limit, include_deleted)?,
+                };
                 Ok(CdcResponse::Docs { docs, next })
             }
             CdcRequest::ReadDoc { id, at } => {
                 self.fold(db)?;
-                let state = match at {
+                let state = match at.map(|t| t.as_millis()) {
                     None => db
                         .query_one(&format!("SELECT {DOC_COLUMNS} FROM docs WHERE doc_id = ?1"), &[id.as_str().into()])?
                         .map(|r| doc_state_row(&r)),
-                    Some(at) => Self::doc_at(db, &id, at.as_millis())?,
+                    Some(at) if !self.history_covers(at) => {
+                        self.read_file_doc(cx, at, &id).await.map_err(|e| self.trimmed_error(at, e))?
+                    }
+                    Some(at) => Self::doc_at(db, &id, at)?,
                 };
                 Ok(CdcResponse::Doc(state.map(doc_view).transpose()?))
             }
             CdcRequest::History { id, after, limit } => {
                 self.fold(db)?;
                 let (changes, next) = Self::history(db, &id, after, limit)?;
-                Ok(CdcResponse::History { changes, next })
+                Ok(CdcResponse::History { changes, next, history_from: self.history_from() })
             }
             CdcRequest::ReadFiles { at, base, after, limit } => {
-                let (docs, next) = self.read_files(cx, at.as_millis(), base, after, limit).await?;
+                let (docs, next) = self.read_files(cx, at.as_millis(), base, (after, limit), false).await?;
                 Ok(CdcResponse::Docs { docs, next })
+            }
+            CdcRequest::TrimHistory => {
+                self.fold(db)?;
+                let removed = self.trim_due(db, cx.now().as_millis())?;
+                self.schedule(cx).await?;
+                Ok(CdcResponse::Trimmed(removed))
             }
             CdcRequest::Restore { at, restore_id, after } => {
                 self.fold(db)?;
+                if !self.history_covers(at.as_millis()) {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidQuery,
+                        format!(
+                            "a restore reaches back to {} at most: the collection's older history is trimmed",
+                            Timestamp(self.counters.history_from)
+                        ),
+                    ));
+                }
                 let (changes, examined, next) = self.restore(cx, at.as_millis(), &restore_id, after).await?;
                 Ok(CdcResponse::Restored { changes, examined, next })
             }

@@ -19,6 +19,8 @@ use serde_json::{Value, json};
 
 const T0: i64 = 1_800_000_000_000; // 2027-01-15T08:00:00Z
 const DAY: i64 = 86_400_000;
+/// History retention of the property test: the shortest allowed.
+const HISTORY_KEEP_MS: i64 = 3_600_000;
 
 fn host(dir: &std::path::Path, clock: Arc<ManualClock>) -> NativeHost {
     host_with(dir, clock, &[])
@@ -73,19 +75,32 @@ fn replay(changes: &[Change], at: i64) -> Expected {
 }
 
 async fn read_all(host: &NativeHost, at: Option<i64>, include_deleted: bool) -> Expected {
+    try_read_all(host, at, include_deleted).await.unwrap()
+}
+
+async fn try_read_all(
+    host: &NativeHost,
+    at: Option<i64>,
+    include_deleted: bool,
+) -> Result<Expected, events_core::ApiError> {
     let mut out = Expected::new();
     let mut after = None;
     loop {
         let req = CdcRequest::ReadState { at: at.map(Timestamp), after, limit: 3, include_deleted };
-        let CdcResponse::Docs { docs, next } = call(host, req).await.unwrap() else { panic!() };
+        let CdcResponse::Docs { docs, next } = call(host, req).await? else { panic!() };
         for d in docs {
             out.insert(d.id.clone(), (d.data, d.version, d.deleted));
         }
         match next {
             Some(n) => after = Some(n),
-            None => return out,
+            None => return Ok(out),
         }
     }
+}
+
+/// The event time from which the object's history is complete (`None`: nothing trimmed).
+async fn history_from(host: &NativeHost) -> Option<i64> {
+    stats(host).await.history_from.map(|t| Timestamp::parse_iso(&t).unwrap().as_millis())
 }
 
 async fn read_files(host: &NativeHost, at: i64, base: FileBase) -> Result<Expected, events_core::ApiError> {
@@ -125,6 +140,8 @@ enum Step {
     Compact,
     /// Advance the clock a day and take a daily snapshot.
     Snapshot,
+    /// Advance the clock past the history retention, flush and trim the history.
+    Trim,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -134,18 +151,25 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Flush),
         1 => Just(Step::Compact),
         1 => Just(Step::Snapshot),
+        1 => Just(Step::Trim),
     ]
 }
 
 /// Runs `steps`, with the unfolded tail folded into the state at
 /// `fold_max_changes` (1: every apply folds; large: only reads, compactions
 /// and the alarm fold), then checks every read path at every time.
-/// State files hold at most `state_file_rows` documents each.
+/// State files hold at most `state_file_rows` documents each. The history
+/// is kept [`HISTORY_KEEP_MS`]: reads at times before the trimmed part come
+/// from the lake, and may only fail where the lake no longer holds them.
 async fn run_scenario(steps: Vec<Step>, fold_max_changes: i64, state_file_rows: i64) {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(Timestamp(T0)));
-    let (fold, rows) = (fold_max_changes.to_string(), state_file_rows.to_string());
-    let host = host_with(dir.path(), clock.clone(), &[("cdc.fold_max_changes", &fold), ("cdc.state_file_rows", &rows)]);
+    let (fold, rows, keep) = (fold_max_changes.to_string(), state_file_rows.to_string(), HISTORY_KEEP_MS.to_string());
+    let host = host_with(
+        dir.path(),
+        clock.clone(),
+        &[("cdc.fold_max_changes", &fold), ("cdc.state_file_rows", &rows), ("cdc.history_keep_ms", &keep)],
+    );
     let mut applied: Vec<Change> = Vec::new();
     let mut previous: Vec<Change> = Vec::new();
     let mut n = 0;
@@ -181,6 +205,7 @@ async fn run_scenario(steps: Vec<Step>, fold_max_changes: i64, state_file_rows: 
             }
             Step::Snapshot => {
                 clock.advance(DAY);
+                previous.clear(); // a day later, beyond the retention (see Step::Trim)
                 let label = Timestamp(clock.now().as_millis()).to_datetime().format("%Y-%m-%d").to_string();
                 let CdcResponse::Snapshot(key) =
                     call(&host, CdcRequest::Snapshot { kind: SnapshotKind::Daily }).await.unwrap()
@@ -191,6 +216,15 @@ async fn run_scenario(steps: Vec<Step>, fold_max_changes: i64, state_file_rows: 
                     snapshots.push(label);
                 }
             }
+            Step::Trim => {
+                clock.advance(HISTORY_KEEP_MS + 1);
+                // Redelivery happens within the retention: the event ids of
+                // trimmed changes no longer deduplicate.
+                previous.clear();
+                call(&host, CdcRequest::Flush).await.unwrap();
+                let CdcResponse::Trimmed(_) = call(&host, CdcRequest::TrimHistory).await.unwrap() else { panic!() };
+                assert!(stats(&host).await.history_from.is_some() || applied.is_empty(), "every change was due");
+            }
         }
     }
 
@@ -200,17 +234,29 @@ async fn run_scenario(steps: Vec<Step>, fold_max_changes: i64, state_file_rows: 
     times.sort();
     times.dedup();
     let compacted = stats(&host).await.compactions > 0;
+    let trimmed_before = history_from(&host).await;
     for &at in &times {
         let expected = replay(&applied, at);
-        assert_eq!(read_all(&host, Some(at), true).await, expected, "object state at {at}");
-        assert_eq!(read_all(&host, Some(at), false).await, live(&expected), "live documents at {at}");
+        // Before the trimmed history's end the state is rebuilt from the lake,
+        // which fails only where compaction removed the deltas it needs.
+        let lake_may_fail = |e: &events_core::ApiError| {
+            e.code == ErrorCode::InvalidQuery && compacted && trimmed_before.is_some_and(|h| at < h)
+        };
+        match try_read_all(&host, Some(at), true).await {
+            Ok(got) => {
+                assert_eq!(got, expected, "object state at {at}");
+                assert_eq!(read_all(&host, Some(at), false).await, live(&expected), "live documents at {at}");
+            }
+            Err(e) => assert!(lake_may_fail(&e), "{e:?} at {at}"),
+        }
         for (id, want) in &expected {
-            let CdcResponse::Doc(Some(DocView { data, version, deleted, .. })) =
-                call(&host, CdcRequest::ReadDoc { id: id.clone(), at: Some(Timestamp(at)) }).await.unwrap()
-            else {
-                panic!("{id} at {at}")
-            };
-            assert_eq!(&(data, version, deleted), want, "{id} at {at}");
+            match call(&host, CdcRequest::ReadDoc { id: id.clone(), at: Some(Timestamp(at)) }).await {
+                Ok(CdcResponse::Doc(Some(DocView { data, version, deleted, .. }))) => {
+                    assert_eq!(&(data, version, deleted), want, "{id} at {at}")
+                }
+                Ok(other) => panic!("{id} at {at}: {other:?}"),
+                Err(e) => assert!(lake_may_fail(&e), "{e:?}: {id} at {at}"),
+            }
         }
         // The lake paths: deltas from the start, the newest usable base, and each base explicitly.
         match read_files(&host, at, FileBase::DeltasOnly).await {
@@ -285,13 +331,13 @@ async fn history_late_changes_ties_and_tombstones() {
         panic!()
     };
     assert!(b.deleted, "a tombstone is kept");
-    let CdcResponse::History { changes, next } =
+    let CdcResponse::History { changes, next, .. } =
         call(&host, CdcRequest::History { id: "a".into(), after: None, limit: 2 }).await.unwrap()
     else {
         panic!()
     };
     assert_eq!(changes.iter().map(|c| c.event_id.as_str()).collect::<Vec<_>>(), ["a1", "a3"], "event-time order");
-    let CdcResponse::History { changes, next } =
+    let CdcResponse::History { changes, next, .. } =
         call(&host, CdcRequest::History { id: "a".into(), after: next, limit: 2 }).await.unwrap()
     else {
         panic!()
@@ -504,5 +550,83 @@ async fn a_state_larger_than_one_file_is_written_as_several() {
     let mut want = manifest.current.unwrap().files;
     want.sort();
     assert_eq!(keys, want, "the catalog replaced every old file by the new ones");
+    host.shutdown().await;
+}
+
+/// Changes older than the history retention are trimmed by the alarm to each
+/// document's winning one; reads at later times stay exact from the object,
+/// reads at earlier times come from the lake, and what neither holds any
+/// more is refused with a clear error, never answered wrongly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_is_trimmed_after_its_retention_and_older_times_read_from_the_lake() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(Timestamp(T0 + 1_000)));
+    let host = host_with(dir.path(), clock.clone(), &[("cdc.history_keep_ms", "3600000")]);
+    let old = vec![
+        change("a1", "a", ChangeOp::Insert, T0 + 10, Some(json!({"v": 1}))),
+        change("a2", "a", ChangeOp::Update, T0 + 20, Some(json!({"v": 2}))),
+        change("b1", "b", ChangeOp::Insert, T0 + 10, Some(json!({"v": "b"}))),
+        change("a3", "a", ChangeOp::Update, T0 + 15, Some(json!({"v": 3}))), // late
+    ];
+    call(&host, CdcRequest::Apply { changes: old }).await.unwrap();
+    call(&host, CdcRequest::Flush).await.unwrap();
+    clock.advance(3_600_001);
+    let recent = vec![change("a4", "a", ChangeOp::Update, T0 + 30, Some(json!({"v": 4})))];
+    call(&host, CdcRequest::Apply { changes: recent.clone() }).await.unwrap();
+    // The alarm trims the four old changes (in a delta file, past the retention).
+    wait_for(&host, |s| s.history_from.is_some()).await;
+    let s = stats(&host).await;
+    assert_eq!(s.history_from.as_deref(), Some(Timestamp(T0 + 20).to_iso().as_str()), "the newest trimmed event time");
+    assert_eq!((s.documents, s.changes), (2, 5), "statistics count every change applied");
+
+    // a's history: the kept winner of its trimmed changes (standing for a1 and a3), then a4.
+    let CdcResponse::History { changes, next, history_from } =
+        call(&host, CdcRequest::History { id: "a".into(), after: None, limit: 10 }).await.unwrap()
+    else {
+        panic!()
+    };
+    let entries: Vec<(&str, i64)> = changes.iter().map(|c| (c.event_id.as_str(), c.trimmed_before)).collect();
+    assert_eq!(entries, [("a2", 2), ("a4", 0)]);
+    assert_eq!((next, history_from), (None, s.history_from.clone()));
+
+    let doc_at = async |id: &str, at: i64| {
+        let req = CdcRequest::ReadDoc { id: id.into(), at: Some(Timestamp(at)) };
+        match call(&host, req).await {
+            Ok(CdcResponse::Doc(d)) => Ok(d.map(|d| (d.data.unwrap(), d.version))),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        }
+    };
+    // From the history (at or after its trimmed end): the kept row counts for three changes.
+    assert_eq!(doc_at("a", T0 + 25).await.unwrap(), Some((json!({"v": 2}), 3)));
+    assert_eq!(doc_at("a", T0 + 30).await.unwrap(), Some((json!({"v": 4}), 4)));
+    // Before it, from the delta file (plus the pending change, later than both times).
+    assert_eq!(doc_at("a", T0 + 12).await.unwrap(), Some((json!({"v": 1}), 1)));
+    assert_eq!(doc_at("a", T0 + 17).await.unwrap(), Some((json!({"v": 3}), 2)), "the late change, at its time");
+    assert_eq!(doc_at("b", T0 + 5).await.unwrap(), None);
+    let then = read_all(&host, Some(T0 + 12), true).await;
+    assert_eq!(then.keys().collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(then["a"], (Some(json!({"v": 1})), 1, false));
+
+    // A restore must start from an exact state: not before the trimmed history's end.
+    let e = call(&host, CdcRequest::Restore { at: Timestamp(T0 + 12), restore_id: "r1".into(), after: None })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidQuery);
+    assert!(e.message.contains("trimmed"), "{}", e.message);
+
+    // Compaction retires the delta files (no snapshot keeps them): times
+    // before the trimmed history's end are now held by nothing, and refused.
+    call(&host, CdcRequest::Compact).await.unwrap();
+    let e = doc_at("a", T0 + 12).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidQuery);
+    assert!(e.message.contains("trimmed") && e.message.contains("compacted away"), "{}", e.message);
+    assert_eq!(try_read_all(&host, Some(T0 + 12), true).await.unwrap_err().code, ErrorCode::InvalidQuery);
+    // Later times and the present are unaffected; a redelivered recent change is still recognised.
+    assert_eq!(doc_at("a", T0 + 25).await.unwrap(), Some((json!({"v": 2}), 3)));
+    let CdcResponse::Applied(a) = call(&host, CdcRequest::Apply { changes: recent }).await.unwrap() else { panic!() };
+    assert_eq!((a.applied, a.duplicates), (0, 1));
+    let now = read_all(&host, None, false).await;
+    assert_eq!(now["a"], (Some(json!({"v": 4})), 4, false));
     host.shutdown().await;
 }

@@ -596,6 +596,7 @@ impl ServerConfig {
                     .into(),
             );
         }
+        self.cdc.validate()?;
         let r = &self.runtime;
         if r.idle_timeout_ms == 0 {
             return Err("runtime.idle_timeout_ms must be greater than 0".into());

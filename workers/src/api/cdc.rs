@@ -159,11 +159,11 @@ async fn history(call: &Call, ns: &str, collection: &str, id: &str) -> ApiResult
     };
     let req = CdcRequest::History { id: id.to_string(), after, limit: limit(call)? };
     match processor(call, ns, collection, req).await? {
-        CdcResponse::History { changes, next } => {
+        CdcResponse::History { changes, next, history_from } => {
             if changes.is_empty() && after.is_none() {
                 return Err(ApiError::not_found(format!("document {id:?} has no history in {collection}")));
             }
-            json(200, &json!({ "id": id, "changes": changes, "nextCursor": next.map(|(t, s)| format!("{t}.{s}")) }))
+            json(200, &json!({ "id": id, "changes": changes, "nextCursor": next.map(|(t, s)| format!("{t}.{s}")), "historyFrom": history_from }))
         }
         _ => Err(unexpected()),
     }

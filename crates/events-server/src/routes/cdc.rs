@@ -236,11 +236,13 @@ pub async fn history(
     };
     let req = CdcRequest::History { id: id.clone(), after, limit: q.limit.unwrap_or(DEFAULT_PAGE) };
     match call(&state, &ns, &collection, req).await? {
-        CdcResponse::History { changes, next } => {
+        CdcResponse::History { changes, next, history_from } => {
             if changes.is_empty() && after.is_none() {
                 return Err(ApiError::not_found(format!("document {id:?} has no history in {collection}")).into());
             }
-            to_json(json!({ "id": id, "changes": changes, "nextCursor": next.map(|(t, s)| format!("{t}.{s}")) }))
+            to_json(
+                json!({ "id": id, "changes": changes, "nextCursor": next.map(|(t, s)| format!("{t}.{s}")), "historyFrom": history_from }),
+            )
         }
         _ => Err(unexpected()),
     }
