@@ -91,7 +91,7 @@ fn parse_at(at: Option<&str>) -> Result<Option<Timestamp>> {
 /// Lists the namespace's collections with their statistics.
 #[utoipa::path(get, path = "/cdc/{ns}", tag = "cdc",
     params(("ns" = String, Path, description = "Namespace")),
-    responses((status = 200, description = "`{collections: [{collection, documents, deleted, changes, pending, late, lastChange, deltaFiles, lastCompaction, compactions, snapshots, table, catalogError}]}`", body = Value)),
+    responses((status = 200, description = "`{collections: [{collection, documents, deleted, changes, pending, late, lastChange, deltaFiles, lastCompaction, compactions, snapshots, table, catalogError, historyFrom}]}`", body = Value)),
     security(("bearerAuth" = [])))]
 pub async fn collections(
     State(state): State<AppState>,
@@ -217,7 +217,7 @@ pub struct HistoryParams {
 #[utoipa::path(get, path = "/cdc/{ns}/{collection}/{id}/history", tag = "cdc",
     params(("ns" = String, Path, description = "Namespace"), ("collection" = String, Path, description = "Collection"),
         ("id" = String, Path, description = "Document id"), HistoryParams),
-    responses((status = 200, description = "`{id, changes: [{eventId, op, ts, seq, before, after, bookmark}], nextCursor}`", body = Value)),
+    responses((status = 200, description = "`{id, changes: [{eventId, op, ts, seq, before, after, bookmark, trimmedBefore?}], nextCursor, historyFrom}`: `historyFrom` (once trimmed) is the time from which the history is complete", body = Value)),
     security(("bearerAuth" = [])))]
 pub async fn history(
     State(state): State<AppState>,
