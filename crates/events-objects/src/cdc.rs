@@ -608,6 +608,13 @@ const MIGRATIONS: &[Migration] = &[
         // document's older ones (see `CdcProcessor::trim`).
         sql: "ALTER TABLE changes ADD COLUMN merged INTEGER NOT NULL DEFAULT 1;",
     },
+    Migration {
+        version: 5,
+        name: "id range of each state file",
+        // NULL for files written before: a lake read then loads every file of the base.
+        sql: "ALTER TABLE state_parts ADD COLUMN first_id TEXT;
+          ALTER TABLE state_parts ADD COLUMN last_id TEXT;",
+    },
 ];
 
 /// Counters kept in memory and written back after each request that changes them.
@@ -814,6 +821,9 @@ struct StatePart {
     rows: i64,
     /// 0 when not recorded (bases written before states were split).
     bytes: i64,
+    /// The first and last document id in the file (`None`: an empty file,
+    /// or one written before ranges were recorded).
+    ids: Option<(String, String)>,
 }
 
 /// Every file of `base` (live documents first, each kind in id order); a
@@ -821,7 +831,8 @@ struct StatePart {
 fn state_parts<S: SqlStorage>(db: &S, base: &StateRef) -> ObjectResult<Vec<StatePart>> {
     let parts: Vec<StatePart> = db
         .query(
-            "SELECT tombstones, part, key, rows, bytes FROM state_parts WHERE base_key = ?1 ORDER BY tombstones, part",
+            "SELECT tombstones, part, key, rows, bytes, first_id, last_id FROM state_parts WHERE base_key = ?1
+             ORDER BY tombstones, part",
             &[base.key.as_str().into()],
         )?
         .iter()
@@ -831,14 +842,22 @@ fn state_parts<S: SqlStorage>(db: &S, base: &StateRef) -> ObjectResult<Vec<State
             key: r.str(2).to_string(),
             rows: r.i64(3),
             bytes: r.i64(4),
+            ids: r.opt_str(5).zip(r.opt_str(6)).map(|(a, b)| (a.to_string(), b.to_string())),
         })
         .collect();
     if !parts.is_empty() {
         return Ok(parts);
     }
     Ok(vec![
-        StatePart { tombstones: false, part: 0, key: base.key.clone(), rows: base.rows, bytes: 0 },
-        StatePart { tombstones: true, part: 0, key: base.tombstones_key.clone(), rows: base.tombstones, bytes: 0 },
+        StatePart { tombstones: false, part: 0, key: base.key.clone(), rows: base.rows, bytes: 0, ids: None },
+        StatePart {
+            tombstones: true,
+            part: 0,
+            key: base.tombstones_key.clone(),
+            rows: base.tombstones,
+            bytes: 0,
+            ids: None,
+        },
     ])
 }
 
@@ -851,6 +870,8 @@ struct StatePages<'a, S: SqlStorage> {
     left: i64,
     page: std::vec::IntoIter<DocState>,
     rows: i64,
+    /// The first id returned.
+    first: Option<String>,
     failure: Option<ApiError>,
 }
 
@@ -860,6 +881,9 @@ impl<S: SqlStorage> Iterator for StatePages<'_, S> {
     fn next(&mut self) -> Option<DocState> {
         loop {
             if let Some(d) = self.page.next() {
+                if self.first.is_none() {
+                    self.first = Some(d.id.clone());
+                }
                 self.after.clone_from(&d.id);
                 self.rows += 1;
                 return Some(d);
@@ -1369,6 +1393,7 @@ impl CdcProcessor {
                 left: self.config.state_file_rows,
                 page: Vec::new().into_iter(),
                 rows: 0,
+                first: None,
                 failure: None,
             };
             let file = encode_state_file(&mut pages, upto)?;
@@ -1382,8 +1407,18 @@ impl CdcProcessor {
             let size = file.len() as i64;
             cx.host().blobs().put(&key, file).await?;
             db.execute(
-                "INSERT OR REPLACE INTO state_parts (base_key, tombstones, part, key, rows, bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                &[base_key.into(), deleted.into(), part.into(), key.into(), pages.rows.into(), size.into()],
+                "INSERT OR REPLACE INTO state_parts (base_key, tombstones, part, key, rows, bytes, first_id, last_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                &[
+                    base_key.into(),
+                    deleted.into(),
+                    part.into(),
+                    key.into(),
+                    pages.rows.into(),
+                    size.into(),
+                    pages.first.clone().into(),
+                    pages.first.is_some().then(|| pages.after.clone()).into(),
+                ],
             )?;
             rows += pages.rows;
             bytes += size;
@@ -1438,8 +1473,18 @@ impl CdcProcessor {
             let size = bytes.len() as i64;
             cx.host().blobs().put(&to, bytes).await?;
             db.execute(
-                "INSERT INTO state_parts (base_key, tombstones, part, key, rows, bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                &[key.as_str().into(), part.tombstones.into(), part.part.into(), to.as_str().into(), part.rows.into(), size.into()],
+                "INSERT INTO state_parts (base_key, tombstones, part, key, rows, bytes, first_id, last_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                &[
+                    key.as_str().into(),
+                    part.tombstones.into(),
+                    part.part.into(),
+                    to.as_str().into(),
+                    part.rows.into(),
+                    size.into(),
+                    part.ids.as_ref().map(|i| i.0.clone()).into(),
+                    part.ids.as_ref().map(|i| i.1.clone()).into(),
+                ],
             )?;
             written.push(to);
         }
@@ -1810,9 +1855,10 @@ impl CdcProcessor {
         include_deleted: bool,
     ) -> ObjectResult<(Vec<DocView>, Option<String>)> {
         let (after, limit) = (page.0.unwrap_or_default(), page.1.clamp(1, MAX_READ_PAGE));
+        let start = if after.is_empty() { String::new() } else { format!("{after}\0") }; // the least id after `after`
         let mut out = Vec::new();
         let mut more = false;
-        self.lake_states(cx, at, base, &mut |s| {
+        self.lake_states(cx, at, base, &start, &mut |s| {
             if (s.deleted && !include_deleted) || s.id <= after {
                 return true;
             }
@@ -1831,7 +1877,7 @@ impl CdcProcessor {
     /// One document at `at`, reconstructed from the lake files plus pending changes.
     async fn read_file_doc<H: Host>(&self, cx: &ObjectContext<H>, at: i64, id: &str) -> ObjectResult<Option<DocState>> {
         let mut found = None;
-        self.lake_states(cx, at, FileBase::Auto, &mut |s| match s.id.as_str().cmp(id) {
+        self.lake_states(cx, at, FileBase::Auto, id, &mut |s| match s.id.as_str().cmp(id) {
             std::cmp::Ordering::Less => true,
             std::cmp::Ordering::Equal => {
                 found = Some(s);
@@ -1843,15 +1889,19 @@ impl CdcProcessor {
         Ok(found)
     }
 
-    /// Streams the state of every document at `at` (tombstones included), in
-    /// id order, from `base` plus the delta files after it plus the pending
-    /// changes, to `emit` until it returns `false`. Delta files whose changes
-    /// are all later than `at` are not read.
+    /// Streams the state at `at` of every document whose id is `start` or
+    /// later (tombstones included), in id order, from `base` plus the delta
+    /// files after it plus the pending changes, to `emit` until it returns
+    /// `false`. Memory: one file of the base's live documents and one of its
+    /// tombstones at a time (files entirely before `start` are not read),
+    /// plus the delta files; delta files whose changes are all later than
+    /// `at` are not read.
     async fn lake_states<H: Host>(
         &self,
         cx: &ObjectContext<H>,
         at: i64,
         base: FileBase,
+        start: &str,
         emit: &mut dyn FnMut(DocState) -> bool,
     ) -> ObjectResult<()> {
         let db = cx.storage();
@@ -1917,8 +1967,6 @@ impl CdcProcessor {
                 ),
             ));
         }
-        let mut input =
-            ReconstructInput { base: Vec::new(), base_upto_seq: upto, deltas: Vec::new(), pending: Vec::new() };
         let get = async |key: &str| -> ObjectResult<bytes::Bytes> {
             let bytes = cx
                 .host()
@@ -1928,17 +1976,63 @@ impl CdcProcessor {
                 .ok_or_else(|| ApiError::new(ErrorCode::StorageError, format!("lake file {key} is missing")))?;
             Ok(bytes::Bytes::from(bytes))
         };
-        if let Some(b) = &chosen {
-            for key in b.files.iter().chain(&b.tombstone_files) {
-                input.base.push(get(key).await?);
+        let base_parts: Vec<StatePart> = match &chosen {
+            Some(b) => state_parts(db, b)?.into_iter().filter(|p| p.rows > 0).collect(),
+            None => Vec::new(),
+        };
+        let deltas: Vec<String> = deltas.iter().filter(|d| d.i64(3) <= at).map(|d| d.str(0).to_string()).collect();
+        let pending_after = covered.max(self.counters.flushed_seq);
+        // Windows of the id space, each ending where the first base file
+        // (live or tombstones) still wanted ends: a window loads at most one
+        // file of each, since the files of a kind hold consecutive id ranges.
+        let mut start = start.to_string();
+        loop {
+            let wanted: Vec<&StatePart> =
+                base_parts.iter().filter(|p| p.ids.as_ref().is_none_or(|(_, last)| *last >= start)).collect();
+            // A file without a recorded range (written before ranges were): one window for everything.
+            let end: Option<String> = if wanted.iter().any(|p| p.ids.is_none()) {
+                None
+            } else {
+                [false, true]
+                    .iter()
+                    .filter_map(|kind| wanted.iter().find(|p| p.tombstones == *kind))
+                    .filter_map(|p| p.ids.as_ref().map(|(_, last)| last.clone()))
+                    .min()
+            };
+            let mut input =
+                ReconstructInput { base: Vec::new(), base_upto_seq: upto, deltas: Vec::new(), pending: Vec::new() };
+            for p in &wanted {
+                let in_window = match (&end, &p.ids) {
+                    (Some(end), Some((first, _))) => first <= end,
+                    _ => true,
+                };
+                if in_window {
+                    input.base.push(get(&p.key).await?);
+                }
+            }
+            for key in &deltas {
+                input.deltas.push(get(key).await?);
+            }
+            input.pending = change_rows(db, "seq > ?1 AND ts <= ?2", &[pending_after.into(), at.into()])?;
+            let mut stopped = false;
+            reconstruct(input, at, &mut |s| {
+                if s.id < start {
+                    return true;
+                }
+                if end.as_ref().is_some_and(|e| s.id > *e) {
+                    return false; // the next window's
+                }
+                stopped = !emit(s);
+                !stopped
+            })?;
+            match end {
+                Some(end) if !stopped => {
+                    assert!(end >= start, "a window ends at or after its start");
+                    start = format!("{end}\0"); // the least id after `end`
+                }
+                _ => return Ok(()),
             }
         }
-        for d in deltas.iter().filter(|d| d.i64(3) <= at) {
-            input.deltas.push(get(d.str(0)).await?);
-        }
-        input.pending =
-            change_rows(db, "seq > ?1 AND ts <= ?2", &[covered.max(self.counters.flushed_seq).into(), at.into()])?;
-        Ok(reconstruct(input, at, emit)?)
     }
 
     /// One restore step (see [`CdcRequest::Restore`]).

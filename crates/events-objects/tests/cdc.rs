@@ -630,3 +630,54 @@ async fn history_is_trimmed_after_its_retention_and_older_times_read_from_the_la
     assert_eq!(now["a"], (Some(json!({"v": 4})), 4, false));
     host.shutdown().await;
 }
+
+/// A page read from the lake loads only the state files its ids fall in:
+/// with the first file of the current table gone from the bucket, pages
+/// after it still read correctly (with a later change merged in), and only
+/// a read that needs the file fails, with a clear storage error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lake_read_loads_only_the_state_files_of_its_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let host =
+        host_with(dir.path(), Arc::new(ManualClock::new(Timestamp(T0 + 1_000))), &[("cdc.state_file_rows", "4")]);
+    let mut changes: Vec<Change> = (0..12)
+        .map(|i| change(&format!("i{i}"), &format!("d{i:02}"), ChangeOp::Insert, T0 + i, Some(json!({"i": i}))))
+        .collect();
+    call(&host, CdcRequest::Apply { changes: changes.clone() }).await.unwrap();
+    call(&host, CdcRequest::Compact).await.unwrap();
+    let update = change("u5", "d05", ChangeOp::Update, T0 + 50, Some(json!({"i": 55})));
+    call(&host, CdcRequest::Apply { changes: vec![update.clone()] }).await.unwrap();
+    changes.push(update);
+    let CdcResponse::Manifest(manifest) = call(&host, CdcRequest::Manifest).await.unwrap() else { panic!() };
+    let files = manifest.current.unwrap().files;
+    assert_eq!(files.len(), 3, "d00-d03, d04-d07, d08-d11: {files:?}");
+    host.blobs().delete(&files[0]).await.unwrap();
+
+    let page = async |after: Option<&str>| {
+        let req = CdcRequest::ReadFiles {
+            at: Timestamp(T0 + 100),
+            base: FileBase::Current,
+            after: after.map(String::from),
+            limit: 4,
+        };
+        match call(&host, req).await? {
+            CdcResponse::Docs { docs, next } => Ok::<_, events_core::ApiError>((docs, next)),
+            other => panic!("{other:?}"),
+        }
+    };
+    let expected = replay(&changes, T0 + 100);
+    let (docs, next) = page(Some("d03")).await.unwrap();
+    let got: Vec<(String, Option<Value>)> = docs.into_iter().map(|d| (d.id, d.data)).collect();
+    let want: Vec<(String, Option<Value>)> =
+        expected.range("d04".to_string()..="d07".to_string()).map(|(k, v)| (k.clone(), v.0.clone())).collect();
+    assert_eq!(got, want);
+    assert_eq!(got[1].1, Some(json!({"i": 55})), "the pending change is merged in");
+    let (docs, next) = page(next.as_deref()).await.unwrap();
+    assert_eq!(docs.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["d08", "d09", "d10", "d11"]);
+    assert_eq!(next, None);
+    // The first page needs the deleted file.
+    let e = page(None).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::StorageError);
+    assert!(e.message.contains(&files[0]), "{}", e.message);
+    host.shutdown().await;
+}
