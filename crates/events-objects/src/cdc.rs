@@ -1664,14 +1664,21 @@ impl CdcProcessor {
         let eligible = self.counters.flushed_seq.min(self.counters.folded_seq);
         let cutoff = now - self.config.history_keep_ms;
         let lo = self.counters.trimmed_seq;
-        let Some(hi) = db
-            .query_one(
-                "SELECT MAX(seq) FROM (SELECT seq FROM changes WHERE seq > ?1 AND seq <= ?2 AND received_at <= ?3
-                 ORDER BY seq LIMIT ?4)",
-                &[lo.into(), eligible.into(), cutoff.into(), TRIM_BATCH.into()],
-            )?
-            .and_then(|r| r.opt_i64(0))
-        else {
+        // Arrival order is receive-time order: the due changes are a prefix,
+        // read up to the first one still within the retention.
+        let mut due = None;
+        db.query_each(
+            "SELECT seq, received_at FROM changes WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
+            &[lo.into(), eligible.into(), TRIM_BATCH.into()],
+            &mut |r| {
+                if r.i64(1) > cutoff {
+                    return false;
+                }
+                due = Some(r.i64(0));
+                true
+            },
+        )?;
+        let Some(hi) = due else {
             return Ok(None);
         };
         let range = [lo.into(), hi.into()];
