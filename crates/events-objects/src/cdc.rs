@@ -570,7 +570,11 @@ const MIGRATIONS: &[Migration] = &[
         // Changes are appended in arrival order and folded into `docs` and
         // `doc_changes` later, in document-sorted batches; until then they are
         // the unfolded tail (`seq > folded_seq`). Every change of an existing
-        // database was folded when it was applied.
+        // database was folded when it was applied. The `late` counter starts
+        // here: it counts the late changes already applied, those for which
+        // a change of the same document with a later event time arrived
+        // first (a smaller `seq` among the changes after it in `(ts, seq)`
+        // order), read in the order of `changes_doc` before it is dropped.
         sql: "CREATE TABLE doc_changes (
               doc_id TEXT NOT NULL,
               ts INTEGER NOT NULL,
@@ -578,6 +582,13 @@ const MIGRATIONS: &[Migration] = &[
               PRIMARY KEY (doc_id, ts, seq)
           ) WITHOUT ROWID;
           INSERT INTO doc_changes (doc_id, ts, seq) SELECT doc_id, ts, seq FROM changes ORDER BY doc_id, ts, seq;
+          INSERT INTO counters (name, value)
+              SELECT 'late', COUNT(*) FROM (
+                  SELECT seq, MIN(seq) OVER (
+                      PARTITION BY doc_id ORDER BY ts, seq ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING
+                  ) AS first_arrival_after
+                  FROM changes
+              ) WHERE first_arrival_after < seq;
           DROP INDEX changes_doc;
           INSERT INTO counters (name, value) SELECT 'folded_seq', COALESCE(MAX(seq), 0) FROM changes;",
     },
