@@ -132,6 +132,9 @@ async fn activate<O: DurableObject>(
         events_runtime::migrate::apply(&storage, class, O::migrations(), now.as_millis())?;
         let conn = storage.take();
         set_durability(&conn, O::DURABILITY).map_err(storage_error)?;
+        if let Some(kib) = O::STORAGE_CACHE_KIB {
+            conn.execute_batch(&format!("PRAGMA cache_size = -{kib}")).map_err(storage_error)?;
+        }
         Ok((conn, created))
     })
     .await

@@ -42,6 +42,11 @@ pub trait DurableObject: Sized + 'static {
     type Response: Message;
     /// How its commits reach the disk; hosts that always fsync may ignore this.
     const DURABILITY: Durability = Durability::Fsync;
+    /// Most memory (KiB) the host gives this object's storage page cache,
+    /// allocated as used; `None`: the host's default, sized for many live
+    /// objects. For classes whose objects hold large tables. Hosts that size
+    /// their own caches ignore it.
+    const STORAGE_CACHE_KIB: Option<u32> = None;
 
     /// The storage schema, applied by the host before `load`.
     fn migrations() -> &'static [Migration];
