@@ -129,6 +129,11 @@ pub const DEFAULT_HISTORY_KEEP_MS: i64 = 7 * DAY_MS;
 pub const MIN_HISTORY_KEEP_MS: i64 = 3_600_000;
 /// Most changes one trim step removes from the history (one transaction).
 const TRIM_BATCH: i64 = 10_000;
+/// A processor's storage page cache (KiB): a fold and a compaction walk
+/// `changes`, `docs` and `doc_changes` together; with the host's small
+/// default their pages are re-read from the file system (and dirty ones
+/// spilled mid-transaction). Within the 128 MB per object of the design.
+pub const STORAGE_CACHE_KIB: u32 = 32 * 1024;
 /// Most trim steps one alarm runs before it yields to other requests.
 const TRIM_STEPS_PER_ALARM: usize = 10;
 
@@ -810,6 +815,55 @@ fn doc_state_row(r: &Row) -> DocState {
 
 const DOC_COLUMNS: &str = "doc_id, data, version, deleted, ts, seq, bookmark";
 
+/// The unfolded tail's winner per document (its greatest `(ts, seq)`) and
+/// how many changes the document has in the tail, in document order; `?1`
+/// and `?2` bound the tail's `seq`. Used as `WITH tail_winners AS (...)`.
+const FOLD_TAIL_WINNERS: &str = "SELECT doc_id, seq, n FROM (
+    SELECT doc_id, seq, ROW_NUMBER() OVER (PARTITION BY doc_id ORDER BY ts DESC, seq DESC) AS rank,
+           COUNT(*) OVER (PARTITION BY doc_id) AS n
+    FROM changes WHERE seq > ?1 AND seq <= ?2
+) WHERE rank = 1";
+
+/// A fold statement over [`FOLD_TAIL_WINNERS`].
+fn fold_sql(statement: &str) -> String {
+    format!("WITH tail_winners AS ({FOLD_TAIL_WINNERS}) {statement}")
+}
+
+/// The tail's late changes: those whose document already had a later event
+/// time, in its state or in an earlier arrival of the tail.
+const FOLD_LATE_SQL: &str = "SELECT COUNT(*) FROM (
+    SELECT doc_id, ts,
+           MAX(ts) OVER (PARTITION BY doc_id ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev
+    FROM changes WHERE seq > ?1 AND seq <= ?2
+) t LEFT JOIN docs d ON d.doc_id = t.doc_id
+WHERE t.ts < COALESCE(MAX(t.prev, d.ts), t.prev, d.ts)";
+
+/// The fold's change to the live and tombstone counts: per touched
+/// document, the state after (the tail's winner if it beats the stored
+/// state) against the state before.
+const FOLD_TRANSITIONS_SELECT: &str = "SELECT
+    COALESCE(SUM((1 - gone) - (CASE WHEN had THEN 1 - was ELSE 0 END)), 0),
+    COALESCE(SUM(gone - COALESCE(was, 0)), 0)
+FROM (
+    SELECT d.doc_id IS NOT NULL AS had, d.deleted AS was,
+           CASE WHEN d.doc_id IS NULL OR (c.ts, c.seq) >= (d.ts, d.seq) THEN c.op = 2 ELSE d.deleted END AS gone
+    FROM tail_winners w JOIN changes c ON c.seq = w.seq LEFT JOIN docs d ON d.doc_id = w.doc_id
+)";
+
+/// Writes each touched document's state: the tail's winner where it beats
+/// the stored state by `(ts, seq)`, and the version counting every change.
+/// (Op code 2 is a delete: a tombstone keeps the delete's `before`.)
+const FOLD_UPSERT: &str = "INSERT INTO docs (doc_id, data, version, deleted, ts, seq, bookmark)
+SELECT c.doc_id, CASE WHEN c.op = 2 THEN c.before ELSE c.after END, w.n, c.op = 2, c.ts, c.seq, c.bookmark
+FROM tail_winners w JOIN changes c ON c.seq = w.seq WHERE true
+ON CONFLICT (doc_id) DO UPDATE SET
+    version = docs.version + excluded.version,
+    data = CASE WHEN (excluded.ts, excluded.seq) >= (docs.ts, docs.seq) THEN excluded.data ELSE docs.data END,
+    deleted = CASE WHEN (excluded.ts, excluded.seq) >= (docs.ts, docs.seq) THEN excluded.deleted ELSE docs.deleted END,
+    bookmark = CASE WHEN (excluded.ts, excluded.seq) >= (docs.ts, docs.seq) THEN excluded.bookmark ELSE docs.bookmark END,
+    ts = CASE WHEN (excluded.ts, excluded.seq) >= (docs.ts, docs.seq) THEN excluded.ts ELSE docs.ts END,
+    seq = CASE WHEN (excluded.ts, excluded.seq) >= (docs.ts, docs.seq) THEN excluded.seq ELSE docs.seq END";
+
 /// A base as recorded in `files`, with its parts from `state_parts`.
 fn state_ref<S: SqlStorage>(db: &S, r: &Row) -> ObjectResult<StateRef> {
     let mut base = state_ref_row(r);
@@ -1022,103 +1076,39 @@ impl CdcProcessor {
     }
 
     /// Folds the unfolded tail (`seq > folded_seq`) into `docs` and the
-    /// history index `doc_changes`, in document order: the tail's keys are
-    /// sorted in memory (at most [`MAX_FOLD_CHANGES`]), each document's row
-    /// is read and written once, and the pages of both B-trees are visited
-    /// in key order, each once per fold. Returns the late changes found: a
-    /// change is late when an earlier arrival of its document has a later
-    /// event time (the rule of [`DocState::fold`], counted the same way).
+    /// history index `doc_changes`, set-based: SQLite sorts the tail's keys
+    /// by document (a window over at most [`MAX_FOLD_CHANGES`] changes plus
+    /// one batch), and each statement then visits the pages of `docs` and
+    /// `doc_changes` in key order, each once per fold. Returns the late
+    /// changes found: a change is late when an earlier arrival of its
+    /// document has a later event time (the rule of [`DocState::fold`]).
     fn fold<S: SqlStorage>(&mut self, db: &S) -> ObjectResult<usize> {
         let last = self.counters.next_seq - 1;
         if self.counters.folded_seq >= last {
             self.oldest_unfolded = None;
             return Ok(0);
         }
-        // (doc_id, ts, seq, op) of the tail, in arrival order.
-        let mut keys: Vec<(String, i64, i64)> = Vec::with_capacity(self.unfolded() as usize);
-        db.query_each(
-            "SELECT doc_id, ts, seq FROM changes WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
-            &[self.counters.folded_seq.into(), last.into()],
-            &mut |r| {
-                keys.push((r.str(0).to_string(), r.i64(1), r.i64(2)));
-                true
-            },
+        assert_eq!(ChangeOp::Delete.code(), 2, "the fold's SQL names deletes by their code");
+        let range = [self.counters.folded_seq.into(), last.into()];
+        // Read before the state changes: late changes and tombstone transitions.
+        let late = db.query_one(FOLD_LATE_SQL, &range)?.map_or(0, |r| r.i64(0));
+        let (live, deleted) =
+            db.query_one(&fold_sql(FOLD_TRANSITIONS_SELECT), &range)?.map_or((0, 0), |r| (r.i64(0), r.i64(1)));
+        db.execute(
+            "INSERT INTO doc_changes (doc_id, ts, seq)
+             SELECT doc_id, ts, seq FROM changes WHERE seq > ?1 AND seq <= ?2 ORDER BY doc_id, ts, seq",
+            &range,
         )?;
-        assert_eq!(keys.len() as i64, last - self.counters.folded_seq, "the tail has one row per sequence number");
-        keys.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
-        let mut late = 0usize;
-        let mut group_start = 0;
-        while group_start < keys.len() {
-            let id = keys[group_start].0.as_str();
-            let group_end = group_start + keys[group_start..].iter().take_while(|k| k.0 == id).count();
-            let group = &keys[group_start..group_end];
-            let existing = db
-                .query_one(&format!("SELECT {DOC_COLUMNS} FROM docs WHERE doc_id = ?1"), &[id.into()])?
-                .map(|r| doc_state_row(&r));
-            // Arrival order: late detection, and the winner by (ts, seq).
-            let mut newest_ts = existing.as_ref().map(|s| s.ts);
-            let mut winner = existing.as_ref().map(|s| (s.ts, s.seq));
-            for &(_, ts, seq) in group {
-                if newest_ts.is_some_and(|n| ts < n) {
-                    late += 1;
-                }
-                newest_ts = Some(newest_ts.map_or(ts, |n| n.max(ts)));
-                if winner.is_none_or(|w| (ts, seq) >= w) {
-                    winner = Some((ts, seq));
-                }
-            }
-            let mut history: Vec<(i64, i64)> = group.iter().map(|k| (k.1, k.2)).collect();
-            history.sort_unstable();
-            for (ts, seq) in history {
-                db.execute(
-                    "INSERT INTO doc_changes (doc_id, ts, seq) VALUES (?1, ?2, ?3)",
-                    &[id.into(), ts.into(), seq.into()],
-                )?;
-            }
-            let (_, winner_seq) = winner.expect("a group has at least one change");
-            let was_deleted = existing.as_ref().map(|s| s.deleted);
-            let version = existing.as_ref().map_or(0, |s| s.version) + group.len() as i64;
-            let mut state = match existing {
-                Some(s) if s.seq == winner_seq => s,
-                _ => {
-                    let rows = change_rows(db, "seq = ?1", &[winner_seq.into()])?;
-                    let row = rows.first().ok_or_else(|| corrupt(format!("change {winner_seq} is missing")))?;
-                    DocState::from_change(row)
-                }
-            };
-            state.version = version;
-            match (was_deleted, state.deleted) {
-                (None, false) => self.counters.live += 1,
-                (None, true) => self.counters.deleted += 1,
-                (Some(false), true) => {
-                    (self.counters.live, self.counters.deleted) = (self.counters.live - 1, self.counters.deleted + 1)
-                }
-                (Some(true), false) => {
-                    (self.counters.live, self.counters.deleted) = (self.counters.live + 1, self.counters.deleted - 1)
-                }
-                _ => {}
-            }
-            db.execute(
-                "INSERT OR REPLACE INTO docs (doc_id, data, version, deleted, ts, seq, bookmark) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                &[
-                    state.id.into(),
-                    state.data.into(),
-                    state.version.into(),
-                    state.deleted.into(),
-                    state.ts.into(),
-                    state.seq.into(),
-                    state.bookmark.into(),
-                ],
-            )?;
-            group_start = group_end;
-        }
+        db.execute(&fold_sql(FOLD_UPSERT), &range)?;
+        self.counters.live += live;
+        self.counters.deleted += deleted;
         assert!(self.counters.live >= 0 && self.counters.deleted >= 0, "document counts stay non-negative");
         self.counters.folded_seq = last;
-        self.counters.late += late as i64;
+        self.counters.late += late;
         self.oldest_unfolded = None;
         self.save_counters(db)?;
-        cdc_metrics::late(late);
-        Ok(late)
+        cdc_metrics::late(late as usize);
+        Ok(late as usize)
     }
 
     /// Sets the alarm for the next flush or snapshot.
@@ -2148,6 +2138,7 @@ mod cdc_metrics {
 
 impl DurableObject for CdcProcessor {
     const CLASS: &'static str = "CdcProcessor";
+    const STORAGE_CACHE_KIB: Option<u32> = Some(STORAGE_CACHE_KIB);
     type Request = CdcRequest;
     type Response = CdcResponse;
 
