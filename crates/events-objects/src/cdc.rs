@@ -575,11 +575,8 @@ const MIGRATIONS: &[Migration] = &[
         // Changes are appended in arrival order and folded into `docs` and
         // `doc_changes` later, in document-sorted batches; until then they are
         // the unfolded tail (`seq > folded_seq`). Every change of an existing
-        // database was folded when it was applied. The `late` counter starts
-        // here: it counts the late changes already applied, those for which
-        // a change of the same document with a later event time arrived
-        // first (a smaller `seq` among the changes after it in `(ts, seq)`
-        // order), read in the order of `changes_doc` before it is dropped.
+        // database was folded when it was applied. (The `late` counter that
+        // starts here is filled from the history by migration 6.)
         sql: "CREATE TABLE doc_changes (
               doc_id TEXT NOT NULL,
               ts INTEGER NOT NULL,
@@ -587,13 +584,6 @@ const MIGRATIONS: &[Migration] = &[
               PRIMARY KEY (doc_id, ts, seq)
           ) WITHOUT ROWID;
           INSERT INTO doc_changes (doc_id, ts, seq) SELECT doc_id, ts, seq FROM changes ORDER BY doc_id, ts, seq;
-          INSERT INTO counters (name, value)
-              SELECT 'late', COUNT(*) FROM (
-                  SELECT seq, MIN(seq) OVER (
-                      PARTITION BY doc_id ORDER BY ts, seq ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING
-                  ) AS first_arrival_after
-                  FROM changes
-              ) WHERE first_arrival_after < seq;
           DROP INDEX changes_doc;
           INSERT INTO counters (name, value) SELECT 'folded_seq', COALESCE(MAX(seq), 0) FROM changes;",
     },
@@ -630,6 +620,24 @@ const MIGRATIONS: &[Migration] = &[
         // NULL for files written before: a lake read then loads every file of the base.
         sql: "ALTER TABLE state_parts ADD COLUMN first_id TEXT;
           ALTER TABLE state_parts ADD COLUMN last_id TEXT;",
+    },
+    Migration {
+        version: 6,
+        name: "late changes counted from the history",
+        // Migration 2 started the `late` counter at 0, so a collection
+        // upgraded from version 1 counted only the late changes folded since.
+        // Recount the folded history: a change is late when a change of its
+        // document with a later event time arrived first (a smaller `seq`
+        // among those after it in `(ts, seq)` order), the fold's rule. A
+        // trimmed history undercounts, so the larger count stays.
+        sql: "INSERT INTO counters (name, value)
+              SELECT 'late', COUNT(*) FROM (
+                  SELECT seq, MIN(seq) OVER (
+                      PARTITION BY doc_id ORDER BY ts, seq ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING
+                  ) AS first_arrival_after
+                  FROM doc_changes
+              ) WHERE first_arrival_after < seq
+              ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value);",
     },
 ];
 
