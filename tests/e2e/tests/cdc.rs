@@ -130,6 +130,9 @@ async fn three_input_formats_tombstones_history_and_point_in_time_reads() {
     let early = url_encode(&t(-5));
     server.get(&format!("/cdc/{ns}/users/u1?at={early}"), &auth).await.expect_error(404, "NOT_FOUND");
     server.get(&format!("/cdc/{ns}/users?at=yesterday"), &auth).await.expect_error(400, "INVALID_QUERY");
+    for bad in ["source=parquet", "limit=ten", "includeDeleted=yes"] {
+        server.get(&format!("/cdc/{ns}/users?{bad}"), &auth).await.expect_error(400, "INVALID_QUERY");
+    }
 
     // History, in event-time order, paginated.
     let h = server.get(&format!("/cdc/{ns}/users/u1/history?limit=1"), &auth).await;
@@ -139,6 +142,9 @@ async fn three_input_formats_tombstones_history_and_point_in_time_reads() {
     let h2 = server.get(&format!("/cdc/{ns}/users/u1/history?limit=1&cursor={cursor}"), &auth).await;
     assert_eq!(h2.expect(200)["changes"][0]["op"], "update");
     assert_eq!(h2.body["changes"][0]["before"], json!({"name": "Ada"}));
+    for bad in ["u1", "12.x", "12"] {
+        server.get(&format!("/cdc/{ns}/users/u1/history?cursor={bad}"), &auth).await.expect_error(400, "INVALID_QUERY");
+    }
     let items_history = server.get(&format!("/cdc/{ns}/items/1/history"), &auth).await;
     let ops: Vec<&str> =
         items_history.expect(200)["changes"].as_array().unwrap().iter().map(|c| c["op"].as_str().unwrap()).collect();
@@ -320,7 +326,11 @@ async fn compaction_preserves_state_and_pyarrow_reads_delta_and_current_files() 
     assert_eq!(ids_and_data(&all_docs(&server, &auth, &ns, "docs", "source=lake").await), ids_and_data(&state));
     assert_eq!(all_docs(&server, &auth, &ns, "docs", &format!("at={past_at}")).await, past);
 
-    // Snapshots: taken once, skipped while nothing changes.
+    // Snapshots: taken once, skipped while nothing changes; an unknown kind takes none.
+    server
+        .post_json(&format!("/cdc/{ns}/docs/_snapshot?kind=weekly"), &auth, &json!({}))
+        .await
+        .expect_error(400, "INVALID_QUERY");
     let s = server.post_json(&format!("/cdc/{ns}/docs/_snapshot?kind=daily"), &auth, &json!({})).await;
     assert_eq!(s.expect(200)["skipped"], false, "{}", s.text);
     let s = server.post_json(&format!("/cdc/{ns}/docs/_snapshot?kind=daily"), &auth, &json!({})).await;

@@ -1,10 +1,12 @@
 //! `/cdc/...`: change capture of collections — state at a point in time,
 //! documents, history, restore, compaction, snapshots, the manifest.
 //!
-//! Handlers are thin: they authenticate, parse the query and call the
-//! collection's [`CdcProcessor`] (or the namespace's [`CdcCollections`]).
-//! A namespace key acts only on its own namespace (`{ns}` must be its
-//! namespace, else `FORBIDDEN`); the admin token acts on any.
+//! Handlers are thin: they authenticate, extract the path and query, and call
+//! the host-independent [`events_api::cdc`] (shared with the Worker), which
+//! parses the query, calls the collection's `CdcProcessor` (or the
+//! namespace's `CdcCollections`) and shapes the answer. A namespace key acts
+//! only on its own namespace (`{ns}` must be its namespace, else
+//! `FORBIDDEN`); the admin token acts on any.
 //!
 //! Action routes start with `_` (`/_restore`, `/_compact`, ...) so they
 //! cannot be mistaken for a document id; a document whose id is exactly one
@@ -12,15 +14,11 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use events_core::cdc::valid_collection_name;
+use events_api::cdc::{self as api, HistoryQuery, StateQuery};
 use events_core::name::validate_namespace;
-use events_core::{ApiError, ErrorCode, Timestamp};
-use events_objects::cdc::{
-    CdcRequest, CdcResponse, CollectionsRequest, CollectionsResponse, FileBase, SnapshotKind, processor_name,
-};
-use events_objects::{CdcCollections, CdcProcessor};
+use events_core::{ApiError, ErrorCode};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use utoipa::IntoParams;
 use utoipa_axum::routes;
 
@@ -44,13 +42,8 @@ pub fn register(api: ApiRouter) -> ApiRouter {
 
 type Result<T> = std::result::Result<T, ApiErrorResponse>;
 
-/// Default page size of state reads and history.
-pub const DEFAULT_PAGE: usize = 100;
-/// Most steps one restore request runs (each examines up to 10,000 documents).
-pub const MAX_RESTORE_STEPS: usize = 10_000;
-
-/// Authenticates the caller for namespace `ns` and checks the collection name.
-async fn authorize(state: &AppState, headers: &HeaderMap, ns: &str, collection: Option<&str>) -> Result<()> {
+/// Authenticates the caller for namespace `ns` (the collection name is checked by [`events_api::cdc`]).
+async fn authorize(state: &AppState, headers: &HeaderMap, ns: &str) -> Result<()> {
     let caller = state.auth.authenticate(&state.host, headers).await?;
     validate_namespace(ns)?;
     if let Principal::Key { .. } = caller.principal
@@ -58,34 +51,7 @@ async fn authorize(state: &AppState, headers: &HeaderMap, ns: &str, collection: 
     {
         return Err(ApiError::new(ErrorCode::Forbidden, "this key belongs to another namespace").into());
     }
-    if let Some(c) = collection
-        && !valid_collection_name(c)
-    {
-        return Err(ApiError::new(ErrorCode::InvalidRequest, format!("{c:?} is not a collection name")).into());
-    }
     Ok(())
-}
-
-async fn call(state: &AppState, ns: &str, collection: &str, req: CdcRequest) -> Result<CdcResponse> {
-    Ok(state.host.call_object::<CdcProcessor>(&processor_name(ns, collection), req).await?)
-}
-
-fn unexpected() -> ApiErrorResponse {
-    ApiError::internal("unexpected answer").into()
-}
-
-fn to_json<T: serde::Serialize>(v: T) -> Result<ApiJson<Value>> {
-    Ok(ApiJson(serde_json::to_value(v).map_err(|e| ApiError::internal(e.to_string()))?))
-}
-
-/// Parses an `at` parameter (ISO-8601 with offset).
-fn parse_at(at: Option<&str>) -> Result<Option<Timestamp>> {
-    at.map(|s| {
-        Timestamp::parse_iso(s).ok_or_else(|| {
-            ApiError::new(ErrorCode::InvalidQuery, format!("at={s:?} is not an ISO-8601 date-time with offset")).into()
-        })
-    })
-    .transpose()
 }
 
 /// Lists the namespace's collections with their statistics.
@@ -98,23 +64,11 @@ pub async fn collections(
     headers: HeaderMap,
     Path(ns): Path<String>,
 ) -> Result<ApiJson<Value>> {
-    authorize(&state, &headers, &ns, None).await?;
-    let CollectionsResponse::Collections(names) =
-        state.host.call_object::<CdcCollections>(&ns, CollectionsRequest::List).await?
-    else {
-        return Err(unexpected());
-    };
-    let mut out = Vec::with_capacity(names.len());
-    for name in names {
-        match call(&state, &ns, &name, CdcRequest::Stats).await? {
-            CdcResponse::Stats(s) => out.push(s),
-            _ => return Err(unexpected()),
-        }
-    }
-    to_json(json!({ "namespace": ns, "collections": out }))
+    authorize(&state, &headers, &ns).await?;
+    Ok(ApiJson(api::collections(&state.host, &ns).await?))
 }
 
-/// Query of a collection read.
+/// Query of a collection read (parsed by [`events_api::cdc::state_request`]).
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
@@ -124,9 +78,11 @@ pub struct StateParams {
     /// `nextCursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size (1-1000, default 100).
-    pub limit: Option<usize>,
+    #[param(value_type = Option<usize>)]
+    pub limit: Option<String>,
     /// Include tombstones (deleted documents).
-    pub include_deleted: Option<bool>,
+    #[param(value_type = Option<bool>)]
+    pub include_deleted: Option<String>,
     /// `state` (the object's history index, default) or `lake` (rebuilt from the Parquet files).
     pub source: Option<String>,
 }
@@ -142,32 +98,15 @@ pub async fn read_collection(
     Path((ns, collection)): Path<(String, String)>,
     Query(q): Query<StateParams>,
 ) -> Result<ApiJson<Value>> {
-    authorize(&state, &headers, &ns, Some(&collection)).await?;
-    let at = parse_at(q.at.as_deref())?;
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
-    let req = match q.source.as_deref().unwrap_or("state") {
-        "state" => {
-            CdcRequest::ReadState { at, after: q.cursor, limit, include_deleted: q.include_deleted.unwrap_or(false) }
-        }
-        "lake" => CdcRequest::ReadFiles {
-            at: at.unwrap_or(Timestamp(i64::MAX)),
-            base: FileBase::Auto,
-            after: q.cursor,
-            limit,
-        },
-        other => {
-            return Err(ApiError::new(ErrorCode::InvalidQuery, format!("source={other:?}: use state or lake")).into());
-        }
+    authorize(&state, &headers, &ns).await?;
+    let query = StateQuery {
+        at: q.at.as_deref(),
+        cursor: q.cursor.as_deref(),
+        limit: q.limit.as_deref(),
+        include_deleted: q.include_deleted.as_deref(),
+        source: q.source.as_deref(),
     };
-    match call(&state, &ns, &collection, req).await? {
-        CdcResponse::Docs { docs, next } => to_json(json!({
-            "collection": collection,
-            "at": at.map(|t| t.to_iso()),
-            "documents": docs,
-            "nextCursor": next,
-        })),
-        _ => Err(unexpected()),
-    }
+    Ok(ApiJson(api::read_collection(&state.host, &ns, &collection, &query).await?))
 }
 
 /// Query of a document read.
@@ -190,17 +129,8 @@ pub async fn read_document(
     Path((ns, collection, id)): Path<(String, String, String)>,
     Query(q): Query<DocParams>,
 ) -> Result<ApiJson<Value>> {
-    authorize(&state, &headers, &ns, Some(&collection)).await?;
-    let at = parse_at(q.at.as_deref())?;
-    match call(&state, &ns, &collection, CdcRequest::ReadDoc { id: id.clone(), at }).await? {
-        CdcResponse::Doc(Some(doc)) => to_json(doc),
-        CdcResponse::Doc(None) => Err(ApiError::not_found(match at {
-            Some(at) => format!("document {id:?} had no change at or before {at}"),
-            None => format!("no document {id:?} in {collection}"),
-        })
-        .into()),
-        _ => Err(unexpected()),
-    }
+    authorize(&state, &headers, &ns).await?;
+    Ok(ApiJson(api::read_document(&state.host, &ns, &collection, &id, q.at.as_deref()).await?))
 }
 
 /// Query of a history read.
@@ -210,7 +140,8 @@ pub struct HistoryParams {
     /// `nextCursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size (1-1000, default 100).
-    pub limit: Option<usize>,
+    #[param(value_type = Option<usize>)]
+    pub limit: Option<String>,
 }
 
 /// A document's changes in event-time order (ties: arrival order), late ones included.
@@ -225,27 +156,9 @@ pub async fn history(
     Path((ns, collection, id)): Path<(String, String, String)>,
     Query(q): Query<HistoryParams>,
 ) -> Result<ApiJson<Value>> {
-    authorize(&state, &headers, &ns, Some(&collection)).await?;
-    let after = match q.cursor.as_deref() {
-        None => None,
-        Some(c) => Some(
-            c.split_once('.')
-                .and_then(|(ts, seq)| Some((ts.parse::<i64>().ok()?, seq.parse::<i64>().ok()?)))
-                .ok_or_else(|| ApiError::new(ErrorCode::InvalidQuery, "cursor is not a history cursor"))?,
-        ),
-    };
-    let req = CdcRequest::History { id: id.clone(), after, limit: q.limit.unwrap_or(DEFAULT_PAGE) };
-    match call(&state, &ns, &collection, req).await? {
-        CdcResponse::History { changes, next, history_from } => {
-            if changes.is_empty() && after.is_none() {
-                return Err(ApiError::not_found(format!("document {id:?} has no history in {collection}")).into());
-            }
-            to_json(
-                json!({ "id": id, "changes": changes, "nextCursor": next.map(|(t, s)| format!("{t}.{s}")), "historyFrom": history_from }),
-            )
-        }
-        _ => Err(unexpected()),
-    }
+    authorize(&state, &headers, &ns).await?;
+    let query = HistoryQuery { cursor: q.cursor.as_deref(), limit: q.limit.as_deref() };
+    Ok(ApiJson(api::history(&state.host, &ns, &collection, &id, &query).await?))
 }
 
 /// Body of a restore.
@@ -269,31 +182,10 @@ pub async fn restore(
     Path((ns, collection)): Path<(String, String)>,
     ApiJson(body): ApiJson<RestoreBody>,
 ) -> Result<ApiJson<Value>> {
-    authorize(&state, &headers, &ns, Some(&collection)).await?;
-    let at = parse_at(Some(&body.at))?.expect("given");
-    let restore_id = format!(
-        "restore-{}",
-        events_core::id::ulid_string(Timestamp(chrono::Utc::now().timestamp_millis()), rand::random())
-    );
-    let (mut changes, mut examined, mut after) = (0, 0, None);
-    for _ in 0..MAX_RESTORE_STEPS {
-        let req = CdcRequest::Restore { at, restore_id: restore_id.clone(), after: after.take() };
-        match call(&state, &ns, &collection, req).await? {
-            CdcResponse::Restored { changes: c, examined: e, next } => {
-                changes += c;
-                examined += e;
-                match next {
-                    Some(n) => after = Some(n),
-                    None => break,
-                }
-            }
-            _ => return Err(unexpected()),
-        }
-    }
+    authorize(&state, &headers, &ns).await?;
+    let answer = api::restore(&state.host, &ns, &collection, &body.at).await?;
     metrics::counter!("events_cdc_restores_total").increment(1);
-    to_json(
-        json!({ "collection": collection, "at": at.to_iso(), "restoreId": restore_id, "changes": changes, "examined": examined }),
-    )
+    Ok(ApiJson(answer))
 }
 
 /// Compacts now: pending changes go to a delta file, then the current table is rewritten.
@@ -306,11 +198,8 @@ pub async fn compact(
     headers: HeaderMap,
     Path((ns, collection)): Path<(String, String)>,
 ) -> Result<ApiJson<Value>> {
-    authorize(&state, &headers, &ns, Some(&collection)).await?;
-    match call(&state, &ns, &collection, CdcRequest::Compact).await? {
-        CdcResponse::Files(files) => to_json(json!({ "files": files })),
-        _ => Err(unexpected()),
-    }
+    authorize(&state, &headers, &ns).await?;
+    Ok(ApiJson(api::compact(&state.host, &ns, &collection).await?))
 }
 
 /// Writes pending changes to delta files now.
@@ -323,11 +212,8 @@ pub async fn flush(
     headers: HeaderMap,
     Path((ns, collection)): Path<(String, String)>,
 ) -> Result<ApiJson<Value>> {
-    authorize(&state, &headers, &ns, Some(&collection)).await?;
-    match call(&state, &ns, &collection, CdcRequest::Flush).await? {
-        CdcResponse::Files(files) => to_json(json!({ "files": files })),
-        _ => Err(unexpected()),
-    }
+    authorize(&state, &headers, &ns).await?;
+    Ok(ApiJson(api::flush(&state.host, &ns, &collection).await?))
 }
 
 /// Query of a snapshot request.
@@ -350,18 +236,8 @@ pub async fn snapshot(
     Path((ns, collection)): Path<(String, String)>,
     Query(q): Query<SnapshotParams>,
 ) -> Result<ApiJson<Value>> {
-    authorize(&state, &headers, &ns, Some(&collection)).await?;
-    let kind = match q.kind.as_deref().unwrap_or("daily") {
-        "daily" => SnapshotKind::Daily,
-        "monthly" => SnapshotKind::Monthly,
-        other => {
-            return Err(ApiError::new(ErrorCode::InvalidQuery, format!("kind={other:?}: use daily or monthly")).into());
-        }
-    };
-    match call(&state, &ns, &collection, CdcRequest::Snapshot { kind }).await? {
-        CdcResponse::Snapshot(key) => to_json(json!({ "kind": kind.as_str(), "skipped": key.is_none(), "key": key })),
-        _ => Err(unexpected()),
-    }
+    authorize(&state, &headers, &ns).await?;
+    Ok(ApiJson(api::snapshot(&state.host, &ns, &collection, q.kind.as_deref()).await?))
 }
 
 /// The collection's manifest: delta files, current table, snapshots.
@@ -374,9 +250,6 @@ pub async fn manifest(
     headers: HeaderMap,
     Path((ns, collection)): Path<(String, String)>,
 ) -> Result<ApiJson<Value>> {
-    authorize(&state, &headers, &ns, Some(&collection)).await?;
-    match call(&state, &ns, &collection, CdcRequest::Manifest).await? {
-        CdcResponse::Manifest(m) => to_json(m),
-        _ => Err(unexpected()),
-    }
+    authorize(&state, &headers, &ns).await?;
+    Ok(ApiJson(api::manifest(&state.host, &ns, &collection).await?))
 }
