@@ -25,6 +25,7 @@ use events_runtime::BlobStore;
 use events_runtime::context::Host;
 
 use crate::Figure;
+use crate::memory::{OBJECT_BUDGET_MIB, peak_during, peak_mib, reset_peak};
 
 /// Options of the CDC benchmark.
 pub struct CdcBench {
@@ -169,6 +170,19 @@ async fn apply_all(
     Ok((n as f64 / start.elapsed().as_secs_f64(), stats))
 }
 
+/// Adds the process's peak resident memory during `phase`, against the
+/// design's budget for one object (the process holds the host, the object
+/// and the benchmark's client; the lake reconstruction, which holds its
+/// input files, is not one of these phases).
+fn memory_figure(figures: &mut Vec<Figure>, phase: &str, peak: Option<f64>) {
+    if let Some(mib) = peak {
+        figures.push(
+            Figure::new(&format!("peak resident memory of the whole process during {phase}"), mib, "MiB")
+                .against("the design's memory budget of one object", OBJECT_BUDGET_MIB),
+        );
+    }
+}
+
 /// Runs every CDC figure.
 pub async fn run(opts: &CdcBench) -> anyhow::Result<Vec<Figure>> {
     let dir = tempfile::tempdir()?;
@@ -183,7 +197,8 @@ pub async fn run(opts: &CdcBench) -> anyhow::Result<Vec<Figure>> {
 
     // 1. Inserts of every document, then a snapshot (the base of past reads).
     let inserts = (1..=opts.docs).map(|i| change(i, i, ChangeOp::Insert, 0));
-    let (insert_rate, stats) = apply_all(&host, inserts, opts.batch).await?;
+    let (applied, insert_memory) = peak_during(apply_all(&host, inserts, opts.batch)).await;
+    let (insert_rate, stats) = applied?;
     anyhow::ensure!(stats.documents == opts.docs as i64, "{} documents after the inserts", stats.documents);
     figures.push(
         Figure::new(
@@ -196,13 +211,17 @@ pub async fn run(opts: &CdcBench) -> anyhow::Result<Vec<Figure>> {
         )
         .against("raw SQLite inserts, same batches", raw),
     );
+    memory_figure(&mut figures, &format!("inserts of {} documents", opts.docs), insert_memory);
     let start = Instant::now();
-    call(&host, CdcRequest::Snapshot { kind: SnapshotKind::Daily }).await?;
+    let (snapshot, snapshot_memory) =
+        peak_during(call(&host, CdcRequest::Snapshot { kind: SnapshotKind::Daily })).await;
+    snapshot?;
     figures.push(Figure::new(
         &format!("compaction + snapshot of {} documents", opts.docs),
         start.elapsed().as_secs_f64(),
         "s",
     ));
+    memory_figure(&mut figures, &format!("compaction + snapshot of {} documents", opts.docs), snapshot_memory);
 
     // 2. Updates of existing documents (random-ish order), with late ones.
     let updates = (0..opts.updates).map(|k| {
@@ -214,7 +233,8 @@ pub async fn run(opts: &CdcBench) -> anyhow::Result<Vec<Figure>> {
         }
         c
     });
-    let (update_rate, stats) = apply_all(&host, updates, opts.batch).await?;
+    let (applied, update_memory) = peak_during(apply_all(&host, updates, opts.batch)).await;
+    let (update_rate, stats) = applied?;
     anyhow::ensure!(stats.late == opts.updates.div_ceil(10) as i64, "{} late changes counted", stats.late);
     let label = format!(
         "changes applied/s, sustained ({} updates of random existing documents, 10% late, {} per commit, all folded)",
@@ -225,6 +245,7 @@ pub async fn run(opts: &CdcBench) -> anyhow::Result<Vec<Figure>> {
         Figure::new(&label, update_rate, "changes/s")
             .against("raw SQLite upserts of the same documents by id, same batches (state only)", raw_upserts),
     );
+    memory_figure(&mut figures, &format!("{} updates", opts.updates), update_memory);
     call(&host, CdcRequest::Flush).await?;
 
     // 3. Bytes per change in delta files.
@@ -273,6 +294,7 @@ pub async fn run(opts: &CdcBench) -> anyhow::Result<Vec<Figure>> {
     let start = Instant::now();
     let mut after = None;
     let mut count = 0usize;
+    let reset = reset_peak();
     loop {
         let req = CdcRequest::ReadState {
             at: Some(Timestamp(at)),
@@ -293,6 +315,11 @@ pub async fn run(opts: &CdcBench) -> anyhow::Result<Vec<Figure>> {
         start.elapsed().as_secs_f64(),
         "s",
     ));
+    memory_figure(
+        &mut figures,
+        &format!("the read of {} documents from the history index", opts.docs),
+        peak_mib().filter(|_| reset),
+    );
     host.shutdown().await;
     Ok(figures)
 }

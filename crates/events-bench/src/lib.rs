@@ -10,6 +10,7 @@ pub mod cdc;
 pub mod hosts;
 #[cfg(feature = "server")]
 pub mod ingest;
+pub mod memory;
 #[cfg(feature = "server")]
 pub mod query;
 pub mod runtime;
