@@ -2211,7 +2211,13 @@ impl DurableObject for CdcProcessor {
         if due {
             self.flush(cx).await?;
         }
-        self.fold(cx.storage())?;
+        // The tail is folded when it is full or old, not at every flush:
+        // larger folds visit each page of `docs` once for more changes.
+        let fold_due = self.unfolded() >= self.config.fold_max_changes
+            || self.oldest_unfolded.is_some_and(|t| now.as_millis() - t >= self.config.flush_max_age_ms);
+        if fold_due {
+            self.fold(cx.storage())?;
+        }
         let deltas =
             cx.storage().query_one("SELECT COUNT(*) FROM files WHERE kind = 'delta'", &[])?.map_or(0, |r| r.i64(0));
         if deltas >= self.config.compact_min_deltas {
