@@ -85,8 +85,11 @@ pub const DEFAULT_FLUSH_MAX_CHANGES: i64 = 10_000;
 pub const DEFAULT_FLUSH_MAX_AGE_MS: i64 = 5_000;
 /// Most changes in one delta file.
 pub const MAX_CHANGES_PER_DELTA: i64 = 100_000;
-/// Default: compact once this many delta files are live.
+/// Default: compact once this many delta files hold changes the current table does not.
 pub const DEFAULT_COMPACT_MIN_DELTAS: i64 = 16;
+/// The alarm compacts only once the changes since the current table are at
+/// least this fraction (1/n) of the documents (see `CdcProcessor::compaction_due`).
+pub const COMPACT_MIN_SHARE_DIVISOR: i64 = 10;
 /// Default number of daily snapshots kept.
 pub const DEFAULT_KEEP_DAILY: i64 = 7;
 /// Default number of monthly snapshots kept.
@@ -146,7 +149,8 @@ pub struct CdcConfig {
     pub flush_max_changes: i64,
     /// Write a delta file once the oldest pending change waited this long (ms).
     pub flush_max_age_ms: i64,
-    /// Compact once a collection has this many delta files.
+    /// Compact once this many delta files hold changes the current table
+    /// does not (and those are a tenth of the documents; see `COMPACT_MIN_SHARE_DIVISOR`).
     pub compact_min_deltas: i64,
     /// Fold the changes appended since the last fold into the documents'
     /// state once this many are waiting (1-200,000; reads and the alarm fold sooner).
@@ -1212,6 +1216,25 @@ impl CdcProcessor {
         Ok(keys)
     }
 
+    /// Whether the alarm should compact: at least
+    /// [`CdcConfig::compact_min_deltas`] delta files hold changes the current
+    /// table does not (files kept only for older snapshots do not count), and
+    /// those changes are at least 1/[`COMPACT_MIN_SHARE_DIVISOR`] of the
+    /// documents. A compaction rewrites every document, so the second rule
+    /// keeps the rows written per change bounded however large the collection.
+    fn compaction_due<S: SqlStorage>(&self, db: &S) -> ObjectResult<bool> {
+        let current_upto =
+            db.query_one("SELECT last_seq FROM files WHERE kind = 'current'", &[])?.map_or(0, |r| r.i64(0));
+        let (deltas, rows) = db
+            .query_one(
+                "SELECT COUNT(*), COALESCE(SUM(rows), 0) FROM files WHERE kind = 'delta' AND last_seq > ?1",
+                &[current_upto.into()],
+            )?
+            .map_or((0, 0), |r| (r.i64(0), r.i64(1)));
+        let documents = self.counters.live + self.counters.deleted;
+        Ok(deltas >= self.config.compact_min_deltas && rows * COMPACT_MIN_SHARE_DIVISOR >= documents)
+    }
+
     /// Flushes, then writes the current table from `docs` and retires what it makes obsolete.
     async fn compact<H: Host>(&mut self, cx: &ObjectContext<H>) -> ObjectResult<Vec<String>> {
         let mut written = self.flush(cx).await?;
@@ -2218,9 +2241,7 @@ impl DurableObject for CdcProcessor {
         if fold_due {
             self.fold(cx.storage())?;
         }
-        let deltas =
-            cx.storage().query_one("SELECT COUNT(*) FROM files WHERE kind = 'delta'", &[])?.map_or(0, |r| r.i64(0));
-        if deltas >= self.config.compact_min_deltas {
+        if self.compaction_due(cx.storage())? {
             self.compact(cx).await?;
         } else {
             self.publish_current(cx).await; // a no-op unless an earlier commit failed

@@ -681,3 +681,57 @@ async fn a_lake_read_loads_only_the_state_files_of_its_page() {
     assert!(e.message.contains(&files[0]), "{}", e.message);
     host.shutdown().await;
 }
+
+/// The alarm compacts once enough delta files hold changes the current
+/// table lacks *and* those changes are a tenth of the documents (a
+/// compaction rewrites them all); delta files kept only for an older
+/// snapshot do not count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_waits_for_changes_worth_a_share_of_the_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(Timestamp(T0)));
+    let vars = [("cdc.flush_max_changes", "4"), ("cdc.compact_min_deltas", "2"), ("cdc.keep_daily", "3")];
+    let host = host_with(dir.path(), clock.clone(), &vars);
+    let inserts: Vec<Change> = (0..100)
+        .map(|i| change(&format!("i{i}"), &format!("d{i:03}"), ChangeOp::Insert, T0, Some(json!({"v": 0}))))
+        .collect();
+    call(&host, CdcRequest::Apply { changes: inserts }).await.unwrap();
+    call(&host, CdcRequest::Compact).await.unwrap();
+    let mut round = 0;
+    // One delta file of 4 updates per round, written by the alarm.
+    let mut delta = async || {
+        round += 1;
+        let changes: Vec<Change> = (0..4)
+            .map(|i| {
+                change(
+                    &format!("r{round}-{i}"),
+                    &format!("d{i:03}"),
+                    ChangeOp::Update,
+                    T0 + round,
+                    Some(json!({"v": round})),
+                )
+            })
+            .collect();
+        call(&host, CdcRequest::Apply { changes }).await.unwrap();
+        wait_for(&host, |s| s.pending == 0).await;
+        stats(&host).await
+    };
+    assert_eq!(delta().await.compactions, 1, "1 delta file");
+    assert_eq!(delta().await.compactions, 1, "2 files, but 8 changes are less than a tenth of 100 documents");
+    let s = delta().await;
+    assert_eq!((s.compactions, s.delta_files), (2, 0), "12 changes: compacted, the deltas retired");
+
+    // A snapshot, then deltas after it that a later compaction folds in:
+    // they stay for reads from the snapshot, but do not call for compactions.
+    clock.advance(DAY);
+    call(&host, CdcRequest::Snapshot { kind: SnapshotKind::Daily }).await.unwrap();
+    let compacted = stats(&host).await.compactions;
+    for _ in 0..3 {
+        delta().await;
+    }
+    let s = stats(&host).await;
+    assert_eq!((s.compactions, s.delta_files), (compacted + 1, 3), "kept for the snapshot");
+    let s = delta().await;
+    assert_eq!((s.compactions, s.delta_files), (compacted + 1, 4), "one new delta file is not enough");
+    host.shutdown().await;
+}
