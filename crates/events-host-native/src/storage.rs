@@ -42,13 +42,17 @@ pub(crate) fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     // Opening runs at `synchronous = OFF` (schema set-up need not be durable
     // on its own: the first durable commit fsyncs the WAL, which holds it);
     // `set_durability` switches to FULL before the object handles anything.
+    // Temporary storage goes to (unlinked) files: every request runs in a
+    // savepoint, whose journal keeps the original of each page it changes;
+    // in memory, a request changing many pages (a fold of random updates)
+    // would hold them all on the heap. Small journals stay in memory anyway.
     conn.execute_batch(&format!(
         "PRAGMA locking_mode = EXCLUSIVE;
          PRAGMA journal_mode = WAL;
          PRAGMA synchronous = OFF;
          PRAGMA cache_size = -{SQLITE_CACHE_KIB};
          PRAGMA busy_timeout = 5000;
-         PRAGMA temp_store = MEMORY;"
+         PRAGMA temp_store = FILE;"
     ))?;
     conn.set_prepared_statement_cache_capacity(32);
     conn.execute_batch(ALARM_TABLE)?;
