@@ -3,7 +3,6 @@
 //! the object's state, pending changes, delta files, the compacted table,
 //! snapshots plus deltas — gives the state a plain replay gives.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use events_core::cdc::{Change, ChangeOp};
@@ -16,6 +15,9 @@ use events_runtime::BlobStore;
 use events_runtime::context::Host;
 use proptest::prelude::*;
 use serde_json::{Value, json};
+
+mod replay;
+use replay::{Expected, live, replay};
 
 const T0: i64 = 1_800_000_000_000; // 2027-01-15T08:00:00Z
 const DAY: i64 = 86_400_000;
@@ -51,27 +53,6 @@ fn change(event_id: &str, doc: &str, op: ChangeOp, ts: i64, after: Option<Value>
         after,
         bookmark: Some(format!("bm-{event_id}")),
     }
-}
-
-/// What a reader should see of one document: (data, version, deleted).
-type Expected = BTreeMap<String, (Option<Value>, i64, bool)>;
-
-/// The straightforward replay: changes (in arrival order, duplicates
-/// removed) sorted by (ts, arrival), applied one by one up to `at`.
-fn replay(changes: &[Change], at: i64) -> Expected {
-    let mut sorted: Vec<(usize, &Change)> =
-        changes.iter().enumerate().filter(|(_, c)| c.ts.as_millis() <= at).collect();
-    sorted.sort_by_key(|(i, c)| (c.ts, *i));
-    let mut state = Expected::new();
-    for (_, c) in sorted {
-        let entry = state.entry(c.doc_id.clone()).or_insert((None, 0, false));
-        entry.1 += 1;
-        match c.op {
-            ChangeOp::Delete => (entry.0, entry.2) = (c.before.clone(), true),
-            _ => (entry.0, entry.2) = (c.after.clone(), false),
-        }
-    }
-    state
 }
 
 async fn read_all(host: &NativeHost, at: Option<i64>, include_deleted: bool) -> Expected {
@@ -117,10 +98,6 @@ async fn read_files(host: &NativeHost, at: i64, base: FileBase) -> Result<Expect
             None => return Ok(out),
         }
     }
-}
-
-fn live(e: &Expected) -> Expected {
-    e.iter().filter(|(_, v)| !v.2).map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 async fn stats(host: &NativeHost) -> CdcStats {

@@ -37,6 +37,9 @@ use events_objects::{Catalog, CdcCollections, CdcProcessor};
 use events_runtime::{BlobStore, DurableObject, context::Host};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
+
+mod replay;
+use replay::{Expected, live, replay};
 use sha2::{Digest, Sha256};
 
 const NS: &str = "acme";
@@ -606,31 +609,6 @@ fn build_v1_data_dir(data: &Path, last_publish_failed: bool) -> (History, Vec<Ca
 }
 
 // ---------------------------------------------------------------- expectations
-
-/// What a reader should see of one document: (data, version, deleted).
-type Expected = BTreeMap<String, (Option<Value>, i64, bool)>;
-
-/// The plain replay: changes sorted by (event time, arrival), applied one by
-/// one up to `at`; the version counts every change up to `at`.
-fn replay(changes: &[Change], at: i64) -> Expected {
-    let mut sorted: Vec<(usize, &Change)> =
-        changes.iter().enumerate().filter(|(_, c)| c.ts.as_millis() <= at).collect();
-    sorted.sort_by_key(|(i, c)| (c.ts, *i));
-    let mut state = Expected::new();
-    for (_, c) in sorted {
-        let entry = state.entry(c.doc_id.clone()).or_insert((None, 0, false));
-        entry.1 += 1;
-        match c.op {
-            ChangeOp::Delete => (entry.0, entry.2) = (c.before.clone(), true),
-            _ => (entry.0, entry.2) = (c.after.clone(), false),
-        }
-    }
-    state
-}
-
-fn live(e: &Expected) -> Expected {
-    e.iter().filter(|(_, v)| !v.2).map(|(k, v)| (k.clone(), v.clone())).collect()
-}
 
 /// Every event time of `changes`, and a moment before and after all of them.
 fn times(changes: &[Change]) -> Vec<i64> {
