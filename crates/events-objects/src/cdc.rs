@@ -2305,6 +2305,20 @@ impl CdcProcessor {
 
     async fn dispatch<H: Host>(&mut self, cx: &ObjectContext<H>, req: CdcRequest) -> ObjectResult<CdcResponse> {
         let db = cx.storage();
+        // Whatever reads the documents' state folds the appended tail first,
+        // so that it sees every acknowledged change.
+        let reads_state = matches!(
+            req,
+            CdcRequest::Stats
+                | CdcRequest::ReadState { .. }
+                | CdcRequest::ReadDoc { .. }
+                | CdcRequest::History { .. }
+                | CdcRequest::TrimHistory
+                | CdcRequest::Restore { .. }
+        );
+        if reads_state {
+            self.fold(db)?;
+        }
         match req {
             CdcRequest::Apply { changes } => Ok(CdcResponse::Applied(self.apply(cx, changes).await?)),
             CdcRequest::Flush => Ok(CdcResponse::Files(self.flush(cx).await?)),
@@ -2318,13 +2332,9 @@ impl CdcProcessor {
                 self.schedule(cx).await?;
                 Ok(CdcResponse::Snapshot(key))
             }
-            CdcRequest::Stats => {
-                self.fold(db)?;
-                Ok(CdcResponse::Stats(self.stats(db)?))
-            }
+            CdcRequest::Stats => Ok(CdcResponse::Stats(self.stats(db)?)),
             CdcRequest::Manifest => Ok(CdcResponse::Manifest(self.manifest(db, cx.now().as_millis())?)),
             CdcRequest::ReadState { at, after, limit, include_deleted } => {
-                self.fold(db)?;
                 let (docs, next) = match at.map(|t| t.as_millis()) {
                     Some(at) if !self.history_covers(at) => self
                         .read_files(cx, at, FileBase::Auto, (after, limit), include_deleted)
@@ -2335,7 +2345,6 @@ impl CdcProcessor {
                 Ok(CdcResponse::Docs { docs, next })
             }
             CdcRequest::ReadDoc { id, at } => {
-                self.fold(db)?;
                 let state = match at.map(|t| t.as_millis()) {
                     None => db
                         .query_one(&format!("SELECT {DOC_COLUMNS} FROM docs WHERE doc_id = ?1"), &[id.as_str().into()])?
@@ -2348,7 +2357,6 @@ impl CdcProcessor {
                 Ok(CdcResponse::Doc(state.map(doc_view).transpose()?))
             }
             CdcRequest::History { id, after, limit } => {
-                self.fold(db)?;
                 let (changes, next) = Self::history(db, &id, after, limit)?;
                 Ok(CdcResponse::History { changes, next, history_from: self.history_from() })
             }
@@ -2357,13 +2365,11 @@ impl CdcProcessor {
                 Ok(CdcResponse::Docs { docs, next })
             }
             CdcRequest::TrimHistory => {
-                self.fold(db)?;
                 let removed = self.trim_due(db, cx.now().as_millis())?;
                 self.schedule(cx).await?;
                 Ok(CdcResponse::Trimmed(removed))
             }
             CdcRequest::Restore { at, restore_id, after } => {
-                self.fold(db)?;
                 if !self.history_covers(at.as_millis()) {
                     return Err(ApiError::new(
                         ErrorCode::InvalidQuery,
