@@ -15,7 +15,8 @@ use events_host_native::{HostConfig, NativeHost, OutboundPolicy};
 use events_objects::shard_coordinator::{ShardLayout, ShardRequest};
 use events_objects::subscription::{SubsRequest, SubsResponse, SubscriptionSpec};
 use events_objects::{ShardCoordinator, Subscriptions};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod http_receiver;
 
 /// What the receiver saw: successes in arrival order as (key, event id), and failed attempts.
 #[derive(Default)]
@@ -26,47 +27,19 @@ struct Seen {
 
 /// A receiver that answers 500 while `down`, else 200 and records the event.
 async fn receiver(down: Arc<AtomicBool>) -> (String, Arc<Mutex<Seen>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Seen::default()));
     let s = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let (mut sock, _) = listener.accept().await.unwrap();
-            let (s, down) = (s.clone(), down.clone());
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 8192];
-                let body_start = loop {
-                    let n = sock.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).to_lowercase();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let len = text
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
-                            .unwrap_or(0);
-                        if buf.len() >= end + 4 + len {
-                            break end + 4;
-                        }
-                    }
-                };
-                let answer: &[u8] = if down.load(Ordering::SeqCst) {
-                    s.lock().unwrap().failed += 1;
-                    b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\nconnection: close\r\n\r\nnope"
-                } else {
-                    let v: serde_json::Value = serde_json::from_slice(&buf[body_start..]).unwrap();
-                    let key = v["k"].as_str().unwrap().to_string();
-                    s.lock().unwrap().ok.push((key, v["id"].as_str().unwrap().to_string()));
-                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
-                };
-                let _ = sock.write_all(answer).await;
-            });
+    let url = http_receiver::serve(move |body| {
+        if down.load(Ordering::SeqCst) {
+            s.lock().unwrap().failed += 1;
+            return false;
         }
-    });
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        let key = v["k"].as_str().unwrap().to_string();
+        s.lock().unwrap().ok.push((key, v["id"].as_str().unwrap().to_string()));
+        true
+    })
+    .await;
     (url, seen)
 }
 

@@ -9,50 +9,20 @@ use events_core::{Event, Timestamp};
 use events_host_native::{HostConfig, ManualClock, NativeHost, OutboundPolicy};
 use events_objects::Subscriptions;
 use events_objects::subscription::{SubsRequest, SubsResponse, SubscriptionSpec};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod http_receiver;
 
 const T0: i64 = 1_800_000_000_000;
 
 /// A receiver that answers every request with HTTP 500; returns its URL and a request counter.
 async fn failing_receiver() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let h = hits.clone();
-    tokio::spawn(async move {
-        loop {
-            let (mut sock, _) = listener.accept().await.unwrap();
-            let h = h.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                // Read the head and the body (Content-Length).
-                loop {
-                    let n = sock.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).to_lowercase();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let len = text
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
-                            .unwrap_or(0);
-                        if buf.len() >= end + 4 + len {
-                            break;
-                        }
-                    }
-                }
-                h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let _ = sock
-                    .write_all(
-                        b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\nconnection: close\r\n\r\nnope",
-                    )
-                    .await;
-            });
-        }
-    });
+    let url = http_receiver::serve(move |_| {
+        h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        false
+    })
+    .await;
     (url, hits)
 }
 
