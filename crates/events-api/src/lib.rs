@@ -3,18 +3,24 @@
 //! Everything here is shared by the native server (`events-server`, axum) and
 //! the Cloudflare Worker (`workers/`), so both hosts decode, validate, verify
 //! and read in exactly the same way:
+//! - [`auth`]: reading credentials (admin token, namespace keys, dev mode),
+//!   verifying namespace keys, the caller and its namespace checks;
 //! - [`cdc`]: the `/cdc/...` API (query parsing, collection processor calls,
 //!   the restore loop, the JSON answers);
 //! - [`ingest`]: decoding an ingest body and validating its events;
 //! - [`reader`]: reading events back from writer buffers and Parquet files;
 //! - [`schemas`]: reporting schema validation failures;
+//! - [`subscriptions`]: the `/subscriptions` API (query and body parsing,
+//!   the subscription object calls, the JSON answers);
 //! - [`webhooks`]: verifying inbound webhook signatures.
 //!
 //! It builds for `wasm32-unknown-unknown`: no tokio, no sockets, no clocks or
 //! randomness of its own (callers pass time and randomness from their host).
 
+pub mod auth;
 pub mod cdc;
 pub mod ingest;
 pub mod reader;
 pub mod schemas;
+pub mod subscriptions;
 pub mod webhooks;

@@ -285,6 +285,12 @@ async fn routing_signatures_retries_and_rotation() {
     let next = list["nextCursor"].as_str().unwrap();
     let rest = server.get(&format!("/subscriptions?cursor={next}"), &auth).await;
     assert_eq!(rest.expect(200)["subscriptions"].as_array().unwrap().len(), 1);
+    // Malformed queries and worker names are refused in the envelope, on every host.
+    server.get("/subscriptions?limit=many", &auth).await.expect_error(400, "INVALID_QUERY");
+    server.get(&format!("/subscriptions/{sub}/attempts?cursor=latest"), &auth).await.expect_error(400, "INVALID_QUERY");
+    server.get(&format!("/subscriptions/{sub}/deliveries?limit=-1"), &auth).await.expect_error(400, "INVALID_QUERY");
+    let bad_worker = json!({"workerId": "evil.example/x", "pattern": "**", "rpcMethod": "run"});
+    server.post_json("/subscriptions/subscribe", &auth, &bad_worker).await.expect_error(400, "INVALID_REQUEST");
     let other = server.create_key(&unique_ns("other")).await;
     server.get(&format!("/subscriptions/{sub}"), &other.auth()).await.expect_error(404, "NOT_FOUND");
     assert_eq!(server.get("/subscriptions", &other.auth()).await.expect(200)["subscriptions"], json!([]));

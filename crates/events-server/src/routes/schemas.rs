@@ -13,7 +13,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use utoipa_axum::routes;
 
-use crate::auth::{Caller, Principal};
+use crate::auth::Caller;
 use crate::error::{ApiErrorResponse, ApiJson};
 use crate::routes::ApiRouter;
 use crate::state::AppState;
@@ -34,11 +34,7 @@ type Result<T> = std::result::Result<T, ApiErrorResponse>;
 async fn allowed(state: &AppState, headers: &HeaderMap, ns: &str) -> Result<Caller> {
     validate_namespace(ns)?;
     let caller = state.auth.authenticate(&state.host, headers).await?;
-    if caller.principal != Principal::Admin && caller.namespace != ns {
-        return Err(
-            ApiError::new(ErrorCode::Forbidden, format!("this key may not manage schemas of namespace {ns}")).into()
-        );
-    }
+    caller.require_namespace(ns, "manage schemas")?;
     Ok(caller)
 }
 

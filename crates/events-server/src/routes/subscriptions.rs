@@ -7,14 +7,21 @@
 //! the outbound policy when they are set: a private, loopback or metadata
 //! address that `[outbound] allow` does not cover is refused with
 //! `TARGET_NOT_ALLOWED` (the host refuses it again at delivery time).
+//!
+//! Handlers are thin: they extract, check target URLs (here, because the
+//! check resolves names with the server's resolver), and call the
+//! host-independent [`events_api::subscriptions`] (shared with the Worker),
+//! which parses the query and bodies, calls the object and shapes the answer.
 
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use events_core::{ApiError, ErrorCode, Timestamp};
-use events_objects::Subscriptions;
-use events_objects::subscription::{SubsRequest, SubsResponse, SubscriptionPatch, SubscriptionSpec};
+use events_api::subscriptions::{
+    self as api, DeliveryListing, ListQuery, PageQuery, RecoverBody, SubscribeBody, target_refused,
+};
+use events_core::{ApiError, ErrorCode};
+use events_objects::subscription::{SubscriptionPatch, SubscriptionSpec};
 use events_runtime::Host as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -46,43 +53,17 @@ pub fn register(api: ApiRouter) -> ApiRouter {
 
 type Result<T> = std::result::Result<T, ApiErrorResponse>;
 
-/// Default page size of the listings.
-pub const DEFAULT_PAGE: usize = 100;
-
-async fn call(state: &AppState, headers: &HeaderMap, req: SubsRequest) -> Result<SubsResponse> {
-    let caller = state.auth.authenticate(&state.host, headers).await?;
-    Ok(state.host.call_object::<Subscriptions>(&caller.namespace, req).await?)
-}
-
-fn unexpected() -> ApiErrorResponse {
-    ApiError::internal("unexpected answer").into()
-}
-
-fn subscription_json(resp: SubsResponse) -> Result<Value> {
-    match resp {
-        SubsResponse::Subscription { info, secret } => {
-            let mut v = serde_json::to_value(info).map_err(|e| ApiError::internal(e.to_string()))?;
-            if let Some(secret) = secret {
-                v["secret"] = Value::String(secret);
-            }
-            Ok(v)
-        }
-        _ => Err(unexpected()),
-    }
-}
-
-fn to_json<T: serde::Serialize>(v: T) -> Result<ApiJson<Value>> {
-    Ok(ApiJson(serde_json::to_value(v).map_err(|e| ApiError::internal(e.to_string()))?))
+/// Authenticates the caller (once the shared code has parsed the request)
+/// and yields the namespace it acts on.
+async fn namespace(state: &AppState, headers: &HeaderMap) -> std::result::Result<String, ApiError> {
+    Ok(state.auth.authenticate(&state.host, headers).await?.namespace)
 }
 
 /// Refuses a target the outbound policy would refuse: a literal private
 /// address, or a name that resolves only to such addresses.
 async fn check_target(state: &AppState, url: &str) -> Result<()> {
     let http = state.host.http();
-    let parsed = http.check_url(url).map_err(|e| {
-        let code = if e.message.contains("private") { ErrorCode::TargetNotAllowed } else { ErrorCode::InvalidRequest };
-        ApiError::new(code, e.message).with_details(json!({ "url": url }))
-    })?;
+    let parsed = http.check_url(url).map_err(|e| target_refused(url, e))?;
     let (Some(host), Some(port)) = (parsed.host_str(), parsed.port_or_known_default()) else {
         return Ok(());
     };
@@ -117,26 +98,7 @@ pub async fn create(
     ApiJson(spec): ApiJson<SubscriptionSpec>,
 ) -> Result<(StatusCode, ApiJson<Value>)> {
     check_target(&state, &spec.url).await?;
-    let resp = call(&state, &headers, SubsRequest::Create(spec)).await?;
-    Ok((StatusCode::CREATED, ApiJson(subscription_json(resp)?)))
-}
-
-/// Body of `POST /subscriptions/subscribe` (the original service's shape).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SubscribeBody {
-    /// Worker that receives the events.
-    pub worker_id: String,
-    /// Event-type pattern.
-    pub pattern: String,
-    /// RPC method called on the worker.
-    pub rpc_method: String,
-    /// Optional secret.
-    pub secret: Option<String>,
-}
-
-fn url_part_ok(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    Ok((StatusCode::CREATED, ApiJson(api::create(&state.host, namespace(&state, &headers), spec).await?)))
 }
 
 /// Subscribes a worker's RPC method: delivers to the configured URL template
@@ -150,30 +112,9 @@ pub async fn subscribe(
     headers: HeaderMap,
     ApiJson(body): ApiJson<SubscribeBody>,
 ) -> Result<(StatusCode, ApiJson<Value>)> {
-    if !url_part_ok(&body.worker_id) || !url_part_ok(&body.rpc_method) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidRequest,
-            "workerId and rpcMethod are 1-128 letters, digits, '-' or '_'",
-        )
-        .into());
-    }
-    let url = state
-        .config
-        .subscriptions
-        .rpc_url_template
-        .replace("{workerId}", &body.worker_id)
-        .replace("{rpcMethod}", &body.rpc_method);
-    check_target(&state, &url).await?;
-    let spec = SubscriptionSpec {
-        pattern: body.pattern,
-        url,
-        secret: body.secret,
-        worker_id: Some(body.worker_id),
-        rpc_method: Some(body.rpc_method),
-        ..Default::default()
-    };
-    let resp = call(&state, &headers, SubsRequest::Create(spec)).await?;
-    Ok((StatusCode::CREATED, ApiJson(subscription_json(resp)?)))
+    let spec = api::subscribe_spec(body, &state.config.subscriptions.rpc_url_template)?;
+    check_target(&state, &spec.url).await?;
+    Ok((StatusCode::CREATED, ApiJson(api::create(&state.host, namespace(&state, &headers), spec).await?)))
 }
 
 /// Query of `GET /subscriptions`.
@@ -185,7 +126,8 @@ pub struct ListParams {
     /// Only this status (`active`, `paused`, `disabled`).
     pub status: Option<String>,
     /// Page size (1-1000, default 100).
-    pub limit: Option<usize>,
+    #[param(value_type = Option<usize>)]
+    pub limit: Option<String>,
     /// `nextCursor` of the previous page.
     pub cursor: Option<String>,
 }
@@ -199,16 +141,13 @@ pub async fn list(
     headers: HeaderMap,
     Query(q): Query<ListParams>,
 ) -> Result<ApiJson<Value>> {
-    let req = SubsRequest::List {
-        pattern: q.pattern,
-        status: q.status,
-        after: q.cursor,
-        limit: q.limit.unwrap_or(DEFAULT_PAGE),
+    let query = ListQuery {
+        pattern: q.pattern.as_deref(),
+        status: q.status.as_deref(),
+        limit: q.limit.as_deref(),
+        cursor: q.cursor.as_deref(),
     };
-    match call(&state, &headers, req).await? {
-        SubsResponse::List { items, next } => to_json(json!({ "subscriptions": items, "nextCursor": next })),
-        _ => Err(unexpected()),
-    }
+    Ok(ApiJson(api::list(&state.host, namespace(&state, &headers), &query).await?))
 }
 
 /// One subscription.
@@ -221,7 +160,7 @@ pub async fn get_one(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Value>> {
-    Ok(ApiJson(subscription_json(call(&state, &headers, SubsRequest::Get { id }).await?)?))
+    Ok(ApiJson(api::get(&state.host, namespace(&state, &headers), &id).await?))
 }
 
 /// Changes a subscription; absent fields stay.
@@ -239,7 +178,7 @@ pub async fn update(
     if let Some(url) = &patch.url {
         check_target(&state, url).await?;
     }
-    Ok(ApiJson(subscription_json(call(&state, &headers, SubsRequest::Update { id, patch }).await?)?))
+    Ok(ApiJson(api::update(&state.host, namespace(&state, &headers), &id, patch).await?))
 }
 
 /// Deletes a subscription with its deliveries and attempts.
@@ -252,8 +191,7 @@ pub async fn delete(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Value>> {
-    call(&state, &headers, SubsRequest::Delete { id: id.clone() }).await?;
-    Ok(ApiJson(json!({ "id": id, "deleted": true })))
+    Ok(ApiJson(api::delete(&state.host, namespace(&state, &headers), &id).await?))
 }
 
 /// Pauses deliveries; matching events keep being queued.
@@ -266,7 +204,7 @@ pub async fn pause(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Value>> {
-    Ok(ApiJson(subscription_json(call(&state, &headers, SubsRequest::SetActive { id, active: false }).await?)?))
+    Ok(ApiJson(api::set_active(&state.host, namespace(&state, &headers), &id, false).await?))
 }
 
 /// Resumes a paused or disabled subscription; queued deliveries go out.
@@ -279,17 +217,7 @@ pub async fn resume(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Value>> {
-    Ok(ApiJson(subscription_json(call(&state, &headers, SubsRequest::SetActive { id, active: true }).await?)?))
-}
-
-/// Body of a secret rotation.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RotateBody {
-    /// The new secret; generated when absent.
-    pub secret: Option<String>,
-    /// How long the old secret keeps signing (ms, default 24 h).
-    pub overlap_ms: Option<i64>,
+    Ok(ApiJson(api::set_active(&state.host, namespace(&state, &headers), &id, true).await?))
 }
 
 /// Rotates the signing secret; during the overlap both sign (two signatures).
@@ -304,14 +232,7 @@ pub async fn rotate_secret(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<ApiJson<Value>> {
-    let body: RotateBody = if body.iter().all(u8::is_ascii_whitespace) {
-        RotateBody::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid rotation request: {e}")))?
-    };
-    let req = SubsRequest::RotateSecret { id, secret: body.secret, overlap_ms: body.overlap_ms };
-    Ok(ApiJson(subscription_json(call(&state, &headers, req).await?)?))
+    Ok(ApiJson(api::rotate_secret(&state.host, namespace(&state, &headers), &id, &body).await?))
 }
 
 /// Query of the attempt listings.
@@ -319,22 +240,16 @@ pub async fn rotate_secret(
 #[into_params(parameter_in = Query)]
 pub struct AttemptParams {
     /// Page size (1-1000, default 100).
-    pub limit: Option<usize>,
+    #[param(value_type = Option<usize>)]
+    pub limit: Option<String>,
     /// `nextCursor` of the previous page.
-    pub cursor: Option<i64>,
+    #[param(value_type = Option<i64>)]
+    pub cursor: Option<String>,
 }
 
-async fn attempt_page(
-    state: &AppState,
-    headers: &HeaderMap,
-    id: String,
-    event_id: Option<String>,
-    q: AttemptParams,
-) -> Result<ApiJson<Value>> {
-    let req = SubsRequest::Attempts { id, event_id, before: q.cursor, limit: q.limit.unwrap_or(DEFAULT_PAGE) };
-    match call(state, headers, req).await? {
-        SubsResponse::Attempts { items, next } => to_json(json!({ "attempts": items, "nextCursor": next })),
-        _ => Err(unexpected()),
+impl AttemptParams {
+    fn page(&self) -> PageQuery<'_> {
+        PageQuery { limit: self.limit.as_deref(), cursor: self.cursor.as_deref() }
     }
 }
 
@@ -349,7 +264,7 @@ pub async fn attempts(
     Path(id): Path<String>,
     Query(q): Query<AttemptParams>,
 ) -> Result<ApiJson<Value>> {
-    attempt_page(&state, &headers, id, None, q).await
+    Ok(ApiJson(api::attempts(&state.host, namespace(&state, &headers), &id, None, &q.page()).await?))
 }
 
 /// Delivery attempts of one event, newest first.
@@ -363,7 +278,8 @@ pub async fn event_attempts(
     Path((id, event_id)): Path<(String, String)>,
     Query(q): Query<AttemptParams>,
 ) -> Result<ApiJson<Value>> {
-    attempt_page(&state, &headers, id, Some(event_id), q).await
+    let page = q.page();
+    Ok(ApiJson(api::attempts(&state.host, namespace(&state, &headers), &id, Some(&event_id), &page).await?))
 }
 
 /// Query of the delivery listings.
@@ -373,23 +289,15 @@ pub struct DeliveryParams {
     /// `pending`, `delivered` or `dead` (default all).
     pub status: Option<String>,
     /// Page size (1-1000, default 100).
-    pub limit: Option<usize>,
+    #[param(value_type = Option<usize>)]
+    pub limit: Option<String>,
     /// `nextCursor` of the previous page.
     pub cursor: Option<String>,
 }
 
-async fn delivery_page(
-    state: &AppState,
-    headers: &HeaderMap,
-    id: String,
-    status: Option<String>,
-    q: DeliveryParams,
-    field: &str,
-) -> Result<ApiJson<Value>> {
-    let req = SubsRequest::Deliveries { id, status, after: q.cursor, limit: q.limit.unwrap_or(DEFAULT_PAGE) };
-    match call(state, headers, req).await? {
-        SubsResponse::Deliveries { items, next } => to_json(json!({ field: items, "nextCursor": next })),
-        _ => Err(unexpected()),
+impl DeliveryParams {
+    fn page(&self) -> PageQuery<'_> {
+        PageQuery { limit: self.limit.as_deref(), cursor: self.cursor.as_deref() }
     }
 }
 
@@ -404,8 +312,8 @@ pub async fn deliveries(
     Path(id): Path<String>,
     Query(q): Query<DeliveryParams>,
 ) -> Result<ApiJson<Value>> {
-    let status = q.status.clone();
-    delivery_page(&state, &headers, id, status, q, "deliveries").await
+    let listing = DeliveryListing::Deliveries { status: q.status.as_deref() };
+    Ok(ApiJson(api::deliveries(&state.host, namespace(&state, &headers), &id, listing, &q.page()).await?))
 }
 
 /// Dead letters: deliveries whose retries ended without success.
@@ -419,7 +327,8 @@ pub async fn dead_letters(
     Path(id): Path<String>,
     Query(q): Query<DeliveryParams>,
 ) -> Result<ApiJson<Value>> {
-    delivery_page(&state, &headers, id, Some("dead".into()), q, "deadLetters").await
+    let listing = DeliveryListing::DeadLetters;
+    Ok(ApiJson(api::deliveries(&state.host, namespace(&state, &headers), &id, listing, &q.page()).await?))
 }
 
 /// Sends one dead letter again, with a fresh retry schedule.
@@ -432,10 +341,7 @@ pub async fn replay_one(
     headers: HeaderMap,
     Path((id, dl_id)): Path<(String, String)>,
 ) -> Result<ApiJson<Value>> {
-    match call(&state, &headers, SubsRequest::Replay { id, dl_id: Some(dl_id) }).await? {
-        SubsResponse::Replayed { count } => Ok(ApiJson(json!({ "replayed": count }))),
-        _ => Err(unexpected()),
-    }
+    Ok(ApiJson(api::replay(&state.host, namespace(&state, &headers), &id, Some(&dl_id)).await?))
 }
 
 /// Sends every dead letter of the subscription again.
@@ -448,17 +354,7 @@ pub async fn replay_all(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Value>> {
-    match call(&state, &headers, SubsRequest::Replay { id, dl_id: None }).await? {
-        SubsResponse::Replayed { count } => Ok(ApiJson(json!({ "replayed": count }))),
-        _ => Err(unexpected()),
-    }
-}
-
-/// Body of a recovery.
-#[derive(Debug, Deserialize)]
-pub struct RecoverBody {
-    /// Re-send every matching event with `ts` at or after this (ISO-8601).
-    pub since: String,
+    Ok(ApiJson(api::replay(&state.host, namespace(&state, &headers), &id, None).await?))
 }
 
 /// Starts a background job that re-sends every matching event since a time
@@ -475,12 +371,7 @@ pub async fn recover(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<RecoverBody>,
 ) -> Result<(StatusCode, ApiJson<Value>)> {
-    let since = Timestamp::parse_iso(&body.since)
-        .ok_or_else(|| ApiError::new(ErrorCode::InvalidRequest, "since must be an ISO-8601 time"))?;
-    match call(&state, &headers, SubsRequest::Recover { id, since }).await? {
-        SubsResponse::Job(job) => Ok((StatusCode::ACCEPTED, to_json(job)?)),
-        _ => Err(unexpected()),
-    }
+    Ok((StatusCode::ACCEPTED, ApiJson(api::recover(&state.host, namespace(&state, &headers), &id, &body).await?)))
 }
 
 /// Progress of a recovery job.
@@ -493,10 +384,7 @@ pub async fn recover_status(
     headers: HeaderMap,
     Path((id, job_id)): Path<(String, String)>,
 ) -> Result<ApiJson<Value>> {
-    match call(&state, &headers, SubsRequest::Job { id, job_id }).await? {
-        SubsResponse::Job(job) => to_json(job),
-        _ => Err(unexpected()),
-    }
+    Ok(ApiJson(api::recover_status(&state.host, namespace(&state, &headers), &id, &job_id).await?))
 }
 
 /// Delivery statistics: delivered, failed attempts, pending, dead, success
@@ -510,8 +398,5 @@ pub async fn stats(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Value>> {
-    match call(&state, &headers, SubsRequest::Stats { id }).await? {
-        SubsResponse::Stats(s) => to_json(s),
-        _ => Err(unexpected()),
-    }
+    Ok(ApiJson(api::stats(&state.host, namespace(&state, &headers), &id).await?))
 }
