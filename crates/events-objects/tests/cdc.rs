@@ -8,16 +8,15 @@ use std::sync::Arc;
 use events_core::cdc::{Change, ChangeOp};
 use events_core::{ErrorCode, Timestamp};
 use events_host_native::{Clock, HostConfig, ManualClock, NativeHost};
-use events_objects::catalog::{CatalogRequest, CatalogResponse};
-use events_objects::cdc::{CdcRequest, CdcResponse, CdcStats, DocView, FileBase, SnapshotKind, processor_name};
+use events_objects::cdc::{CdcRequest, CdcResponse, DocView, FileBase, SnapshotKind};
 use events_objects::{Catalog, CdcCollections, CdcProcessor};
 use events_runtime::BlobStore;
 use events_runtime::context::Host;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-mod replay;
-use replay::{Expected, live, replay};
+mod cdc_support;
+use cdc_support::{Expected, call, catalog_files, live, replay, stats, wait_for};
 
 const T0: i64 = 1_800_000_000_000; // 2027-01-15T08:00:00Z
 const DAY: i64 = 86_400_000;
@@ -38,10 +37,6 @@ fn host_with(dir: &std::path::Path, clock: Arc<ManualClock>, vars: &[(&str, &str
     host
 }
 
-async fn call(host: &NativeHost, req: CdcRequest) -> Result<CdcResponse, events_core::ApiError> {
-    host.call_object::<CdcProcessor>(&processor_name("acme", "users"), req).await
-}
-
 fn change(event_id: &str, doc: &str, op: ChangeOp, ts: i64, after: Option<Value>) -> Change {
     Change {
         event_id: event_id.into(),
@@ -55,6 +50,7 @@ fn change(event_id: &str, doc: &str, op: ChangeOp, ts: i64, after: Option<Value>
     }
 }
 
+/// Every document at `at` (default now) from the object's state.
 async fn read_all(host: &NativeHost, at: Option<i64>, include_deleted: bool) -> Expected {
     try_read_all(host, at, include_deleted).await.unwrap()
 }
@@ -64,45 +60,17 @@ async fn try_read_all(
     at: Option<i64>,
     include_deleted: bool,
 ) -> Result<Expected, events_core::ApiError> {
-    let mut out = Expected::new();
-    let mut after = None;
-    loop {
-        let req = CdcRequest::ReadState { at: at.map(Timestamp), after, limit: 3, include_deleted };
-        let CdcResponse::Docs { docs, next } = call(host, req).await? else { panic!() };
-        for d in docs {
-            out.insert(d.id.clone(), (d.data, d.version, d.deleted));
-        }
-        match next {
-            Some(n) => after = Some(n),
-            None => return Ok(out),
-        }
-    }
+    cdc_support::read_state(host, at, include_deleted, 3).await
+}
+
+/// Every live document at `at` rebuilt from the lake files.
+async fn read_files(host: &NativeHost, at: i64, base: FileBase) -> Result<Expected, events_core::ApiError> {
+    cdc_support::read_files(host, at, base, 4).await
 }
 
 /// The event time from which the object's history is complete (`None`: nothing trimmed).
 async fn history_from(host: &NativeHost) -> Option<i64> {
     stats(host).await.history_from.map(|t| Timestamp::parse_iso(&t).unwrap().as_millis())
-}
-
-async fn read_files(host: &NativeHost, at: i64, base: FileBase) -> Result<Expected, events_core::ApiError> {
-    let mut out = Expected::new();
-    let mut after = None;
-    loop {
-        let req = CdcRequest::ReadFiles { at: Timestamp(at), base: base.clone(), after, limit: 4 };
-        let CdcResponse::Docs { docs, next } = call(host, req).await? else { panic!() };
-        for d in docs {
-            out.insert(d.id.clone(), (d.data, d.version, d.deleted));
-        }
-        match next {
-            Some(n) => after = Some(n),
-            None => return Ok(out),
-        }
-    }
-}
-
-async fn stats(host: &NativeHost) -> CdcStats {
-    let CdcResponse::Stats(s) = call(host, CdcRequest::Stats).await.unwrap() else { panic!() };
-    s
 }
 
 /// One step of a generated scenario.
@@ -417,31 +385,6 @@ async fn alarms_flush_compact_snapshot_and_collect_obsolete_files() {
     assert_eq!(manifest["snapshots"][0]["label"], "2027-01-15");
     assert_eq!(read_files(&host, T0 + 10, FileBase::Auto).await.unwrap(), live(&read_all(&host, None, false).await));
     host.shutdown().await;
-}
-
-async fn wait_for(host: &NativeHost, done: impl Fn(&CdcStats) -> bool) {
-    for _ in 0..500 {
-        if done(&stats(host).await) {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("condition not reached: {:?}", stats(host).await);
-}
-
-/// The current files of the `cdc_users` Iceberg table (keys sorted) and their summed rows.
-async fn catalog_files(host: &NativeHost) -> (Vec<String>, i64) {
-    let scan = host
-        .call_object::<Catalog>(
-            "acme",
-            CatalogRequest::Scan { table: "cdc_users".into(), snapshot_id: None, as_of_ms: None },
-        )
-        .await
-        .unwrap();
-    let CatalogResponse::Scan(scan) = scan else { panic!("{scan:?}") };
-    let mut keys: Vec<String> = scan.files.iter().map(|f| f.key.clone()).collect();
-    keys.sort();
-    (keys, scan.files.iter().map(|f| f.rows).sum())
 }
 
 /// A collection larger than one state file's bound is compacted (and

@@ -28,22 +28,19 @@ use events_lake::cdc::{
     CdcManifest, DeltaRef, DeltaRow, DocState, MANIFEST_FORMAT, StateRef, current_keys, decode_state_file, delta_key,
     encode_delta_file, encode_state_file, manifest_key, part_key, snapshot_keys, state_schema,
 };
-use events_objects::catalog::{CatalogRequest, CatalogResponse, NewFile, ScanFile, cdc_table_name, iceberg_schema};
+use events_objects::catalog::{CatalogRequest, NewFile, ScanFile, cdc_table_name, iceberg_schema};
 use events_objects::cdc::{
-    CDC_COLLECTION_PROPERTY, CdcRequest, CdcResponse, CdcStats, CollectionsRequest, FileBase, SnapshotKind,
-    processor_name,
+    CDC_COLLECTION_PROPERTY, CdcRequest, CdcResponse, CollectionsRequest, FileBase, SnapshotKind, processor_name,
 };
 use events_objects::{Catalog, CdcCollections, CdcProcessor};
 use events_runtime::{BlobStore, DurableObject, context::Host};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
 
-mod replay;
-use replay::{Expected, live, replay};
+mod cdc_support;
+use cdc_support::{COLLECTION, Expected, NS, call, catalog_files, catalog_scan, live, replay, stats};
 use sha2::{Digest, Sha256};
 
-const NS: &str = "acme";
-const COLLECTION: &str = "users";
 /// 2027-01-15T08:00:00Z.
 const T0: i64 = 1_800_000_000_000;
 const HOUR: i64 = 3_600_000;
@@ -631,50 +628,19 @@ fn start_host(data: &Path, clock: Arc<ManualClock>) -> NativeHost {
     host
 }
 
-async fn call(host: &NativeHost, req: CdcRequest) -> Result<CdcResponse, ApiError> {
-    host.call_object::<CdcProcessor>(&processor_name(NS, COLLECTION), req).await
-}
-
-async fn stats(host: &NativeHost) -> CdcStats {
-    let CdcResponse::Stats(s) = call(host, CdcRequest::Stats).await.unwrap() else { panic!() };
-    s
-}
-
 async fn manifest(host: &NativeHost) -> CdcManifest {
     let CdcResponse::Manifest(m) = call(host, CdcRequest::Manifest).await.unwrap() else { panic!() };
     m
 }
 
+/// Every document at `at` (default now), tombstones included, from the object's state.
 async fn read_state(host: &NativeHost, at: Option<i64>) -> Expected {
-    let mut out = Expected::new();
-    let mut after = None;
-    loop {
-        let req = CdcRequest::ReadState { at: at.map(Timestamp), after, limit: 2, include_deleted: true };
-        let CdcResponse::Docs { docs, next } = call(host, req).await.unwrap() else { panic!() };
-        for d in docs {
-            out.insert(d.id.clone(), (d.data, d.version, d.deleted));
-        }
-        match next {
-            Some(n) => after = Some(n),
-            None => return out,
-        }
-    }
+    cdc_support::read_state(host, at, true, 2).await.unwrap()
 }
 
+/// Every live document at `at` rebuilt from the lake files.
 async fn read_files(host: &NativeHost, at: i64, base: FileBase) -> Result<Expected, ApiError> {
-    let mut out = Expected::new();
-    let mut after = None;
-    loop {
-        let req = CdcRequest::ReadFiles { at: Timestamp(at), base: base.clone(), after, limit: 2 };
-        let CdcResponse::Docs { docs, next } = call(host, req).await? else { panic!() };
-        for d in docs {
-            out.insert(d.id.clone(), (d.data, d.version, d.deleted));
-        }
-        match next {
-            Some(n) => after = Some(n),
-            None => return Ok(out),
-        }
-    }
+    cdc_support::read_files(host, at, base, 2).await
 }
 
 async fn history_ids(host: &NativeHost, id: &str) -> Vec<(String, ChangeOp, i64)> {
@@ -692,32 +658,6 @@ async fn history_ids(host: &NativeHost, id: &str) -> Vec<(String, ChangeOp, i64)
             None => return out,
         }
     }
-}
-
-/// The keys and summed rows of the current files of table `cdc_users`.
-async fn catalog_files(host: &NativeHost) -> (Vec<String>, i64) {
-    let files = catalog_scan(host).await;
-    let mut keys: Vec<String> = files.iter().map(|f| f.key.clone()).collect();
-    keys.sort();
-    (keys, files.iter().map(|f| f.rows).sum())
-}
-
-/// The current files of table `cdc_users`.
-async fn catalog_scan(host: &NativeHost) -> Vec<ScanFile> {
-    let req = CatalogRequest::Scan { table: cdc_table_name(COLLECTION), snapshot_id: None, as_of_ms: None };
-    let CatalogResponse::Scan(scan) = host.call_object::<Catalog>(NS, req).await.unwrap() else { panic!() };
-    scan.files
-}
-
-async fn wait_for_stats(host: &NativeHost, done: impl Fn(&CdcStats) -> bool) -> CdcStats {
-    for _ in 0..500 {
-        let s = stats(host).await;
-        if done(&s) {
-            return s;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("condition not reached: {:?}", stats(host).await);
 }
 
 /// Replays version 1's catalog commits and its registration of the
@@ -961,7 +901,7 @@ async fn a_catalog_commit_version_1_left_failed_is_retried_after_the_upgrade() {
     // Version 1's alarm comes due: the pending changes are flushed and the
     // current table (up to seq 9) is committed.
     clock.advance(V1_FLUSH_MAX_AGE_MS);
-    wait_for_stats(&host, |s| s.pending == 0).await;
+    cdc_support::wait_for(&host, |s| s.pending == 0).await;
     let mut files = Vec::new();
     for _ in 0..500 {
         files = catalog_scan(&host).await;
