@@ -96,8 +96,8 @@ pub const DEFAULT_KEEP_DAILY: i64 = 7;
 pub const DEFAULT_KEEP_MONTHLY: i64 = 12;
 /// Default: fold the unfolded tail of `changes` into `docs` once it holds this many changes.
 pub const DEFAULT_FOLD_MAX_CHANGES: i64 = 200_000;
-/// Most changes in the unfolded tail (bounds the memory of one fold: the
-/// tail's `(doc_id, ts, seq)` keys are sorted in memory, about 100 bytes each).
+/// Most changes in the unfolded tail (bounds one fold: SQLite sorts the
+/// tail's `(doc_id, ts, seq)` keys, about 100 bytes each).
 pub const MAX_FOLD_CHANGES: i64 = 200_000;
 /// Default: most documents in one state file (a current table or snapshot
 /// is several files of at most this many rows, written one at a time).
@@ -2019,8 +2019,13 @@ impl CdcProcessor {
             Some(b) => state_parts(db, b)?.into_iter().filter(|p| p.rows > 0).collect(),
             None => Vec::new(),
         };
-        let deltas: Vec<String> = deltas.iter().filter(|d| d.i64(3) <= at).map(|d| d.str(0).to_string()).collect();
-        let pending_after = covered.max(self.counters.flushed_seq);
+        // Read once; every window merges them (`Bytes` clones share the buffer).
+        let mut delta_files = Vec::new();
+        for d in deltas.iter().filter(|d| d.i64(3) <= at) {
+            delta_files.push(get(d.str(0)).await?);
+        }
+        let pending =
+            change_rows(db, "seq > ?1 AND ts <= ?2", &[covered.max(self.counters.flushed_seq).into(), at.into()])?;
         // Windows of the id space, each ending where the first base file
         // (live or tombstones) still wanted ends: a window loads at most one
         // file of each, since the files of a kind hold consecutive id ranges.
@@ -2038,8 +2043,12 @@ impl CdcProcessor {
                     .filter_map(|p| p.ids.as_ref().map(|(_, last)| last.clone()))
                     .min()
             };
-            let mut input =
-                ReconstructInput { base: Vec::new(), base_upto_seq: upto, deltas: Vec::new(), pending: Vec::new() };
+            let mut input = ReconstructInput {
+                base: Vec::new(),
+                base_upto_seq: upto,
+                deltas: delta_files.clone(),
+                pending: pending.clone(),
+            };
             for p in &wanted {
                 let in_window = match (&end, &p.ids) {
                     (Some(end), Some((first, _))) => first <= end,
@@ -2049,10 +2058,6 @@ impl CdcProcessor {
                     input.base.push(get(&p.key).await?);
                 }
             }
-            for key in &deltas {
-                input.deltas.push(get(key).await?);
-            }
-            input.pending = change_rows(db, "seq > ?1 AND ts <= ?2", &[pending_after.into(), at.into()])?;
             let mut stopped = false;
             reconstruct(input, at, &mut |s| {
                 if s.id < start {
