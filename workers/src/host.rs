@@ -133,6 +133,18 @@ impl Host for CfHost {
             Err(e) => Err(platform(&format!("object {}/{name} answered out of protocol ({text:.200})", O::CLASS), e)),
         }
     }
+
+    fn notify<O: DurableObject>(&self, name: &str, req: O::Request) {
+        // Runs after the current request returns; the sender's backstop
+        // (its alarm) covers an isolate that goes away first.
+        let host = self.clone();
+        let name = name.to_string();
+        wasm_bindgen_futures::spawn_local(async move {
+            if let Err(e) = host.call::<O>(&name, req).await {
+                worker::console_warn!("notification of {}/{name} failed: {e}", O::CLASS);
+            }
+        });
+    }
 }
 
 /// Fills `buf` from the platform's `crypto.getRandomValues`.

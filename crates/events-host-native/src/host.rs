@@ -317,6 +317,14 @@ impl Host for NativeHost {
     async fn call<O: DurableObject>(&self, name: &str, req: O::Request) -> ObjectResult<O::Response> {
         self.call_object::<O>(name, req).await
     }
+
+    fn notify<O: DurableObject>(&self, name: &str, req: O::Request) {
+        // The answer is dropped unread: the request still runs and commits.
+        let (reply, _) = oneshot::channel();
+        if let Err(e) = self.dispatch::<O>(name, Envelope::Request { req, reply }) {
+            tracing::debug!(class = O::CLASS, %name, error = %e, "notification not queued");
+        }
+    }
 }
 
 /// File descriptors each live object holds (database and WAL).

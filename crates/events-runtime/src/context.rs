@@ -45,6 +45,11 @@ pub trait Host: Clone + 'static {
     /// Sends `req` to the object `O` named `name`, activating it if needed,
     /// and waits for its answer.
     fn call<O: DurableObject>(&self, name: &str, req: O::Request) -> impl Future<Output = ObjectResult<O::Response>>;
+    /// Sends `req` to the object `O` named `name` without waiting for it to
+    /// run or answer: best effort, for wake-ups that must never make the
+    /// sender wait on the receiver (a busy receiver queues it; a full
+    /// mailbox or a crash loses it, so a sender relies on a backstop too).
+    fn notify<O: DurableObject>(&self, name: &str, req: O::Request);
 }
 
 /// Everything an object instance can reach while it handles a request.
@@ -131,5 +136,10 @@ impl<H: Host, O: DurableObject> Stub<H, O> {
     /// once the request's writes are durable.
     pub async fn call(&self, req: O::Request) -> ObjectResult<O::Response> {
         self.host.call::<O>(&self.name, req).await
+    }
+
+    /// Sends a request without waiting for it ([`Host::notify`]).
+    pub fn notify(&self, req: O::Request) {
+        self.host.notify::<O>(&self.name, req)
     }
 }
