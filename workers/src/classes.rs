@@ -151,6 +151,7 @@ macro_rules! object_class {
 }
 
 object_class!(EventWriter, events_objects::EventWriter);
+object_class!(OutboxRelay, events_objects::OutboxRelay);
 object_class!(Tenant, events_objects::Tenant);
 object_class!(RateLimiter, events_objects::RateLimiter);
 object_class!(ShardCoordinator, events_objects::ShardCoordinator);

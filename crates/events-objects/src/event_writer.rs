@@ -1,42 +1,46 @@
-//! [`EventWriter`]: the durable buffer of accepted events, its flush to
-//! Parquet, the compaction of small files, and the fan-out outbox.
+//! [`EventWriter`]: the durable buffer of accepted events and the outbox
+//! that the lake flush and the fan-out consumers read from.
 //!
-//! One object per namespace shard, named `<ns>/<shard>`.
+//! One object per namespace shard, named `<ns>/<shard>`. The writer never
+//! waits on a consumer: it appends, answers, and wakes the shard's
+//! [`crate::OutboxRelay`]s, which do the slow work (Parquet files, the
+//! catalog, subscriptions, CDC) on their own threads and report back.
 //!
 //! # Flush protocol (exactly once, across crashes)
-//! 1. An append (or the alarm) that finds the buffer over a threshold writes
-//!    a **flush plan** — the sequence range `[first, last]` of unflushed rows
-//!    — and sets the alarm to now. The plan commits with that request.
-//! 2. The alarm executes the plan: it encodes exactly those rows, one
-//!    Parquet file per (namespace, event hour), under keys derived only from
-//!    the plan's first sequence number (`<shard>-<first>.parquet`), puts
-//!    them, then marks the rows flushed and deletes the plan, in one commit.
+//! 1. The lake relay asks for a flush ([`WriterRequest::TakeFlush`]); the
+//!    writer writes a **flush plan**, the sequence range `[first, last]` of
+//!    the oldest unflushed rows, and answers it. The plan commits first.
+//! 2. The relay reads exactly those rows, encodes one Parquet file per
+//!    (namespace, event hour) under keys derived only from the plan's first
+//!    sequence number (`<shard>-<first>.parquet`), puts them, commits them to
+//!    the catalog, and then reports [`WriterRequest::FlushCommitted`]: the
+//!    writer marks the rows flushed and deletes the plan, in one commit.
 //!
-//! A crash before step 2 commits leaves the rows unflushed (and the plan, if
-//! it was committed): the retry starts from the same first row, covers at
-//! least the same rows, and writes under the same keys, replacing any file
-//! already written. This also holds when a flush is planned and executed in
-//! one request (`Flush`, or the alarm when a threshold is crossed): an
-//! uncommitted plan leaves nothing behind but files that the retry
-//! overwrites. So every acknowledged event ends up in exactly one file.
+//! A crash anywhere before step 2's report leaves the plan: the retry covers
+//! the same rows and writes under the same keys, replacing any file already
+//! written, and the catalog replaces a key it already has. Only the lake
+//! relay flushes, so no two flushes of one writer interleave. So every
+//! acknowledged event ends up in exactly one file.
 //!
 //! # Outbox
 //! Rows stay in the buffer after their flush until every registered
 //! consumer has acknowledged them ([`WriterRequest::AckOutbox`]), so a
-//! consumer that pulls with its cursor sees every event at least once.
+//! consumer that pulls with its cursor sees every event at least once. The
+//! backlog is bounded ([`DEFAULT_OUTBOX_MAX_EVENTS`]): past it, appends are
+//! refused with `SERVICE_UNAVAILABLE` (and `Retry-After`) until the lagging
+//! consumer catches up, so nothing acknowledged is ever dropped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use events_core::limits::BATCH_ID_TTL_MS;
 use events_core::pattern::Pattern;
 use events_core::{ApiError, ErrorCode, Event, Timestamp};
-use events_lake::{encode_events_with, event_file_key, hour_prefix, observe_columns, partition_by_hour};
 use events_runtime::context::ObjectStorage;
-use events_runtime::{BlobStore, DurableObject, Host, Migration, ObjectContext, ObjectResult, SqlStorage, SqlValue};
+use events_runtime::{DurableObject, Host, Migration, ObjectContext, ObjectResult, SqlStorage, SqlValue};
 use serde::{Deserialize, Serialize};
 
-use crate::Catalog;
-use crate::catalog::{CatalogRequest, CatalogResponse, EVENTS_TABLE, MaintainOptions, NewFile};
+use crate::fanout::{self, LAKE};
+use crate::outbox_relay::{OutboxRelay, RelayRequest, relay_name};
 use crate::var_or;
 
 /// Default: flush once this many events are buffered.
@@ -49,8 +53,17 @@ pub const DEFAULT_FLUSH_MAX_AGE_MS: i64 = 10_000;
 pub const MAX_ROWS_PER_FLUSH: i64 = 100_000;
 /// An hour is compacted once it ended this long ago (late writes settle).
 pub const COMPACT_GRACE_MS: i64 = 5 * 60_000;
-/// Most events one outbox read returns.
+/// Most events one outbox read returns (also one page of a flush read).
 pub const MAX_OUTBOX_READ: usize = 10_000;
+/// Default of `writer.outbox_max_events`: the most events a shard holds
+/// unflushed, or not yet taken by one of its built-in consumers, before it
+/// refuses appends (about 1 GB of buffer at 500 bytes an event).
+pub const DEFAULT_OUTBOX_MAX_EVENTS: u64 = 2_000_000;
+/// While a relay has work, the writer's alarm wakes it again this often (ms),
+/// in case a wake-up was lost (the relay also keeps its own alarm).
+pub const RELAY_NUDGE_MS: i64 = 2_000;
+/// Longest consumer error kept for `Stats` (characters).
+pub const MAX_ERROR_CHARS: usize = 1_000;
 /// Longest consumer name.
 pub const MAX_CONSUMER_NAME_LEN: usize = 128;
 /// Dedup entries pruned per alarm run.
@@ -69,16 +82,20 @@ pub struct WriterConfig {
     pub prefix: String,
     /// Hours end this long before they are compacted (ms).
     pub compact_grace_ms: i64,
+    /// Refuse appends once this many events wait for the flush or one built-in consumer.
+    pub outbox_max_events: u64,
 }
 
 impl WriterConfig {
-    fn from_host<H: Host>(host: &H) -> Self {
+    /// The configuration from the host's variables.
+    pub fn from_host<H: Host>(host: &H) -> Self {
         WriterConfig {
             max_events: var_or(host, "writer.flush_max_events", DEFAULT_FLUSH_MAX_EVENTS).max(1),
             max_bytes: var_or(host, "writer.flush_max_bytes", DEFAULT_FLUSH_MAX_BYTES).max(1),
             max_age_ms: var_or(host, "writer.flush_max_age_ms", DEFAULT_FLUSH_MAX_AGE_MS).max(1),
             prefix: host.var("lake.events_prefix").unwrap_or_else(|| events_lake::EVENTS_TABLE_PREFIX.to_string()),
             compact_grace_ms: var_or(host, "writer.compact_grace_ms", COMPACT_GRACE_MS).max(0),
+            outbox_max_events: var_or(host, "writer.outbox_max_events", DEFAULT_OUTBOX_MAX_EVENTS).max(1),
         }
     }
 }
@@ -106,10 +123,42 @@ pub enum WriterRequest {
         /// The client's idempotency key, if any.
         batch_id: Option<String>,
     },
-    /// Flushes everything buffered now (shutdown, tests, `events flush`).
-    Flush,
-    /// Compacts closed hours now.
-    Compact,
+    /// Plans a flush if one is due (with `force`: if anything is unflushed)
+    /// and answers the plan, or the plan already open. Sent by the lake relay.
+    TakeFlush {
+        /// Plan even below the thresholds.
+        force: bool,
+    },
+    /// Unflushed rows of a plan after `after` (a page of at most `limit`).
+    ReadFlush {
+        /// The plan.
+        plan: FlushPlan,
+        /// Sequence number the previous page ended at (`plan.first - 1` for the first page).
+        after: u64,
+        /// Most rows answered.
+        limit: usize,
+    },
+    /// The plan's files are in the lake and the catalog: mark its rows flushed.
+    FlushCommitted {
+        /// The plan.
+        plan: FlushPlan,
+        /// Files written.
+        files: u64,
+        /// Events flushed.
+        events: u64,
+        /// Hour folders that got a file (`prefix`, hour start in ms), for compaction.
+        hours: Vec<(String, i64)>,
+    },
+    /// Hour folders whose hour ended at or before `closed` (ms) and that got files since their last compaction.
+    DueCompactions {
+        /// The cut-off.
+        closed: i64,
+    },
+    /// An hour folder was compacted.
+    Compacted {
+        /// Its prefix.
+        prefix: String,
+    },
     /// Buffered (not yet flushed) events, newest first.
     Recent {
         /// Filter.
@@ -140,6 +189,22 @@ pub enum WriterRequest {
         /// Last sequence number handled.
         upto: u64,
     },
+    /// A consumer failed to take the events after its cursor (kept for `Stats`).
+    ConsumerFailed {
+        /// Consumer name.
+        consumer: String,
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// A flush plan: the sequence range of the rows one flush writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlushPlan {
+    /// First sequence number (names the plan's files).
+    pub first: u64,
+    /// Last sequence number, inclusive.
+    pub last: u64,
 }
 
 /// Result of an append.
@@ -174,6 +239,18 @@ pub struct WriterStats {
     pub last_seq: u64,
     /// Registered consumers and their cursors.
     pub consumers: Vec<(String, u64)>,
+    /// Consumers whose last attempt failed, with the error.
+    pub consumer_errors: Vec<(String, String)>,
+}
+
+impl WriterStats {
+    /// Events after `consumer`'s cursor (its backlog), if it is registered.
+    pub fn backlog(&self, consumer: &str) -> Option<u64> {
+        self.consumers
+            .iter()
+            .find(|(name, _)| name == consumer)
+            .map(|(_, cursor)| self.last_seq.saturating_sub(*cursor))
+    }
 }
 
 /// One event read from the outbox.
@@ -190,8 +267,10 @@ pub struct OutboxEvent {
 pub enum WriterResponse {
     /// Append result.
     Appended(Appended),
-    /// Files written by a flush or compaction.
-    Files(Vec<String>),
+    /// The open flush plan, if any.
+    Plan(Option<FlushPlan>),
+    /// Hour folders to compact.
+    Prefixes(Vec<String>),
     /// Events read.
     Events(Vec<Event>),
     /// Outbox events.
@@ -234,14 +313,31 @@ const MIGRATIONS: &[Migration] = &[
 /// The writer object.
 pub struct EventWriter {
     ns: String,
-    shard: String,
     config: WriterConfig,
     buffered: u64,
     buffered_bytes: u64,
     oldest_received: Option<i64>,
     alarm_at: Option<i64>,
-    /// Whether built-in consumers may have events to receive.
-    fanout_pending: bool,
+    /// Highest sequence number assigned.
+    last_seq: u64,
+    /// Cursors of the built-in fan-out consumers.
+    cursors: BTreeMap<&'static str, u64>,
+    /// Relays (by consumer, [`LAKE`] included) woken since they last found
+    /// nothing to do; appends wake only the others.
+    awake: BTreeSet<&'static str>,
+    /// What this instance last added to each `events_outbox_backlog` gauge.
+    reported: BTreeMap<&'static str, u64>,
+    /// Why the last flush attempt failed, until a flush succeeds.
+    lake_error: Option<String>,
+}
+
+impl Drop for EventWriter {
+    fn drop(&mut self) {
+        // The gauges sum over live writers; a hibernating one takes its part back.
+        for (consumer, value) in &self.reported {
+            metrics::gauge!("events_outbox_backlog", "consumer" => *consumer).decrement(*value as f64);
+        }
+    }
 }
 
 /// Name of shard `shard` of namespace `ns`.
@@ -281,10 +377,17 @@ impl EventWriter {
         Ok(())
     }
 
+    /// The open flush plan, if any.
+    fn open_plan<S: SqlStorage>(db: &S) -> ObjectResult<Option<FlushPlan>> {
+        Ok(db
+            .query_one("SELECT first_seq, last_seq FROM flush_plan", &[])?
+            .map(|r| FlushPlan { first: r.i64(0) as u64, last: r.i64(1) as u64 }))
+    }
+
     /// Writes a flush plan for the oldest unflushed rows, if none exists.
-    fn plan_flush<S: SqlStorage>(db: &S) -> ObjectResult<bool> {
-        if db.query_one("SELECT 1 FROM flush_plan", &[])?.is_some() {
-            return Ok(true);
+    fn plan_flush<S: SqlStorage>(db: &S) -> ObjectResult<Option<FlushPlan>> {
+        if let Some(plan) = Self::open_plan(db)? {
+            return Ok(Some(plan));
         }
         let range = db.query_one(
             "SELECT MIN(seq), MAX(seq) FROM (SELECT seq FROM buffer WHERE flushed = 0 ORDER BY seq LIMIT ?1)",
@@ -296,70 +399,99 @@ impl EventWriter {
                     "INSERT INTO flush_plan (id, first_seq, last_seq) VALUES (1, ?1, ?2)",
                     &[first.into(), last.into()],
                 )?;
-                Ok(true)
+                Ok(Some(FlushPlan { first: first as u64, last: last as u64 }))
             }
-            None => Ok(false),
+            None => Ok(None),
         }
     }
 
-    /// Executes the flush plan, if any. Returns the keys written.
-    async fn execute_plan<H: Host>(&mut self, cx: &ObjectContext<H>) -> ObjectResult<Vec<String>> {
-        let db = cx.storage();
-        let Some(plan) = db.query_one("SELECT first_seq, last_seq FROM flush_plan", &[])? else {
-            return Ok(Vec::new());
-        };
-        let (first, last) = (plan.i64(0), plan.i64(1));
-        let mut events = Vec::new();
-        let mut bytes = 0u64;
-        db.query_each(
-            "SELECT body, bytes FROM buffer WHERE seq BETWEEN ?1 AND ?2 AND flushed = 0 ORDER BY seq",
-            &[first.into(), last.into()],
-            &mut |r| {
-                events.push(serde_json::from_slice::<Event>(r.bytes(0)).map_err(corrupt));
-                bytes += r.i64(1) as u64;
-                true
-            },
+    /// Marks a committed plan's rows flushed; a report of a plan that is no
+    /// longer open (a retry that already got through) changes nothing.
+    fn complete_flush<S: SqlStorage>(
+        &mut self,
+        db: &S,
+        plan: FlushPlan,
+        files: u64,
+        events: u64,
+        hours: &[(String, i64)],
+    ) -> ObjectResult<()> {
+        if Self::open_plan(db)? != Some(plan) {
+            return Ok(());
+        }
+        db.execute(
+            "UPDATE buffer SET flushed = 1 WHERE seq BETWEEN ?1 AND ?2",
+            &[(plan.first as i64).into(), (plan.last as i64).into()],
         )?;
-        let events: Vec<Event> = events.into_iter().collect::<Result<_, _>>()?;
-        // Named by the first sequence number only: a flush that ran but did
-        // not commit (crash) is retried from the same first row with a range
-        // that contains the old one, so it overwrites the same files.
-        let file_id = format!("{}-{first:016}", self.shard.replace('/', "-"));
-        // The table's columns, evolved for the fields this batch carries.
-        let columns = match self
-            .catalog(
-                cx,
-                CatalogRequest::PrepareColumns { table: EVENTS_TABLE.into(), observed: observe_columns(&events) },
-            )
-            .await?
-        {
-            CatalogResponse::Columns(columns) => columns,
-            other => return Err(ApiError::internal(format!("catalog answered {other:?} to PrepareColumns"))),
-        };
-        let mut keys = Vec::new();
-        let mut added = Vec::new();
-        for ((ns, hour), group) in partition_by_hour(&events) {
-            let key = event_file_key(&self.config.prefix, &ns, hour, &file_id);
-            let parquet = encode_events_with(&group, &columns)?;
-            added.push(NewFile { key: key.clone(), rows: group.len() as i64, bytes: parquet.len() as i64 });
-            cx.host().blobs().put(&key, parquet).await?;
+        db.execute("DELETE FROM flush_plan", &[])?;
+        for (prefix, hour) in hours {
             db.execute(
                 "INSERT INTO dirty_hours (prefix, hour) VALUES (?1, ?2) ON CONFLICT(prefix) DO NOTHING",
-                &[hour_prefix(&self.config.prefix, &ns, hour).into(), hour.as_millis().into()],
+                &[prefix.as_str().into(), (*hour).into()],
             )?;
-            keys.push(key);
         }
-        // Committed to the table before the rows are marked flushed: a crash
-        // in between re-flushes the same keys, and the catalog replaces them.
-        self.catalog(cx, CatalogRequest::CommitFiles { table: EVENTS_TABLE.into(), added, removed: Vec::new() })
-            .await?;
-        db.execute("UPDATE buffer SET flushed = 1 WHERE seq BETWEEN ?1 AND ?2", &[first.into(), last.into()])?;
-        db.execute("DELETE FROM flush_plan", &[])?;
-        Self::bump(db, "files_written", keys.len() as u64)?;
-        Self::bump(db, "events_flushed", events.len() as u64)?;
+        Self::bump(db, "files_written", files)?;
+        Self::bump(db, "events_flushed", events)?;
         self.trim(db)?;
-        self.refresh(db)?;
-        Ok(keys)
+        self.refresh(db)
+    }
+
+    /// Events not yet taken by `consumer` ([`LAKE`]: not yet flushed).
+    fn backlog(&self, consumer: &str) -> u64 {
+        if consumer == LAKE {
+            return self.buffered;
+        }
+        self.cursors.get(consumer).map_or(0, |cursor| self.last_seq.saturating_sub(*cursor))
+    }
+
+    /// Refuses an append while the flush or a built-in consumer lags by the bound.
+    fn check_room(&self) -> ObjectResult<()> {
+        for consumer in fanout::RELAYED {
+            let backlog = self.backlog(consumer);
+            if backlog >= self.config.outbox_max_events {
+                metrics::counter!("events_outbox_refused_total", "consumer" => *consumer).increment(1);
+                return Err(ApiError::new(
+                    ErrorCode::ServiceUnavailable,
+                    format!(
+                        "{backlog} events of this namespace wait for the {consumer} consumer (bound {}); retry later",
+                        self.config.outbox_max_events
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Wakes `consumer`'s relay unless it is known to be awake (`force`: anyway).
+    /// Never waits: the relay may be busy with a slow consumer.
+    fn wake<H: Host>(&mut self, cx: &ObjectContext<H>, consumer: &'static str, force: bool) {
+        if self.awake.insert(consumer) || force {
+            cx.stub::<OutboxRelay>(relay_name(cx.name(), consumer)).notify(RelayRequest::Wake);
+        }
+    }
+
+    /// Moves the `events_outbox_backlog` gauges to this writer's backlog.
+    fn report_backlog(&mut self) {
+        for &consumer in fanout::RELAYED {
+            let now = self.backlog(consumer);
+            let before = self.reported.insert(consumer, now).unwrap_or(0);
+            if now != before {
+                metrics::gauge!("events_outbox_backlog", "consumer" => consumer).increment(now as f64 - before as f64);
+            }
+        }
+    }
+
+    /// Reloads the highest sequence number and the built-in consumers' cursors.
+    fn load_positions<S: SqlStorage>(&mut self, db: &S) -> ObjectResult<()> {
+        self.last_seq = db
+            .query_one("SELECT MAX(COALESCE((SELECT MAX(seq) FROM buffer), 0), (SELECT COALESCE(MAX(cursor), 0) FROM consumers))", &[])?
+            .map_or(0, |r| r.i64(0) as u64);
+        for &consumer in fanout::CONSUMERS {
+            let cursor = db
+                .query_one("SELECT cursor FROM consumers WHERE name = ?1", &[consumer.into()])?
+                .map_or(0, |r| r.i64(0) as u64);
+            self.cursors.insert(consumer, cursor);
+        }
+        Ok(())
     }
 
     /// Deletes flushed rows every consumer has acknowledged.
@@ -380,14 +512,6 @@ impl EventWriter {
         self.buffered_bytes = r.i64(1) as u64;
         self.oldest_received = r.opt_i64(2);
         Ok(())
-    }
-
-    async fn flush_all<H: Host>(&mut self, cx: &ObjectContext<H>) -> ObjectResult<Vec<String>> {
-        let mut keys = self.execute_plan(cx).await?;
-        while Self::plan_flush(cx.storage())? {
-            keys.extend(self.execute_plan(cx).await?);
-        }
-        Ok(keys)
     }
 
     fn append<H: Host>(
@@ -434,78 +558,11 @@ impl EventWriter {
                 &[batch.into(), received.into(), now.into()],
             )?;
         }
+        if stored > 0 {
+            self.last_seq =
+                db.query_one("SELECT MAX(seq) FROM buffer", &[])?.map_or(self.last_seq, |r| r.i64(0) as u64);
+        }
         Ok(Appended { received, stored, duplicates: received - stored, deduplicated: false })
-    }
-
-    /// Asks the catalog to compact the small files of each closed dirty hour
-    /// (one `replace` snapshot per hour; the inputs stay readable by older
-    /// snapshots until those expire).
-    async fn compact<H: Host>(&mut self, cx: &ObjectContext<H>) -> ObjectResult<Vec<String>> {
-        let db = cx.storage();
-        let now = cx.now().as_millis();
-        let closed = now - events_lake::layout::HOUR_MS - self.config.compact_grace_ms;
-        let hours = db.query("SELECT prefix FROM dirty_hours WHERE hour <= ?1 ORDER BY hour", &[closed.into()])?;
-        let mut written = Vec::new();
-        for row in hours {
-            let prefix = row.str(0).to_string();
-            let options = MaintainOptions { compact: true, compact_prefix: Some(prefix.clone()), ..Default::default() };
-            match self.catalog(cx, CatalogRequest::Maintain { table: Some(EVENTS_TABLE.into()), options }).await? {
-                CatalogResponse::Maintained(reports) => {
-                    written.extend(reports.into_iter().flat_map(|r| r.compacted_files));
-                }
-                other => return Err(ApiError::internal(format!("catalog answered {other:?} to Maintain"))),
-            }
-            db.execute("DELETE FROM dirty_hours WHERE prefix = ?1", &[prefix.into()])?;
-        }
-        Ok(written)
-    }
-
-    /// Calls this namespace's catalog.
-    async fn catalog<H: Host>(&self, cx: &ObjectContext<H>, req: CatalogRequest) -> ObjectResult<CatalogResponse> {
-        cx.stub::<Catalog>(self.ns.clone()).call(req).await
-    }
-
-    /// Hands new events to every built-in consumer. Returns when to try
-    /// again if some consumer failed or has more to receive.
-    async fn fan_out<H: Host>(&mut self, cx: &ObjectContext<H>) -> ObjectResult<Option<i64>> {
-        if !self.fanout_pending {
-            return Ok(None);
-        }
-        let db = cx.storage();
-        let now = cx.now().as_millis();
-        let mut again = None;
-        for consumer in crate::fanout::CONSUMERS {
-            let cursor = db
-                .query_one("SELECT cursor FROM consumers WHERE name = ?1", &[(*consumer).into()])?
-                .map_or(0, |r| r.i64(0));
-            let events = Self::outbox_after(db, cursor, crate::fanout::FANOUT_BATCH)?;
-            if events.is_empty() {
-                continue;
-            }
-            match crate::fanout::deliver(cx, consumer, &events).await {
-                Ok(()) => {
-                    let upto = events.last().expect("non-empty").seq as i64;
-                    db.execute(
-                        "UPDATE consumers SET cursor = ?2, last_error = NULL WHERE name = ?1",
-                        &[(*consumer).into(), upto.into()],
-                    )?;
-                    if events.len() == crate::fanout::FANOUT_BATCH {
-                        again = Some(now);
-                    }
-                }
-                Err(e) => {
-                    // Kept for `Stats`; the same events are offered again.
-                    db.execute(
-                        "UPDATE consumers SET last_error = ?2 WHERE name = ?1",
-                        &[(*consumer).into(), e.to_string().into()],
-                    )?;
-                    again = Some(again.unwrap_or(i64::MAX).min(now + crate::fanout::FANOUT_RETRY_MS));
-                }
-            }
-        }
-        self.trim(db)?;
-        self.fanout_pending = again.is_some();
-        Ok(again)
     }
 
     /// Up to `limit` buffered events after sequence number `cursor`, in order.
@@ -581,26 +638,34 @@ impl DurableObject for EventWriter {
     }
 
     async fn load<H: Host>(cx: &ObjectContext<H>) -> ObjectResult<Self> {
-        let (ns, shard) = cx.name().rsplit_once('/').unwrap_or((cx.name(), "0"));
+        let (ns, _shard) = cx.name().rsplit_once('/').unwrap_or((cx.name(), "0"));
         let mut writer = EventWriter {
             ns: ns.to_string(),
-            shard: format!("{:04}", shard.parse::<u32>().unwrap_or(0)),
             config: WriterConfig::from_host(cx.host()),
             buffered: 0,
             buffered_bytes: 0,
             oldest_received: None,
             alarm_at: cx.storage().get_alarm().await?.map(|t| t.as_millis()),
-            fanout_pending: false,
+            last_seq: 0,
+            cursors: BTreeMap::new(),
+            awake: BTreeSet::new(),
+            reported: BTreeMap::new(),
+            lake_error: None,
         };
         writer.refresh(cx.storage())?;
-        for consumer in crate::fanout::CONSUMERS {
+        for consumer in fanout::CONSUMERS {
             cx.storage().execute(
                 "INSERT INTO consumers (name, cursor, registered_at)
                  VALUES (?1, (SELECT COALESCE(MAX(seq), 0) FROM buffer), ?2) ON CONFLICT(name) DO NOTHING",
                 &[(*consumer).into(), cx.now().as_millis().into()],
             )?;
         }
-        writer.fanout_pending = !crate::fanout::CONSUMERS.is_empty();
+        writer.load_positions(cx.storage())?;
+        writer.report_backlog();
+        // Work left from before a restart: the alarm wakes the relays.
+        if fanout::RELAYED.iter().any(|c| writer.backlog(c) > 0) {
+            writer.arm(cx, cx.now().as_millis()).await?;
+        }
         Ok(writer)
     }
 
@@ -612,33 +677,79 @@ impl DurableObject for EventWriter {
                 for e in &events {
                     assert_eq!(e.ns, self.ns, "events reach only their own namespace's writer");
                 }
+                self.check_room()?;
                 let result = self.append(cx, events, batch_id)?;
-                if result.stored > 0 && !crate::fanout::CONSUMERS.is_empty() {
-                    self.fanout_pending = true;
-                    self.arm(cx, now).await?;
+                if result.stored > 0 {
+                    for &consumer in fanout::CONSUMERS {
+                        self.wake(cx, consumer, false);
+                    }
                 }
                 if self.needs_flush(now) {
-                    Self::plan_flush(db)?;
-                    self.arm(cx, now).await?;
+                    self.wake(cx, LAKE, false);
                 } else if let Some(oldest) = self.oldest_received {
                     self.arm(cx, oldest + self.config.max_age_ms).await?;
                 }
+                self.report_backlog();
                 Ok(WriterResponse::Appended(result))
             }
-            WriterRequest::Flush => Ok(WriterResponse::Files(self.flush_all(cx).await?)),
-            WriterRequest::Compact => Ok(WriterResponse::Files(self.compact(cx).await?)),
+            WriterRequest::TakeFlush { force } => {
+                let plan = match Self::open_plan(db)? {
+                    Some(plan) => Some(plan),
+                    None if force || self.needs_flush(now) => Self::plan_flush(db)?,
+                    None => None,
+                };
+                if plan.is_none() {
+                    self.awake.remove(LAKE);
+                }
+                Ok(WriterResponse::Plan(plan))
+            }
+            WriterRequest::ReadFlush { plan, after, limit } => {
+                if Self::open_plan(db)? != Some(plan) {
+                    return Err(ApiError::new(ErrorCode::Conflict, format!("flush plan {plan:?} is not open")));
+                }
+                let rows = db.query(
+                    "SELECT seq, body FROM buffer WHERE seq > ?1 AND seq <= ?2 AND flushed = 0 ORDER BY seq LIMIT ?3",
+                    &[(after as i64).into(), (plan.last as i64).into(), limit.min(MAX_OUTBOX_READ).into()],
+                )?;
+                let events = rows
+                    .iter()
+                    .map(|r| {
+                        let event = serde_json::from_slice(r.bytes(1)).map_err(corrupt)?;
+                        Ok(OutboxEvent { seq: r.i64(0) as u64, event })
+                    })
+                    .collect::<ObjectResult<_>>()?;
+                Ok(WriterResponse::Outbox(events))
+            }
+            WriterRequest::FlushCommitted { plan, files, events, hours } => {
+                self.complete_flush(db, plan, files, events, &hours)?;
+                self.lake_error = None;
+                self.report_backlog();
+                Ok(WriterResponse::Ok)
+            }
+            WriterRequest::DueCompactions { closed } => {
+                let rows =
+                    db.query("SELECT prefix FROM dirty_hours WHERE hour <= ?1 ORDER BY hour", &[closed.into()])?;
+                Ok(WriterResponse::Prefixes(rows.iter().map(|r| r.str(0).to_string()).collect()))
+            }
+            WriterRequest::Compacted { prefix } => {
+                db.execute("DELETE FROM dirty_hours WHERE prefix = ?1", &[prefix.into()])?;
+                Ok(WriterResponse::Ok)
+            }
             WriterRequest::Recent { filter, limit } => {
                 Ok(WriterResponse::Events(Self::read_recent(db, &filter, limit)?))
             }
             WriterRequest::Stats => {
-                let consumers = db
-                    .query("SELECT name, cursor FROM consumers ORDER BY name", &[])?
-                    .iter()
-                    .map(|r| (r.str(0).to_string(), r.i64(1) as u64))
-                    .collect();
+                let mut consumers = Vec::new();
+                let mut consumer_errors: Vec<(String, String)> =
+                    self.lake_error.iter().map(|e| (LAKE.to_string(), e.clone())).collect();
+                for r in db.query("SELECT name, cursor, last_error FROM consumers ORDER BY name", &[])?.iter() {
+                    consumers.push((r.str(0).to_string(), r.i64(1) as u64));
+                    if let Some(error) = r.opt_str(2) {
+                        consumer_errors.push((r.str(0).to_string(), error.to_string()));
+                    }
+                }
                 let retained =
                     db.query_one("SELECT COUNT(*) FROM buffer WHERE flushed = 1", &[])?.map_or(0, |r| r.i64(0));
-                let last_seq = db.query_one("SELECT COALESCE(MAX(seq), 0) FROM buffer", &[])?.map_or(0, |r| r.i64(0));
                 Ok(WriterResponse::Stats(WriterStats {
                     buffered: self.buffered,
                     buffered_bytes: self.buffered_bytes,
@@ -646,8 +757,9 @@ impl DurableObject for EventWriter {
                     retained: retained as u64,
                     files_written: Self::counter(db, "files_written")?,
                     events_flushed: Self::counter(db, "events_flushed")?,
-                    last_seq: last_seq as u64,
+                    last_seq: self.last_seq,
                     consumers,
+                    consumer_errors,
                 }))
             }
             WriterRequest::RegisterConsumer { name, from_start } => {
@@ -657,7 +769,7 @@ impl DurableObject for EventWriter {
                 let start = if from_start {
                     db.query_one("SELECT COALESCE(MIN(seq) - 1, 0) FROM buffer", &[])?.map_or(0, |r| r.i64(0))
                 } else {
-                    db.query_one("SELECT COALESCE(MAX(seq), 0) FROM buffer", &[])?.map_or(0, |r| r.i64(0))
+                    self.last_seq as i64
                 };
                 db.execute(
                     "INSERT INTO consumers (name, cursor, registered_at) VALUES (?1, ?2, ?3) ON CONFLICT(name) DO NOTHING",
@@ -671,46 +783,72 @@ impl DurableObject for EventWriter {
                     .ok_or_else(|| ApiError::not_found(format!("no outbox consumer {consumer}")))?
                     .i64(0);
                 let events = Self::outbox_after(db, cursor, limit.min(MAX_OUTBOX_READ))?;
+                if events.is_empty() {
+                    // The relay goes idle now; the next append wakes it.
+                    self.awake.retain(|c| *c != consumer);
+                }
                 Ok(WriterResponse::Outbox(events))
             }
             WriterRequest::AckOutbox { consumer, upto } => {
                 let changed = db.execute(
-                    "UPDATE consumers SET cursor = MAX(cursor, ?2) WHERE name = ?1",
+                    "UPDATE consumers SET cursor = MAX(cursor, ?2), last_error = NULL WHERE name = ?1",
                     &[consumer.as_str().into(), (upto as i64).into()],
                 )?;
                 if changed == 0 {
                     return Err(ApiError::not_found(format!("no outbox consumer {consumer}")));
                 }
+                if let Some(cursor) = self.cursors.iter_mut().find(|(name, _)| **name == consumer).map(|(_, c)| c) {
+                    *cursor = (*cursor).max(upto);
+                }
                 self.trim(db)?;
+                self.report_backlog();
+                Ok(WriterResponse::Ok)
+            }
+            WriterRequest::ConsumerFailed { consumer, error } if consumer == LAKE => {
+                self.lake_error = Some(error.chars().take(MAX_ERROR_CHARS).collect());
+                Ok(WriterResponse::Ok)
+            }
+            WriterRequest::ConsumerFailed { consumer, error } => {
+                db.execute(
+                    "UPDATE consumers SET last_error = ?2 WHERE name = ?1",
+                    &[consumer.into(), error.chars().take(MAX_ERROR_CHARS).collect::<String>().into()],
+                )?;
                 Ok(WriterResponse::Ok)
             }
         }
     }
 
+    /// The backstop of the wake-ups: while the flush or a consumer has work,
+    /// wakes its relay every [`RELAY_NUDGE_MS`]; also wakes the lake relay
+    /// for the age threshold and for hours due for compaction, and prunes
+    /// the dedup windows.
     async fn alarm<H: Host>(&mut self, cx: &ObjectContext<H>) -> ObjectResult<()> {
         let db = cx.storage();
         let now = cx.now().as_millis();
         self.alarm_at = None;
-        self.execute_plan(cx).await?;
-        if self.needs_flush(now) && Self::plan_flush(db)? {
-            self.execute_plan(cx).await?;
-        }
-        let fanout_retry = self.fan_out(cx).await?;
-        self.compact(cx).await?;
-        Self::prune(db, now)?;
-        // Next wake-up: the age deadline of what is buffered, the next
-        // compaction of dirty hours, or the next dedup prune.
         let mut next = BTreeMap::new();
-        if let Some(at) = fanout_retry {
-            next.insert(at, ());
+        let compact_at = db
+            .query_one("SELECT MIN(hour) FROM dirty_hours", &[])?
+            .and_then(|r| r.opt_i64(0))
+            .map(|hour| hour + events_lake::layout::HOUR_MS + self.config.compact_grace_ms);
+        let lake_due =
+            self.needs_flush(now) || Self::open_plan(db)?.is_some() || compact_at.is_some_and(|at| at <= now);
+        if lake_due {
+            self.wake(cx, LAKE, true);
+            next.insert(now + RELAY_NUDGE_MS, ());
         }
+        for &consumer in fanout::CONSUMERS {
+            if self.backlog(consumer) > 0 {
+                self.wake(cx, consumer, true);
+                next.insert(now + RELAY_NUDGE_MS, ());
+            }
+        }
+        Self::prune(db, now)?;
         if let Some(oldest) = self.oldest_received {
             next.insert(oldest + self.config.max_age_ms, ());
         }
-        if let Some(r) = db.query_one("SELECT MIN(hour) FROM dirty_hours", &[])?
-            && let Some(hour) = r.opt_i64(0)
-        {
-            next.insert(hour + events_lake::layout::HOUR_MS + self.config.compact_grace_ms, ());
+        if let Some(at) = compact_at {
+            next.insert(at, ());
         }
         if let Some(r) = db.query_one("SELECT MIN(at) FROM event_ids", &[])?
             && let Some(at) = r.opt_i64(0)

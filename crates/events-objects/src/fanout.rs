@@ -2,11 +2,12 @@
 //! [`crate::EventWriter`] outbox.
 //!
 //! Each writer shard keeps one cursor per consumer listed in [`CONSUMERS`].
-//! Its alarm reads the events after a cursor, hands them to the consumer
-//! with [`deliver`], and advances the cursor only when `deliver` succeeded.
-//! So every accepted event reaches every consumer at least once, in the
-//! writer's order, across crashes; consumers make redelivery harmless by
-//! keying on the event id.
+//! One [`crate::OutboxRelay`] per (shard, consumer) reads the events after
+//! the cursor, hands them to the consumer with [`deliver`], and advances the
+//! cursor only when `deliver` succeeded. So every accepted event reaches
+//! every consumer at least once, in the writer's order, across crashes;
+//! consumers make redelivery harmless by keying on the event id. The writer
+//! itself never waits on a consumer.
 
 use events_core::ApiError;
 use events_runtime::{Host, ObjectContext, ObjectResult};
@@ -21,6 +22,13 @@ pub const FANOUT_RETRY_MS: i64 = 1_000;
 /// The built-in consumers, registered by every writer when it loads.
 /// A capability that needs every event adds its name here and an arm in [`deliver`].
 pub const CONSUMERS: &[&str] = &[SUBSCRIPTIONS, CDC];
+
+/// The relay that flushes a writer's buffer to the lake. Not a cursor
+/// consumer: its progress is the writer's flush plan.
+pub const LAKE: &str = "lake";
+
+/// Every relay of a writer shard: the lake flush and the built-in consumers.
+pub const RELAYED: &[&str] = &[LAKE, SUBSCRIPTIONS, CDC];
 
 /// The consumer that routes events to the namespace's [`crate::Subscriptions`].
 pub const SUBSCRIPTIONS: &str = "subscriptions";

@@ -7,7 +7,8 @@
 //!
 //! | object | name | job |
 //! |---|---|---|
-//! | [`EventWriter`] | `<ns>/<shard>` | durable buffer of accepted events, flushed to Parquet; the fan-out outbox |
+//! | [`EventWriter`] | `<ns>/<shard>` | durable buffer of accepted events; the outbox of the flush and the fan-out |
+//! | [`OutboxRelay`] | `<ns>/<shard>/<consumer>` | moves a shard's events to the lake (`lake`) or to one consumer, off the writer's path |
 //! | [`RateLimiter`] | `key:<id>`, `ip:<addr>`, `quota:<ns>` | sliding-window limits and daily quotas |
 //! | [`ShardCoordinator`] | `<ns>` | how many writer shards a namespace uses |
 //! | [`SchemaRegistry`] | `<ns>` | event JSON Schemas, versions, compatibility, validation at ingest |
@@ -23,6 +24,7 @@ pub mod cdc;
 pub mod cdc_fanout;
 pub mod event_writer;
 pub mod fanout;
+pub mod outbox_relay;
 pub mod rate_limiter;
 pub mod schema_compat;
 pub mod schema_regex;
@@ -36,6 +38,7 @@ pub mod webhook_secrets;
 pub use catalog::Catalog;
 pub use cdc::{CdcCollections, CdcProcessor};
 pub use event_writer::EventWriter;
+pub use outbox_relay::OutboxRelay;
 pub use rate_limiter::RateLimiter;
 pub use schema_registry::SchemaRegistry;
 pub use shard_coordinator::ShardCoordinator;

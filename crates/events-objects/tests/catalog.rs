@@ -10,8 +10,8 @@ use events_host_native::{HostConfig, ManualClock, NativeHost};
 use events_iceberg::commit::{TableRequirement, TableUpdate};
 use events_iceberg::manifest::{STATUS_DELETED, read_manifest, read_manifest_list};
 use events_objects::catalog::{CatalogRequest, CatalogResponse, LoadedTable, MaintainOptions, RecordedChange, Scan};
-use events_objects::event_writer::{WriterRequest, WriterResponse, writer_name};
-use events_objects::{Catalog, EventWriter};
+use events_objects::event_writer::{WriterRequest, writer_name};
+use events_objects::{Catalog, EventWriter, OutboxRelay};
 use events_runtime::BlobStore;
 use events_runtime::context::Host;
 use serde_json::{Value, json};
@@ -37,7 +37,7 @@ async fn host(dir: &std::path::Path) -> (NativeHost, Arc<ManualClock>) {
     config.clock = clock.clone();
     config.vars = [("lake.base_uri", BASE)].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let host = NativeHost::start(config).unwrap();
-    host.register::<EventWriter>().register::<Catalog>();
+    host.register::<EventWriter>().register::<OutboxRelay>().register::<Catalog>();
     (host, clock)
 }
 
@@ -62,10 +62,8 @@ async fn load(h: &NativeHost) -> LoadedTable {
 async fn append_and_flush(h: &NativeHost, shard: u32, events: Vec<Event>) {
     let name = writer_name("acme", shard);
     h.call_object::<EventWriter>(&name, WriterRequest::Append { events, batch_id: None }).await.unwrap();
-    match h.call_object::<EventWriter>(&name, WriterRequest::Flush).await.unwrap() {
-        WriterResponse::Files(f) => assert!(!f.is_empty()),
-        other => panic!("{other:?}"),
-    }
+    let files = events_objects::outbox_relay::flush_writer(h, &name).await.unwrap();
+    assert!(!files.is_empty());
 }
 
 fn key_of(uri: &str) -> String {

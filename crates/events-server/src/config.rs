@@ -203,6 +203,9 @@ pub struct WriterConfig {
     pub flush_max_age_ms: i64,
     /// Compact an hour's small files this long after the hour ends (ms).
     pub compact_grace_ms: i64,
+    /// Refuse appends to a shard (503, `Retry-After`) once this many of its
+    /// events wait for the lake flush or for one consumer (subscriptions, CDC).
+    pub outbox_max_events: u64,
 }
 
 impl Default for WriterConfig {
@@ -213,6 +216,7 @@ impl Default for WriterConfig {
             flush_max_bytes: w::DEFAULT_FLUSH_MAX_BYTES,
             flush_max_age_ms: w::DEFAULT_FLUSH_MAX_AGE_MS,
             compact_grace_ms: w::COMPACT_GRACE_MS,
+            outbox_max_events: w::DEFAULT_OUTBOX_MAX_EVENTS,
         }
     }
 }

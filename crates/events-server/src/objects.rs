@@ -1,10 +1,10 @@
 //! Starting the object host with every object class, and stopping it cleanly.
 
 use events_host_native::{HostConfig, NativeHost, OutboundPolicy};
-use events_objects::event_writer::{WriterRequest, WriterResponse};
+use events_objects::outbox_relay::flush_writer;
 use events_objects::{
-    Catalog, CdcCollections, CdcProcessor, EventWriter, RateLimiter, SchemaRegistry, ShardCoordinator, Subscriptions,
-    Tenant, WebhookSecrets,
+    Catalog, CdcCollections, CdcProcessor, EventWriter, OutboxRelay, RateLimiter, SchemaRegistry, ShardCoordinator,
+    Subscriptions, Tenant, WebhookSecrets,
 };
 
 use crate::config::ServerConfig;
@@ -22,6 +22,7 @@ pub fn start_host(config: &ServerConfig) -> anyhow::Result<NativeHost> {
         ("writer.flush_max_bytes", config.writer.flush_max_bytes.to_string()),
         ("writer.flush_max_age_ms", config.writer.flush_max_age_ms.to_string()),
         ("writer.compact_grace_ms", config.writer.compact_grace_ms.to_string()),
+        ("writer.outbox_max_events", config.writer.outbox_max_events.to_string()),
         ("shards.max", config.shards.max.to_string()),
         ("lake.base_uri", config.lake_base_uri()?),
         ("catalog.maintenance_interval_ms", config.catalog.maintenance_interval_ms.to_string()),
@@ -42,7 +43,11 @@ pub fn start_host(config: &ServerConfig) -> anyhow::Result<NativeHost> {
     host_config.vars = vars.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     host_config.vars.extend(config.cdc.host_vars());
     let host = NativeHost::start(host_config).map_err(|e| anyhow::anyhow!("{}", e.message))?;
-    host.register::<EventWriter>().register::<Tenant>().register::<RateLimiter>().register::<ShardCoordinator>();
+    host.register::<EventWriter>()
+        .register::<OutboxRelay>()
+        .register::<Tenant>()
+        .register::<RateLimiter>()
+        .register::<ShardCoordinator>();
     host.register::<SchemaRegistry>().register::<WebhookSecrets>();
     host.register::<Subscriptions>().register::<Catalog>();
     host.register::<CdcProcessor>().register::<CdcCollections>();
@@ -53,9 +58,8 @@ pub fn start_host(config: &ServerConfig) -> anyhow::Result<NativeHost> {
 pub async fn flush_writers(host: &NativeHost) -> anyhow::Result<Vec<String>> {
     let mut files = Vec::new();
     for name in host.object_names::<EventWriter>().map_err(|e| anyhow::anyhow!("{e}"))? {
-        match host.call_object::<EventWriter>(&name, WriterRequest::Flush).await {
-            Ok(WriterResponse::Files(written)) => files.extend(written),
-            Ok(_) => {}
+        match flush_writer(host, &name).await {
+            Ok(written) => files.extend(written),
             Err(e) => anyhow::bail!("flush of writer {name} failed: {e}"),
         }
     }

@@ -2,10 +2,10 @@
 
 use events_core::name::validate_namespace;
 use events_core::{ApiError, ErrorCode, Timestamp};
-use events_objects::event_writer::{WriterRequest, WriterResponse};
+use events_objects::outbox_relay::flush_writer;
 use events_objects::shard_coordinator::ShardRequest;
 use events_objects::tenant::{KeyInfo, TenantRequest, TenantResponse};
-use events_objects::{EventWriter, ShardCoordinator, Tenant};
+use events_objects::{ShardCoordinator, Tenant};
 use events_runtime::Host;
 use serde_json::{Value, json};
 
@@ -102,9 +102,8 @@ pub async fn flush(call: &Call) -> ApiResult {
     admin(call).await?;
     let mut files = Vec::new();
     for name in writer_names(&call.host).await? {
-        match call.host.call::<EventWriter>(&name, WriterRequest::Flush).await {
-            Ok(WriterResponse::Files(written)) => files.extend(written),
-            Ok(_) => {}
+        match flush_writer(&call.host, &name).await {
+            Ok(written) => files.extend(written),
             Err(e) => {
                 return Err(ApiError::new(ErrorCode::StorageError, format!("flush of writer {name} failed: {e}")));
             }

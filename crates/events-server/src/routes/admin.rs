@@ -4,9 +4,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use events_core::name::validate_namespace;
 use events_core::{ApiError, Timestamp};
+use events_objects::event_writer::{WriterRequest, WriterResponse};
+use events_objects::fanout::CONSUMERS;
 use events_objects::shard_coordinator::ShardRequest;
 use events_objects::tenant::{KeyInfo, NamespaceLimits, TenantRequest, TenantResponse};
-use events_objects::{ShardCoordinator, Tenant};
+use events_objects::{EventWriter, ShardCoordinator, Tenant};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::routes;
@@ -255,6 +257,23 @@ pub struct ShardView {
     pub subscription_backlog: u64,
     /// Deliveries per second, summed over the sub-shards' latest reports.
     pub subscription_rate: u64,
+    /// Each writer shard's outbox: what waits for the lake flush and for each consumer.
+    pub outbox: Vec<OutboxView>,
+}
+
+/// One writer shard's outbox backlog. Appends are refused (503) once one of
+/// these reaches `[writer] outbox_max_events`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxView {
+    /// The writer shard (`<ns>/<shard>`).
+    pub writer: String,
+    /// Events not yet flushed to the lake.
+    pub unflushed: u64,
+    /// Events not yet taken by each built-in consumer (`subscriptions`, `cdc`).
+    pub backlog: std::collections::BTreeMap<String, u64>,
+    /// The last error of each consumer whose last attempt failed.
+    pub errors: std::collections::BTreeMap<String, String>,
 }
 
 /// Every namespace's layout.
@@ -271,8 +290,22 @@ pub struct ShardsResponse {
 pub async fn shards(State(state): State<AppState>, headers: HeaderMap) -> Result<ApiJson<ShardsResponse>> {
     admin(&state, &headers).await?;
     let mut namespaces = Vec::new();
+    let writers = state.host.object_names::<EventWriter>()?;
     for ns in state.host.object_names::<ShardCoordinator>()? {
         let layout = state.host.call_object::<ShardCoordinator>(&ns, ShardRequest::Layout).await?;
+        let mut outbox = Vec::new();
+        for writer in writers.iter().filter(|w| w.rsplit_once('/').is_some_and(|(wns, _)| wns == ns)) {
+            if let WriterResponse::Stats(stats) =
+                state.host.call_object::<EventWriter>(writer, WriterRequest::Stats).await?
+            {
+                outbox.push(OutboxView {
+                    writer: writer.clone(),
+                    unflushed: stats.buffered,
+                    backlog: CONSUMERS.iter().filter_map(|c| Some((c.to_string(), stats.backlog(c)?))).collect(),
+                    errors: stats.consumer_errors.into_iter().collect(),
+                });
+            }
+        }
         namespaces.push(ShardView {
             namespace: ns,
             shards: layout.shards,
@@ -283,6 +316,7 @@ pub async fn shards(State(state): State<AppState>, headers: HeaderMap) -> Result
             subscription_epoch: layout.subscription_epoch,
             subscription_backlog: layout.subscription_backlog,
             subscription_rate: layout.subscription_rate,
+            outbox,
         });
     }
     Ok(ApiJson(ShardsResponse { namespaces }))
