@@ -390,3 +390,29 @@ async fn orphan_cleanup_deletes_only_event_files_in_the_events_folder() {
     assert_eq!(scan(&h).await.files.len(), 1);
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_keeps_a_key_a_retried_flush_committed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, clock) = host(dir.path()).await;
+    append_and_flush(&h, 0, vec![event("first", T0, json!({}))]).await;
+    // A flush committed, then (crash before it marked its rows) committed the same key again.
+    let key = events_lake::event_file_key("events", "acme", Timestamp(T0), "9-0000000000000007");
+    let parquet = events_lake::encode_events(&[&event("again", T0 + 1, json!({}))]).unwrap();
+    let added = vec![events_objects::catalog::NewFile { key: key.clone(), rows: 1, bytes: parquet.len() as i64 }];
+    h.blobs().put(&key, parquet).await.unwrap();
+    for _ in 0..2 {
+        let req = CatalogRequest::CommitFiles { table: "events".into(), added: added.clone(), removed: vec![] };
+        assert!(matches!(catalog(&h, req).await, CatalogResponse::Committed(Some(_))));
+        clock.advance(1);
+    }
+    append_and_flush(&h, 0, vec![event("later", T0 + 2, json!({}))]).await;
+    clock.advance(3_600_000);
+    let expire =
+        MaintainOptions { expire: true, keep_last: Some(1), max_snapshot_age_ms: Some(0), ..Default::default() };
+    let r = maintain(&h, expire).await;
+    assert!(r.expired_snapshots > 0, "{r:?}");
+    assert!(scan(&h).await.files.iter().any(|f| f.key == key), "the key is live");
+    assert!(h.blobs().get(&key).await.unwrap().is_some(), "expiry kept the live version of the key");
+    h.shutdown().await;
+}
