@@ -1037,9 +1037,7 @@ impl Catalog {
             for group in groups.into_iter().filter(|g| g.len() >= 2) {
                 let mut contents = Vec::with_capacity(group.len());
                 for f in &group {
-                    let bytes = cx.host().blobs().get(&f.0).await?.ok_or_else(|| {
-                        ApiError::new(ErrorCode::StorageError, format!("live file {} is missing from the bucket", f.0))
-                    })?;
+                    let bytes = cx.host().blobs().get(&f.0).await?.ok_or_else(|| ApiError::data_file_missing(&f.0))?;
                     contents.push(bytes);
                 }
                 let (merged, rows) = events_lake::merge_event_files_with(&contents, &columns)?;
