@@ -310,7 +310,7 @@ async fn a_file_with_a_write_intent_survives_orphan_cleanup_until_its_commit() {
     append_and_flush(&h, 0, vec![event("first", T0, json!({}))]).await;
 
     // A flush in flight: its key is intended and put, not yet committed.
-    let pending = vec![event("pending-1", T0 + 1, json!({})), event("pending-2", T0 + 2, json!({}))];
+    let pending = [event("pending-1", T0 + 1, json!({})), event("pending-2", T0 + 2, json!({}))];
     let key = events_lake::event_file_key("events", "acme", Timestamp(T0), "9-0000000000000042");
     let r = catalog(&h, CatalogRequest::IntendFiles { table: "events".into(), keys: vec![key.clone()] }).await;
     assert!(matches!(r, CatalogResponse::Ok), "{r:?}");
