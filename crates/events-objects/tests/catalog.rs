@@ -362,6 +362,25 @@ async fn intents_are_bounded_to_managed_tables_and_a_request_size() {
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidRequest);
+
+    // Up to the namespace's bound, intents are taken; past it, refused whole.
+    let per_request = events_objects::catalog::MAX_FILES_PER_COMMIT;
+    let limit = events_objects::catalog::MAX_PENDING_INTENTS;
+    for start in (0..limit).step_by(per_request) {
+        let keys = (start..(start + per_request).min(limit)).map(|i| format!("k{i}")).collect();
+        let r = catalog(&h, CatalogRequest::IntendFiles { table: "events".into(), keys }).await;
+        assert!(matches!(r, CatalogResponse::Ok), "{r:?}");
+    }
+    let again = CatalogRequest::IntendFiles { table: "events".into(), keys: vec!["k0".into()] };
+    assert!(matches!(catalog(&h, again).await, CatalogResponse::Ok), "repeating an intent takes no room");
+    let over = CatalogRequest::IntendFiles { table: "events".into(), keys: vec!["k-last".into(), "k1".into()] };
+    let err = h.call_object::<Catalog>("acme", over).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Overloaded);
+    // A commit ends an intent and makes room again.
+    let added = vec![events_objects::catalog::NewFile { key: "k1".into(), rows: 0, bytes: 0 }];
+    catalog(&h, CatalogRequest::CommitFiles { table: "events".into(), added, removed: vec![] }).await;
+    let after = CatalogRequest::IntendFiles { table: "events".into(), keys: vec!["k-last".into()] };
+    assert!(matches!(catalog(&h, after).await, CatalogResponse::Ok));
     h.shutdown().await;
 }
 
