@@ -13,7 +13,9 @@
 //! snapshot. For them the catalog also keeps, in SQLite, every data file
 //! with the sequence numbers that added and removed it, which answers
 //! "which files make snapshot N" for SQL and time travel without reading
-//! manifests, and drives expiry and orphan cleanup. External engines read
+//! manifests, and drives expiry and orphan cleanup. A writer announces the
+//! keys of a flush before it puts them ([`CatalogRequest::IntendFiles`]), so
+//! orphan cleanup never takes a file whose commit is still to come. External engines read
 //! managed tables through the metadata, manifest lists and manifests written
 //! here; their REST commits may change properties only.
 //!
