@@ -1,13 +1,16 @@
-//! Reading events back: the writers' buffers and the Parquet files, merged
-//! newest first, with cursor pagination.
+//! Reading events back: the writers' buffers and the Parquet files of the
+//! events table's current snapshot, merged newest first, with cursor
+//! pagination. A data file the snapshot names but the lake lacks fails the
+//! read with `DATA_FILE_MISSING`; it is never skipped.
 
 use base64::Engine;
 use events_core::pattern::Pattern;
 use events_core::{ApiError, ErrorCode, Event, Timestamp};
 use events_lake::layout::HOUR_MS;
-use events_lake::{EVENTS_TABLE_PREFIX, decode_events, parse_event_file_key};
-use events_objects::EventWriter;
+use events_lake::{decode_events, parse_event_file_key};
+use events_objects::catalog::{CatalogRequest, CatalogResponse, EVENTS_TABLE};
 use events_objects::event_writer::{ReadFilter, WriterRequest, WriterResponse};
+use events_objects::{Catalog, EventWriter};
 use events_runtime::BlobStore;
 use events_runtime::context::Host;
 
@@ -57,7 +60,8 @@ fn before(e: &Event, pos: &Option<(Timestamp, String)>) -> bool {
 
 /// Reads one page of namespace `ns` from the writer shards named `writers`
 /// (every `EventWriter` that exists; those of other namespaces are skipped)
-/// and the Parquet files of the host's lake.
+/// and the data files of the events table's current snapshot (asked of the
+/// namespace's `Catalog`).
 pub async fn read_events<H: Host>(host: &H, writers: Vec<String>, ns: &str, q: &ReadQuery) -> Result<Page, ApiError> {
     let pattern = q.pattern.as_deref().map(Pattern::parse).transpose()?;
     let position = q.cursor.as_deref().map(decode_cursor).transpose()?;
@@ -81,30 +85,90 @@ pub async fn read_events<H: Host>(host: &H, writers: Vec<String>, ns: &str, q: &
         }
     }
 
-    // 2. Parquet files, hour by hour, newest first, until the page is full
-    //    and no older hour can hold a newer event.
-    let table = format!("{EVENTS_TABLE_PREFIX}/ns={ns}/");
-    let mut hours: Vec<(Timestamp, Vec<String>)> = Vec::new();
-    for blob in host.blobs().list(&table).await? {
-        let Some(key) = parse_event_file_key(&blob.key) else { continue };
-        if key.ns != ns {
-            continue;
-        }
-        match hours.iter_mut().find(|(h, _)| *h == key.hour_start) {
-            Some((_, files)) => files.push(blob.key),
-            None => hours.push((key.hour_start, vec![blob.key])),
-        }
-    }
-    hours.sort_by_key(|h| std::cmp::Reverse(h.0));
+    // 2. The data files of the events table's current snapshot, hour by
+    //    hour, newest first, until the page is full and no older hour can
+    //    hold a newer event. A file the snapshot names but the lake lacks
+    //    fails the read (`DATA_FILE_MISSING`) unless a newer snapshot no
+    //    longer names it (compaction and expiry ran meanwhile): then the
+    //    files are read again from that snapshot, at most
+    //    `MAX_LAKE_READ_ATTEMPTS` times.
     let upper = match (&position, q.to) {
         (Some((ts, _)), Some(to)) => Some((*ts).min(to)),
         (Some((ts, _)), None) => Some(*ts),
         (None, to) => to,
     };
     events.retain(|e| keep(e));
+    let buffered = events;
+    let mut attempt = 0;
+    let mut events = loop {
+        attempt += 1;
+        let mut events = buffered.clone();
+        let hours = snapshot_hours(&scan_files(host, ns).await?, ns);
+        let Some(missing) = read_hours(host, hours, &mut events, &keep, want, upper, q.from).await? else {
+            break events;
+        };
+        if attempt >= MAX_LAKE_READ_ATTEMPTS || scan_files(host, ns).await?.contains(&missing) {
+            return Err(ApiError::data_file_missing(&missing));
+        }
+    };
+    events.sort_by(|a, b| (b.ts, &b.id).cmp(&(a.ts, &a.id)));
+    // A flush or compaction in progress may show an event twice: keep one.
+    let mut seen = std::collections::HashSet::new();
+    events.retain(|e| seen.insert(e.id.clone()));
+    let more = events.len() > q.limit;
+    events.truncate(q.limit);
+    let next_cursor = if more { events.last().map(encode_cursor) } else { None };
+    Ok(Page { events, next_cursor })
+}
+
+/// How many times a read starts over from a newer snapshot when a file of
+/// the one it read was deleted meanwhile.
+pub const MAX_LAKE_READ_ATTEMPTS: usize = 3;
+
+/// The data files of namespace `ns`'s events table at its current snapshot
+/// (none before the table exists).
+async fn scan_files<H: Host>(host: &H, ns: &str) -> Result<Vec<String>, ApiError> {
+    let req = CatalogRequest::Scan { table: EVENTS_TABLE.into(), snapshot_id: None, as_of_ms: None };
+    match host.call::<Catalog>(ns, req).await {
+        Ok(CatalogResponse::Scan(scan)) => Ok(scan.files.into_iter().map(|f| f.key).collect()),
+        Ok(other) => Err(ApiError::internal(format!("catalog answered {other:?} to Scan"))),
+        Err(e) if e.code == ErrorCode::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Event files of `ns` grouped by hour, newest hour first.
+fn snapshot_hours(files: &[String], ns: &str) -> Vec<(Timestamp, Vec<String>)> {
+    let mut hours: Vec<(Timestamp, Vec<String>)> = Vec::new();
+    for file in files {
+        let Some(key) = parse_event_file_key(file) else { continue };
+        if key.ns != ns {
+            continue;
+        }
+        match hours.iter_mut().find(|(h, _)| *h == key.hour_start) {
+            Some((_, files)) => files.push(file.clone()),
+            None => hours.push((key.hour_start, vec![file.clone()])),
+        }
+    }
+    hours.sort_by_key(|h| std::cmp::Reverse(h.0));
+    hours
+}
+
+/// Adds the kept events of `hours` to `events`, newest hour first, until
+/// `want` events are held that no older hour can beat. Returns the key of a
+/// file found missing, if any (the read stops there).
+async fn read_hours<H: Host>(
+    host: &H,
+    hours: Vec<(Timestamp, Vec<String>)>,
+    events: &mut Vec<Event>,
+    keep: &(dyn Fn(&Event) -> bool + Sync),
+    want: usize,
+    upper: Option<Timestamp>,
+    from: Option<Timestamp>,
+) -> Result<Option<String>, ApiError> {
     for (hour, files) in hours {
         if upper.is_some_and(|u| hour.as_millis() > u.as_millis())
-            || q.from.is_some_and(|f| hour.as_millis() + HOUR_MS <= f.as_millis())
+            || from.is_some_and(|f| hour.as_millis() + HOUR_MS <= f.as_millis())
         {
             continue;
         }
@@ -115,16 +179,9 @@ pub async fn read_events<H: Host>(host: &H, writers: Vec<String>, ns: &str, q: &
             break;
         }
         for file in files {
-            let Some(bytes) = host.blobs().get(&file).await? else { continue };
+            let Some(bytes) = host.blobs().get(&file).await? else { return Ok(Some(file)) };
             events.extend(decode_events(&bytes)?.into_iter().filter(|e| keep(e)));
         }
     }
-    events.sort_by(|a, b| (b.ts, &b.id).cmp(&(a.ts, &a.id)));
-    // A flush or compaction in progress may show an event twice: keep one.
-    let mut seen = std::collections::HashSet::new();
-    events.retain(|e| seen.insert(e.id.clone()));
-    let more = events.len() > q.limit;
-    events.truncate(q.limit);
-    let next_cursor = if more { events.last().map(encode_cursor) } else { None };
-    Ok(Page { events, next_cursor })
+    Ok(None)
 }

@@ -102,6 +102,11 @@ pub enum ErrorCode {
     ReadOnlyQuery,
     /// A SQL query exceeded its row or memory limit.
     QueryLimitExceeded,
+    // 500 (appended)
+    /// A data file the table's snapshot names is absent from the lake (deleted
+    /// or lost behind events.do's back). The read fails rather than miss its
+    /// rows; `details.key` names the file.
+    DataFileMissing,
 }
 
 impl ErrorCode {
@@ -137,6 +142,7 @@ impl ErrorCode {
             InvalidCdcEvent => 400,
             CommitConflict => 409,
             ReadOnlyQuery | QueryLimitExceeded => 400,
+            DataFileMissing => 500,
         }
     }
 
@@ -193,6 +199,7 @@ impl ErrorCode {
             CommitConflict => "COMMIT_CONFLICT",
             ReadOnlyQuery => "READ_ONLY_QUERY",
             QueryLimitExceeded => "QUERY_LIMIT_EXCEEDED",
+            DataFileMissing => "DATA_FILE_MISSING",
         }
     }
 
@@ -235,6 +242,7 @@ impl ErrorCode {
             CommitConflict,
             ReadOnlyQuery,
             QueryLimitExceeded,
+            DataFileMissing,
         ]
     };
 }
@@ -288,6 +296,16 @@ impl ApiError {
     /// Shorthand for an [`ErrorCode::NotFound`].
     pub fn not_found(message: impl Into<String>) -> Self {
         ApiError::new(ErrorCode::NotFound, message)
+    }
+
+    /// A [`ErrorCode::DataFileMissing`] for the lake key `key`, named in the
+    /// message and in `details.key`.
+    pub fn data_file_missing(key: &str) -> Self {
+        ApiError::new(
+            ErrorCode::DataFileMissing,
+            format!("data file {key} is named by the table's snapshot but missing from the lake"),
+        )
+        .with_details(serde_json::json!({ "key": key }))
     }
 }
 

@@ -13,7 +13,9 @@
 //! snapshot. For them the catalog also keeps, in SQLite, every data file
 //! with the sequence numbers that added and removed it, which answers
 //! "which files make snapshot N" for SQL and time travel without reading
-//! manifests, and drives expiry and orphan cleanup. External engines read
+//! manifests, and drives expiry and orphan cleanup. A writer announces the
+//! keys of a flush before it puts them ([`CatalogRequest::IntendFiles`]), so
+//! orphan cleanup never takes a file whose commit is still to come. External engines read
 //! managed tables through the metadata, manifest lists and manifests written
 //! here; their REST commits may change properties only.
 //!
@@ -75,6 +77,11 @@ pub const DEFAULT_ORPHAN_MIN_AGE_MS: i64 = 24 * 3_600_000;
 pub const COMPACT_SMALL_FILE_BYTES: i64 = 16 * 1024 * 1024;
 /// Most input bytes merged into one compacted file.
 pub const COMPACT_MAX_INPUT_BYTES: i64 = 128 * 1024 * 1024;
+/// Most pending write intents one namespace's catalog holds (all tables).
+/// Each is one flush's file waiting for its commit; a full table refuses
+/// new intents with `OVERLOADED` (the flush is retried) rather than drop
+/// protection from an old one.
+pub const MAX_PENDING_INTENTS: usize = 100_000;
 
 /// A file a writer put in the bucket, to commit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,9 +213,24 @@ pub enum CatalogRequest {
         /// Table properties set at creation (an existing table keeps its own).
         properties: BTreeMap<String, String>,
     },
+    /// Records durably that `keys` are about to be put in the bucket and
+    /// then committed to the managed `table` by [`CatalogRequest::CommitFiles`];
+    /// answers [`CatalogResponse::Ok`]. Orphan cleanup never deletes a key with
+    /// a pending intent, whatever its minimum age. An intent lasts until a
+    /// commit adds its key: it has no expiry, because a writer retries its
+    /// flush plan (same keys) until that commit happens. Repeating an intent
+    /// is harmless. At most [`MAX_FILES_PER_COMMIT`] keys per request and
+    /// [`MAX_PENDING_INTENTS`] pending in the namespace (`OVERLOADED` beyond).
+    IntendFiles {
+        /// The table the files will be committed to.
+        table: String,
+        /// Their keys in the bucket.
+        keys: Vec<String>,
+    },
     /// Commits files to a managed table as one snapshot: `append` when
     /// nothing is removed, else `replace` (compaction) or `overwrite`.
     /// A key already live is replaced by its new version (a retried flush).
+    /// Ends the write intents of the keys it adds.
     CommitFiles {
         /// The table.
         table: String,
@@ -318,10 +340,11 @@ pub enum CatalogResponse {
     Ok,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "tables, files, snapshots, schema changes",
-    sql: "CREATE TABLE namespace (id INTEGER PRIMARY KEY CHECK (id = 1), properties TEXT NOT NULL);
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "tables, files, snapshots, schema changes",
+        sql: "CREATE TABLE namespace (id INTEGER PRIMARY KEY CHECK (id = 1), properties TEXT NOT NULL);
           CREATE TABLE tables (
               name TEXT PRIMARY KEY,
               managed INTEGER NOT NULL,
@@ -353,7 +376,18 @@ const MIGRATIONS: &[Migration] = &[Migration {
               at INTEGER NOT NULL,
               change TEXT NOT NULL
           );",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "write intents: keys a flush puts before it commits them",
+        sql: "CREATE TABLE intents (
+              tbl TEXT NOT NULL,
+              key TEXT NOT NULL,
+              at INTEGER NOT NULL,
+              PRIMARY KEY (tbl, key)
+          ) WITHOUT ROWID;",
+    },
+];
 
 /// Settings, from host variables `catalog.*` and `lake.*`.
 #[derive(Debug, Clone)]
@@ -794,6 +828,8 @@ impl Catalog {
                 "INSERT INTO files (tbl, key, rows, bytes, snapshot_id, added_seq, removed_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)",
                 &[table.into(), f.key.as_str().into(), f.rows.into(), f.bytes.into(), snapshot_id.into(), seq.into()],
             )?;
+            // Committed: the file is referenced now, its intent has served.
+            db.execute("DELETE FROM intents WHERE tbl = ?1 AND key = ?2", &[table.into(), f.key.as_str().into()])?;
         }
         db.execute(
             "INSERT INTO snapshot_manifests (tbl, snapshot_id, manifest_list_key, manifests) VALUES (?1, ?2, ?3, ?4)",
@@ -807,6 +843,38 @@ impl Catalog {
         self.store(cx, table, true, Some((version, &loaded)), next).await?;
         self.arm(cx, now + self.config.maintenance_interval_ms).await?;
         Ok(Some(snapshot_id))
+    }
+
+    /// Records the write intents of [`CatalogRequest::IntendFiles`].
+    fn intend_files<S: SqlStorage>(db: &S, table: &str, keys: &[String], now: i64) -> ObjectResult<()> {
+        validate_table_name(table)?;
+        if !is_managed_table(table) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("{table} is not a managed table; its engine writes its files"),
+            ));
+        }
+        if keys.len() > MAX_FILES_PER_COMMIT {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("at most {MAX_FILES_PER_COMMIT} files per intent"),
+            ));
+        }
+        for key in keys {
+            db.execute(
+                "INSERT INTO intents (tbl, key, at) VALUES (?1, ?2, ?3) ON CONFLICT(tbl, key) DO UPDATE SET at = excluded.at",
+                &[table.into(), key.as_str().into(), now.into()],
+            )?;
+        }
+        let pending = db.query_one("SELECT COUNT(*) FROM intents", &[])?.map_or(0, |r| r.i64(0));
+        if pending as usize > MAX_PENDING_INTENTS {
+            // The request's savepoint rolls the inserts back.
+            return Err(ApiError::new(
+                ErrorCode::Overloaded,
+                format!("{pending} files await their commit (at most {MAX_PENDING_INTENTS}); retry later"),
+            ));
+        }
+        Ok(())
     }
 
     async fn arm<H: Host>(&mut self, cx: &ObjectContext<H>, at: i64) -> ObjectResult<()> {
@@ -971,9 +1039,7 @@ impl Catalog {
             for group in groups.into_iter().filter(|g| g.len() >= 2) {
                 let mut contents = Vec::with_capacity(group.len());
                 for f in &group {
-                    let bytes = cx.host().blobs().get(&f.0).await?.ok_or_else(|| {
-                        ApiError::new(ErrorCode::StorageError, format!("live file {} is missing from the bucket", f.0))
-                    })?;
+                    let bytes = cx.host().blobs().get(&f.0).await?.ok_or_else(|| ApiError::data_file_missing(&f.0))?;
                     contents.push(bytes);
                 }
                 let (merged, rows) = events_lake::merge_event_files_with(&contents, &columns)?;
@@ -1025,10 +1091,16 @@ impl Catalog {
         let oldest_kept_seq =
             next.snapshots.iter().map(|s| s.sequence_number).min().unwrap_or(next.last_sequence_number);
         let db = cx.storage();
-        // Files removed at or before the oldest kept snapshot are in no kept snapshot.
+        // Files removed at or before the oldest kept snapshot are in no kept
+        // snapshot, unless the same key was added again (a retried flush
+        // rewrote it) and that version is still needed, or a flush intends to
+        // put and commit it again.
         let dead: Vec<String> = db
             .query(
-                "SELECT key FROM files WHERE tbl = ?1 AND removed_seq IS NOT NULL AND removed_seq <= ?2",
+                "SELECT DISTINCT key FROM files f WHERE tbl = ?1 AND removed_seq IS NOT NULL AND removed_seq <= ?2
+                 AND NOT EXISTS (SELECT 1 FROM files g WHERE g.tbl = f.tbl AND g.key = f.key
+                                 AND (g.removed_seq IS NULL OR g.removed_seq > ?2))
+                 AND NOT EXISTS (SELECT 1 FROM intents i WHERE i.tbl = f.tbl AND i.key = f.key)",
                 &[table.into(), oldest_kept_seq.into()],
             )?
             .iter()
@@ -1081,6 +1153,12 @@ impl Catalog {
     }
 
     /// Deletes files under the table's folders that nothing references.
+    ///
+    /// Never deleted, whatever `min_age_ms`: a key with a pending write
+    /// intent (a flush put it, or is about to, and will commit it), and, in
+    /// the events folder, anything that is not laid out as one of this
+    /// namespace's event files (CDC files, other tables' metadata, should a
+    /// configured prefix make the folders overlap).
     async fn remove_orphans<H: Host>(
         &mut self,
         cx: &ObjectContext<H>,
@@ -1098,6 +1176,8 @@ impl Catalog {
             .iter()
             .map(|r| r.str(0).to_string())
             .collect();
+        // Intents of every table: a key is kept if any commit is pending for it.
+        referenced.extend(db.query("SELECT key FROM intents", &[])?.iter().map(|r| r.str(0).to_string()));
         for r in
             db.query("SELECT manifest_list_key, manifests FROM snapshot_manifests WHERE tbl = ?1", &[table.into()])?
         {
@@ -1107,20 +1187,34 @@ impl Catalog {
         }
         referenced.extend(self.key_of(&loaded.metadata_location));
         referenced.extend(loaded.metadata.metadata_log.iter().filter_map(|m| self.key_of(&m.metadata_file)));
-        let mut folders = vec![self.table_prefix(table)];
+        // (folder, whether only this namespace's event files may go)
+        let mut folders = vec![(self.table_prefix(table), false)];
         if table == EVENTS_TABLE {
-            folders.push(format!("{}/ns={}/", self.config.events_prefix.trim_end_matches('/'), self.ns));
+            folders.push((self.events_folder(), true));
         }
+        // CDC collection folders: their files belong to the processors.
+        let cdc_folders = format!("{}/ns={}/collection=", events_lake::cdc::CDC_PREFIX, self.ns);
         let horizon = cx.now().as_millis() - min_age_ms;
-        for folder in folders {
+        for (folder, events_only) in folders {
             for blob in cx.host().blobs().list(&folder).await? {
-                if !referenced.contains(&blob.key) && blob.last_modified.as_millis() <= horizon {
+                let deletable = !referenced.contains(&blob.key)
+                    && blob.last_modified.as_millis() <= horizon
+                    && !blob.key.starts_with(&cdc_folders)
+                    && (!events_only || events_lake::parse_event_file_key(&blob.key).is_some_and(|k| k.ns == self.ns));
+                if deletable {
                     cx.host().blobs().delete(&blob.key).await?;
                     report.orphans_deleted.push(blob.key);
                 }
             }
         }
         Ok(())
+    }
+
+    /// The folder of this namespace's event files: `{events_prefix}/ns=<ns>/`.
+    fn events_folder(&self) -> String {
+        let prefix = self.config.events_prefix.trim_end_matches('/');
+        let sep = if prefix.is_empty() { "" } else { "/" };
+        format!("{prefix}{sep}ns={}/", self.ns)
     }
 
     fn managed_tables<S: SqlStorage>(db: &S) -> ObjectResult<Vec<String>> {
@@ -1188,6 +1282,10 @@ impl DurableObject for Catalog {
                 meta.properties.insert("events.managed".into(), "true".into());
                 let loaded = self.store(cx, &table, true, None, meta).await?;
                 Ok(CatalogResponse::Table(Box::new(loaded)))
+            }
+            CatalogRequest::IntendFiles { table, keys } => {
+                Self::intend_files(db, &table, &keys, cx.now().as_millis())?;
+                Ok(CatalogResponse::Ok)
             }
             CatalogRequest::CommitFiles { table, added, removed } => {
                 Ok(CatalogResponse::Committed(self.commit_files(cx, &table, added, removed).await?))

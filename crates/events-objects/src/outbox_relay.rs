@@ -144,8 +144,14 @@ impl OutboxRelay {
                 CatalogResponse::Columns(columns) => columns,
                 other => return Err(out_of_protocol("catalog (PrepareColumns)", other)),
             };
+            let groups = partition_by_hour(&events);
+            // Recorded before the first put, so orphan cleanup never deletes a
+            // file of this plan before its commit (a retry intends the same keys).
+            let intended =
+                groups.keys().map(|(ns, hour)| event_file_key(&self.config.prefix, ns, *hour, &file_id)).collect();
+            self.catalog(cx, CatalogRequest::IntendFiles { table: EVENTS_TABLE.into(), keys: intended }).await?;
             let mut added = Vec::new();
-            for ((ns, hour), group) in partition_by_hour(&events) {
+            for ((ns, hour), group) in groups {
                 let key = event_file_key(&self.config.prefix, &ns, hour, &file_id);
                 let parquet = encode_events_with(&group, &columns)?;
                 added.push(NewFile { key: key.clone(), rows: group.len() as i64, bytes: parquet.len() as i64 });

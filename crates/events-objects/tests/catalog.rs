@@ -289,3 +289,147 @@ async fn compaction_expiry_and_orphan_cleanup_keep_every_row_and_only_referenced
     assert_eq!(err.code, ErrorCode::NotFound);
     h.shutdown().await;
 }
+
+async fn maintain(h: &NativeHost, options: MaintainOptions) -> events_objects::catalog::MaintainReport {
+    match catalog(h, CatalogRequest::Maintain { table: Some("events".into()), options }).await {
+        CatalogResponse::Maintained(mut reports) => reports.remove(0),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn orphans_only(min_age_ms: i64) -> MaintainOptions {
+    MaintainOptions { remove_orphans: true, orphan_min_age_ms: Some(min_age_ms), ..Default::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_with_a_write_intent_survives_orphan_cleanup_until_its_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, clock) = host(dir.path()).await;
+    append_and_flush(&h, 0, vec![event("first", T0, json!({}))]).await;
+
+    // A flush in flight: its key is intended and put, not yet committed.
+    let pending = [event("pending-1", T0 + 1, json!({})), event("pending-2", T0 + 2, json!({}))];
+    let key = events_lake::event_file_key("events", "acme", Timestamp(T0), "9-0000000000000042");
+    let r = catalog(&h, CatalogRequest::IntendFiles { table: "events".into(), keys: vec![key.clone()] }).await;
+    assert!(matches!(r, CatalogResponse::Ok), "{r:?}");
+    let parquet = events_lake::encode_events(&pending.iter().collect::<Vec<_>>()).unwrap();
+    let bytes = parquet.len() as i64;
+    h.blobs().put(&key, parquet).await.unwrap();
+    // A stray nobody intends, in the same folder.
+    let stray = key.replace("9-0000000000000042", "stray");
+    h.blobs().put(&stray, b"not referenced".to_vec()).await.unwrap();
+
+    clock.advance(3_600_000);
+    let r = maintain(&h, orphans_only(0)).await;
+    assert_eq!(r.orphans_deleted, vec![stray.clone()], "only the stray goes");
+    assert!(h.blobs().get(&key).await.unwrap().is_some(), "the intended file is kept at min age 0");
+    // Intents have no expiry: a day later, still kept.
+    clock.advance(48 * 3_600_000);
+    assert_eq!(maintain(&h, orphans_only(0)).await.orphans_deleted, Vec::<String>::new());
+
+    // The commit makes the file part of the table and ends the intent.
+    let added = vec![events_objects::catalog::NewFile { key: key.clone(), rows: 2, bytes }];
+    let r = catalog(&h, CatalogRequest::CommitFiles { table: "events".into(), added, removed: vec![] }).await;
+    assert!(matches!(r, CatalogResponse::Committed(Some(_))), "{r:?}");
+    assert!(scan(&h).await.files.iter().any(|f| f.key == key));
+    let r =
+        catalog(&h, CatalogRequest::CommitFiles { table: "events".into(), added: vec![], removed: vec![key.clone()] })
+            .await;
+    assert!(matches!(r, CatalogResponse::Committed(Some(_))), "{r:?}");
+    clock.advance(1);
+    let expire =
+        MaintainOptions { expire: true, keep_last: Some(1), max_snapshot_age_ms: Some(0), ..Default::default() };
+    let r = maintain(&h, expire).await;
+    assert_eq!(r.deleted_files, 1, "no intent holds the removed file any more: {r:?}");
+    assert!(h.blobs().get(&key).await.unwrap().is_none());
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intents_are_bounded_to_managed_tables_and_a_request_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _clock) = host(dir.path()).await;
+    let err = h
+        .call_object::<Catalog>("acme", CatalogRequest::IntendFiles { table: "notes".into(), keys: vec!["x".into()] })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidRequest);
+    let keys = (0..=events_objects::catalog::MAX_FILES_PER_COMMIT).map(|i| format!("k{i}")).collect();
+    let err = h
+        .call_object::<Catalog>("acme", CatalogRequest::IntendFiles { table: "events".into(), keys })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidRequest);
+
+    // Up to the namespace's bound, intents are taken; past it, refused whole.
+    let per_request = events_objects::catalog::MAX_FILES_PER_COMMIT;
+    let limit = events_objects::catalog::MAX_PENDING_INTENTS;
+    for start in (0..limit).step_by(per_request) {
+        let keys = (start..(start + per_request).min(limit)).map(|i| format!("k{i}")).collect();
+        let r = catalog(&h, CatalogRequest::IntendFiles { table: "events".into(), keys }).await;
+        assert!(matches!(r, CatalogResponse::Ok), "{r:?}");
+    }
+    let again = CatalogRequest::IntendFiles { table: "events".into(), keys: vec!["k0".into()] };
+    assert!(matches!(catalog(&h, again).await, CatalogResponse::Ok), "repeating an intent takes no room");
+    let over = CatalogRequest::IntendFiles { table: "events".into(), keys: vec!["k-last".into(), "k1".into()] };
+    let err = h.call_object::<Catalog>("acme", over).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Overloaded);
+    // A commit ends an intent and makes room again.
+    let added = vec![events_objects::catalog::NewFile { key: "k1".into(), rows: 0, bytes: 0 }];
+    catalog(&h, CatalogRequest::CommitFiles { table: "events".into(), added, removed: vec![] }).await;
+    let after = CatalogRequest::IntendFiles { table: "events".into(), keys: vec!["k-last".into()] };
+    assert!(matches!(catalog(&h, after).await, CatalogResponse::Ok));
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphan_cleanup_deletes_only_event_files_in_the_events_folder() {
+    // A prefix that overlaps the CDC folder: CDC files there are no orphans.
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(Timestamp(T0)));
+    let mut config = HostConfig::new(dir.path());
+    config.threads = 2;
+    config.clock = clock.clone();
+    config.vars = [("lake.base_uri", BASE), ("lake.events_prefix", "cdc")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let h = NativeHost::start(config).unwrap();
+    h.register::<EventWriter>().register::<Catalog>();
+    append_and_flush(&h, 0, vec![event("first", T0, json!({}))]).await;
+    let delta = events_lake::cdc::delta_key("acme", "users", 1);
+    h.blobs().put(&delta, b"a delta".to_vec()).await.unwrap();
+    let stray = events_lake::event_file_key("cdc", "acme", Timestamp(T0), "stray");
+    h.blobs().put(&stray, b"not referenced".to_vec()).await.unwrap();
+    clock.advance(3_600_000);
+    assert_eq!(maintain(&h, orphans_only(0)).await.orphans_deleted, vec![stray]);
+    assert!(h.blobs().get(&delta).await.unwrap().is_some(), "the CDC delta file is kept");
+    assert_eq!(scan(&h).await.files.len(), 1);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_keeps_a_key_a_retried_flush_committed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, clock) = host(dir.path()).await;
+    append_and_flush(&h, 0, vec![event("first", T0, json!({}))]).await;
+    // A flush committed, then (crash before it marked its rows) committed the same key again.
+    let key = events_lake::event_file_key("events", "acme", Timestamp(T0), "9-0000000000000007");
+    let parquet = events_lake::encode_events(&[&event("again", T0 + 1, json!({}))]).unwrap();
+    let added = vec![events_objects::catalog::NewFile { key: key.clone(), rows: 1, bytes: parquet.len() as i64 }];
+    h.blobs().put(&key, parquet).await.unwrap();
+    for _ in 0..2 {
+        let req = CatalogRequest::CommitFiles { table: "events".into(), added: added.clone(), removed: vec![] };
+        assert!(matches!(catalog(&h, req).await, CatalogResponse::Committed(Some(_))));
+        clock.advance(1);
+    }
+    append_and_flush(&h, 0, vec![event("later", T0 + 2, json!({}))]).await;
+    clock.advance(3_600_000);
+    let expire =
+        MaintainOptions { expire: true, keep_last: Some(1), max_snapshot_age_ms: Some(0), ..Default::default() };
+    let r = maintain(&h, expire).await;
+    assert!(r.expired_snapshots > 0, "{r:?}");
+    assert!(scan(&h).await.files.iter().any(|f| f.key == key), "the key is live");
+    assert!(h.blobs().get(&key).await.unwrap().is_some(), "expiry kept the live version of the key");
+    h.shutdown().await;
+}

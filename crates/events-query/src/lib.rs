@@ -16,6 +16,7 @@
 
 #![warn(missing_docs)]
 
+pub mod data_files;
 pub mod output;
 pub mod utc_trunc;
 
@@ -211,9 +212,13 @@ impl ObjectStoreRegistry for LakeOnly {
 
 /// Maps a DataFusion error to the API envelope, by its root cause (planning
 /// errors arrive wrapped in diagnostics and contexts): a bad query is
-/// `INVALID_QUERY`, an exhausted memory pool `QUERY_LIMIT_EXCEEDED`, the rest
+/// `INVALID_QUERY`, an exhausted memory pool `QUERY_LIMIT_EXCEEDED`, a data
+/// file of the snapshot absent from the lake `DATA_FILE_MISSING`, the rest
 /// `INTERNAL_ERROR`.
 pub fn datafusion_error(e: DataFusionError) -> ApiError {
+    if let Some(key) = data_files::missing_data_file(&e) {
+        return ApiError::data_file_missing(&key);
+    }
     let root = e.find_root();
     match root {
         DataFusionError::ResourcesExhausted(m) => {
@@ -230,7 +235,9 @@ pub fn datafusion_error(e: DataFusionError) -> ApiError {
 /// Plans `sql` over `tables` and starts it; returns the result schema and batches.
 ///
 /// The stream ends with an error if the timeout passes or the row limit is
-/// crossed (see [`output`], which enforces both while encoding).
+/// crossed (see [`output`], which enforces both while encoding). A data file
+/// of `tables` absent from `store` fails the query with `DATA_FILE_MISSING`
+/// (see [`data_files`]); it never reads as empty.
 ///
 /// `footers` is the caller's namespace's footer cache ([`FooterCaches`]), or
 /// `None` to read every footer afresh.
@@ -242,6 +249,7 @@ pub async fn run_query(
     footers: Option<Arc<DefaultFilesMetadataCache>>,
 ) -> Result<(SchemaRef, SendableRecordBatchStream), ApiError> {
     check_read_only(sql)?;
+    let store = Arc::new(data_files::DataFiles::new(store, tables.iter().flat_map(|t| t.files.iter().cloned())));
     let mut runtime = RuntimeEnvBuilder::new()
         .with_object_store_registry(Arc::new(LakeOnly(store)))
         .with_memory_limit(limits.max_memory_bytes, 1.0);

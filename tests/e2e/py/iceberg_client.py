@@ -14,6 +14,9 @@ Usage:
       Loads a CDC table (a collection's current state) and prints JSON:
       {"tables", "columns", "current": {id: data}, "snapshots": [{"operation",
        "docs": {id: data}}]} (each snapshot scanned by time travel).
+  iceberg_client.py ids BASE_URL TOKEN NAMESPACE
+      Scans the events table at its current snapshot only and prints JSON:
+      {"current_snapshot", "ids"} (ids sorted, repeats kept).
   iceberg_client.py denied BASE_URL TOKEN NAMESPACE
       Tries to load NAMESPACE's events table and prints the error class.
 """
@@ -110,6 +113,13 @@ def cdc(base, token, ns, table_name):
     }))
 
 
+def ids(base, token, ns):
+    table = catalog(base, token).load_table((ns, "events"))
+    current = table.current_snapshot()
+    found = table.scan(selected_fields=("id",)).to_arrow().column("id").to_pylist()
+    print(json.dumps({"current_snapshot": current.snapshot_id if current else None, "ids": sorted(found)}))
+
+
 def denied(base, token, ns):
     cat = catalog(base, token)
     try:
@@ -124,4 +134,4 @@ if __name__ == "__main__":
     if mode == "cdc":
         cdc(base, token, ns, sys.argv[5])
     else:
-        {"read": read, "external": external, "denied": denied}[mode](base, token, ns)
+        {"read": read, "external": external, "ids": ids, "denied": denied}[mode](base, token, ns)

@@ -213,9 +213,11 @@ async fn maintenance_over_http_compacts_expires_and_removes_only_orphans() {
     assert_eq!(r.expect(200)["reports"][0]["orphans_deleted"], json!([]));
     assert!(stray.exists());
 
-    let r = server
-        .post_json("/tables/maintain", &auth, &json!({"keepLast": 1, "maxSnapshotAgeMs": 0, "orphanMinAgeMs": 0}))
-        .await;
+    // Settings below the server's are destructive: the admin token only.
+    let destructive = json!({"keepLast": 1, "maxSnapshotAgeMs": 0, "orphanMinAgeMs": 0});
+    server.post_json("/tables/maintain", &auth, &destructive).await.expect_error(403, "FORBIDDEN");
+    assert!(stray.exists());
+    let r = server.post_json("/tables/maintain", &server.admin_for(&ns), &destructive).await;
     let report = &r.expect(200)["reports"][0];
     assert_eq!(report["compacted_inputs"], 3, "{}", r.text);
     assert_eq!(report["expired_snapshots"], 3, "{}", r.text);

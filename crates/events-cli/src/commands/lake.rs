@@ -200,13 +200,14 @@ pub struct MaintainArgs {
     /// One table (default: all tables events.do writes).
     #[arg(long)]
     pub table: Option<String>,
-    /// Keep at least this many newest snapshots.
+    /// Keep at least this many newest snapshots (fewer than the server's setting needs the admin token).
     #[arg(long)]
     pub keep_last: Option<usize>,
-    /// Expire snapshots older than this (ms).
+    /// Expire snapshots older than this (ms; below the server's setting needs the admin token).
     #[arg(long)]
     pub max_snapshot_age_ms: Option<i64>,
-    /// Delete unreferenced files older than this (ms).
+    /// Delete unreferenced files older than this (ms; below the server's setting needs the admin
+    /// token). Files a flush has yet to commit are never deleted.
     #[arg(long)]
     pub orphan_min_age_ms: Option<i64>,
     /// Skip compaction.

@@ -116,13 +116,16 @@ async fn query_tables(state: &AppState, ns: &str, at: &BTreeMap<String, Value>) 
 /// Tables: `events` (and the namespace's CDC tables). DDL, DML and any other
 /// statement answer 400 `READ_ONLY_QUERY`; a result over the row limit or a
 /// query over the memory limit answers 400 `QUERY_LIMIT_EXCEEDED`; past the
-/// timeout, 504 `TIMEOUT`. Once rows have been sent, a failure ends the
-/// response early (a JSON result is then not valid JSON).
+/// timeout, 504 `TIMEOUT`. A data file the snapshot names but the lake lacks
+/// answers 500 `DATA_FILE_MISSING` with the key (`details.key`); it is never
+/// read as empty. Once rows have been sent, a failure ends the response early
+/// (a JSON result is then not valid JSON).
 #[utoipa::path(post, path = "/query", tag = "query",
     request_body = QueryBody,
     responses(
         (status = 200, description = "The result in the requested format (JSON: an array of row objects; also NDJSON, CSV, Arrow IPC)", body = QueryRows),
         (status = 400, description = "READ_ONLY_QUERY, INVALID_QUERY or QUERY_LIMIT_EXCEEDED", body = crate::error::ErrorBody),
+        (status = 500, description = "DATA_FILE_MISSING: a data file of the snapshot is absent from the lake (`details.key`)", body = crate::error::ErrorBody),
     ),
     security(("bearerAuth" = [])))]
 pub async fn query(

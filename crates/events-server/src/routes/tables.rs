@@ -170,7 +170,10 @@ pub async fn snapshots(
     }))
 }
 
-/// What to maintain; every field is optional.
+/// What to maintain; every field is optional. `keepLast`,
+/// `maxSnapshotAgeMs` and `orphanMinAgeMs` below the server's `[catalog]`
+/// settings are destructive (they may delete files a reader of an older
+/// snapshot still uses) and need the admin token.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MaintainBody {
@@ -180,13 +183,14 @@ pub struct MaintainBody {
     pub compact: Option<bool>,
     /// Expire old snapshots and delete files only they used (default true).
     pub expire: Option<bool>,
-    /// Newest snapshots always kept.
+    /// Newest snapshots always kept (default `[catalog] min_snapshots`; fewer needs the admin token).
     pub keep_last: Option<usize>,
-    /// Snapshots older than this expire (ms).
+    /// Snapshots older than this expire (ms; default `[catalog] snapshot_max_age_ms`; less needs the admin token).
     pub max_snapshot_age_ms: Option<i64>,
     /// Delete unreferenced files (default true).
     pub remove_orphans: Option<bool>,
-    /// Only orphans older than this are deleted (ms).
+    /// Only orphans older than this are deleted (ms; default `[catalog] orphan_min_age_ms`; less
+    /// needs the admin token). Files a flush has put but not yet committed are never deleted.
     pub orphan_min_age_ms: Option<i64>,
 }
 
@@ -199,9 +203,21 @@ pub struct MaintainView {
 }
 
 /// Runs table maintenance now: compaction, snapshot expiry, orphan cleanup.
+///
+/// Orphan cleanup deletes files under the table's folders that no snapshot,
+/// manifest or metadata file references and that are older than
+/// `orphanMinAgeMs`; it never deletes a file a flush has announced and not
+/// yet committed (a write intent), nor CDC files. Settings more aggressive
+/// than the server's `[catalog]` ones (`keepLast`, `maxSnapshotAgeMs`,
+/// `orphanMinAgeMs` below them) need the admin token: a namespace key gets
+/// 403 `FORBIDDEN`.
 #[utoipa::path(post, path = "/tables/maintain", tag = "tables",
     request_body = MaintainBody,
-    responses((status = 200, description = "What was done", body = MaintainView)),
+    responses(
+        (status = 200, description = "What was done", body = MaintainView),
+        (status = 400, description = "INVALID_REQUEST: keepLast 0, a negative age, an external table", body = crate::error::ErrorBody),
+        (status = 403, description = "FORBIDDEN: settings below the server's need the admin token", body = crate::error::ErrorBody),
+    ),
     security(("bearerAuth" = [])))]
 pub async fn maintain(
     State(state): State<AppState>,
@@ -219,6 +235,11 @@ pub async fn maintain(
     if body.max_snapshot_age_ms.is_some_and(|v| v < 0) || body.orphan_min_age_ms.is_some_and(|v| v < 0) {
         return Err(ApiError::new(ErrorCode::InvalidRequest, "ages are non-negative milliseconds").into());
     }
+    if let Some(setting) = destructive_setting(&body, &state.config.catalog) {
+        caller.require_admin().map_err(|e| {
+            ApiError::new(e.code, format!("{setting} below the server's setting needs the admin token"))
+        })?;
+    }
     let options = MaintainOptions {
         compact: body.compact.unwrap_or(true),
         compact_prefix: None,
@@ -231,5 +252,47 @@ pub async fn maintain(
     match call_catalog(&state, &caller.namespace, CatalogRequest::Maintain { table: body.table, options }).await? {
         CatalogResponse::Maintained(reports) => Ok(ApiJson(MaintainView { reports })),
         _ => Err(out_of_protocol()),
+    }
+}
+
+/// The first setting of `body` more aggressive than the server's, if any.
+fn destructive_setting(body: &MaintainBody, config: &crate::config::CatalogConfig) -> Option<&'static str> {
+    if body.keep_last.is_some_and(|n| n < config.min_snapshots) {
+        Some("keepLast")
+    } else if body.max_snapshot_age_ms.is_some_and(|ms| ms < config.snapshot_max_age_ms) {
+        Some("maxSnapshotAgeMs")
+    } else if body.orphan_min_age_ms.is_some_and(|ms| ms < config.orphan_min_age_ms) {
+        Some("orphanMinAgeMs")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CatalogConfig;
+
+    #[test]
+    fn settings_below_the_servers_are_destructive() {
+        let config = CatalogConfig::default();
+        let body = |v: Value| -> MaintainBody { serde_json::from_value(v).unwrap() };
+        assert_eq!(destructive_setting(&body(serde_json::json!({})), &config), None);
+        assert_eq!(destructive_setting(&body(serde_json::json!({"compact": true, "table": "events"})), &config), None);
+        let same = serde_json::json!({
+            "keepLast": config.min_snapshots,
+            "maxSnapshotAgeMs": config.snapshot_max_age_ms,
+            "orphanMinAgeMs": config.orphan_min_age_ms,
+        });
+        assert_eq!(destructive_setting(&body(same), &config), None, "the server's own settings are not destructive");
+        assert_eq!(
+            destructive_setting(&body(serde_json::json!({"orphanMinAgeMs": 0})), &config),
+            Some("orphanMinAgeMs")
+        );
+        assert_eq!(
+            destructive_setting(&body(serde_json::json!({"maxSnapshotAgeMs": 0})), &config),
+            Some("maxSnapshotAgeMs")
+        );
+        assert_eq!(destructive_setting(&body(serde_json::json!({"keepLast": 1})), &config), Some("keepLast"));
     }
 }
