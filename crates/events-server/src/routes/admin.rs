@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::routes;
 
-use crate::error::{ApiErrorResponse, ApiJson};
+use crate::error::{ApiErrorResponse, ApiJson, JsonBody, RawBody};
 use crate::routes::ApiRouter;
 use crate::state::AppState;
 
@@ -97,10 +97,11 @@ pub async fn create_key(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(ns): Path<String>,
-    body: axum::body::Bytes,
+    body: RawBody,
 ) -> Result<(StatusCode, ApiJson<CreatedKey>)> {
     admin(&state, &headers).await?;
     validate_namespace(&ns)?;
+    let body = body.bytes()?;
     // The body is optional: no body means no label.
     let request: CreateKeyRequest = if body.iter().all(u8::is_ascii_whitespace) {
         CreateKeyRequest::default()
@@ -200,10 +201,11 @@ pub async fn put_limits(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(ns): Path<String>,
-    ApiJson(body): ApiJson<LimitsView>,
+    body: JsonBody<LimitsView>,
 ) -> Result<ApiJson<LimitsView>> {
     admin(&state, &headers).await?;
     validate_namespace(&ns)?;
+    let body = body.parse()?;
     let limits = NamespaceLimits {
         requests_per_minute: body.requests_per_minute,
         events_per_minute: body.events_per_minute,

@@ -12,7 +12,7 @@
 //! cannot be mistaken for a document id; a document whose id is exactly one
 //! of these names is read through the list route.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use events_api::cdc::{self as api, HistoryQuery, StateQuery};
 use events_core::name::validate_namespace;
@@ -23,7 +23,7 @@ use utoipa::IntoParams;
 use utoipa_axum::routes;
 
 use crate::auth::Principal;
-use crate::error::{ApiErrorResponse, ApiJson};
+use crate::error::{ApiErrorResponse, ApiJson, ApiQuery, JsonBody};
 use crate::routes::ApiRouter;
 use crate::state::AppState;
 
@@ -96,7 +96,7 @@ pub async fn read_collection(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path((ns, collection)): Path<(String, String)>,
-    Query(q): Query<StateParams>,
+    ApiQuery(q): ApiQuery<StateParams>,
 ) -> Result<ApiJson<Value>> {
     authorize(&state, &headers, &ns).await?;
     let query = StateQuery {
@@ -127,7 +127,7 @@ pub async fn read_document(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path((ns, collection, id)): Path<(String, String, String)>,
-    Query(q): Query<DocParams>,
+    ApiQuery(q): ApiQuery<DocParams>,
 ) -> Result<ApiJson<Value>> {
     authorize(&state, &headers, &ns).await?;
     Ok(ApiJson(api::read_document(&state.host, &ns, &collection, &id, q.at.as_deref()).await?))
@@ -154,7 +154,7 @@ pub async fn history(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path((ns, collection, id)): Path<(String, String, String)>,
-    Query(q): Query<HistoryParams>,
+    ApiQuery(q): ApiQuery<HistoryParams>,
 ) -> Result<ApiJson<Value>> {
     authorize(&state, &headers, &ns).await?;
     let query = HistoryQuery { cursor: q.cursor.as_deref(), limit: q.limit.as_deref() };
@@ -180,9 +180,10 @@ pub async fn restore(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path((ns, collection)): Path<(String, String)>,
-    ApiJson(body): ApiJson<RestoreBody>,
+    body: JsonBody<RestoreBody>,
 ) -> Result<ApiJson<Value>> {
     authorize(&state, &headers, &ns).await?;
+    let body = body.parse()?;
     let answer = api::restore(&state.host, &ns, &collection, &body.at).await?;
     metrics::counter!("events_cdc_restores_total").increment(1);
     Ok(ApiJson(answer))
@@ -234,7 +235,7 @@ pub async fn snapshot(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path((ns, collection)): Path<(String, String)>,
-    Query(q): Query<SnapshotParams>,
+    ApiQuery(q): ApiQuery<SnapshotParams>,
 ) -> Result<ApiJson<Value>> {
     authorize(&state, &headers, &ns).await?;
     Ok(ApiJson(api::snapshot(&state.host, &ns, &collection, q.kind.as_deref()).await?))

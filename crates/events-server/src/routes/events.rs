@@ -1,6 +1,6 @@
 //! `GET /events` and `GET /recent`: reading events back.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use events_core::limits::{DEFAULT_READ_PAGE, MAX_READ_PAGE};
 use events_core::{ApiError, ErrorCode, Timestamp};
@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
-use crate::error::{ApiErrorResponse, ApiJson};
+use crate::error::{ApiErrorResponse, ApiJson, ApiQuery};
 use crate::reader::{ReadQuery, read_events};
 use crate::routes::ApiRouter;
 use crate::state::AppState;
@@ -69,7 +69,7 @@ fn page_size(limit: Option<usize>) -> Result<usize, ApiError> {
 pub async fn list_events(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(p): Query<EventsParams>,
+    ApiQuery(p): ApiQuery<EventsParams>,
 ) -> Result<ApiJson<EventsPage>, ApiErrorResponse> {
     let caller = state.auth.authenticate(&state.host, &headers).await?;
     let query = ReadQuery {
@@ -108,7 +108,7 @@ pub struct RecentEvents {
 pub async fn recent(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(p): Query<RecentParams>,
+    ApiQuery(p): ApiQuery<RecentParams>,
 ) -> Result<ApiJson<RecentEvents>, ApiErrorResponse> {
     let caller = state.auth.authenticate(&state.host, &headers).await?;
     let query = ReadQuery { limit: page_size(p.limit)?, ..ReadQuery::default() };

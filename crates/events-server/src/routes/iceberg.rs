@@ -25,7 +25,7 @@ use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use crate::auth::{Caller, Principal};
-use crate::error::{ApiErrorResponse, ApiJson};
+use crate::error::{ApiErrorResponse, ApiJson, JsonBody};
 use crate::routes::ApiRouter;
 use crate::state::AppState;
 
@@ -243,13 +243,14 @@ pub async fn list_namespaces(State(state): State<AppState>, headers: HeaderMap) 
 pub async fn create_namespace(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<NamespaceBody>,
+    body: JsonBody<NamespaceBody>,
 ) -> Result<ApiJson<NamespaceBody>> {
+    let caller = state.auth.authenticate(&state.host, &headers).await?;
+    let body = body.parse()?;
     let [ns] = body.namespace.as_slice() else {
         return Err(ApiError::new(ErrorCode::InvalidNamespace, "namespaces have exactly one level").into());
     };
     validate_namespace(ns)?;
-    let caller = state.auth.authenticate(&state.host, &headers).await?;
     if caller.principal != Principal::Admin && caller.namespace != *ns {
         return Err(ApiError::new(ErrorCode::Forbidden, "a key may create only its own namespace").into());
     }
@@ -323,9 +324,10 @@ pub async fn update_properties(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(ns): Path<String>,
-    ApiJson(body): ApiJson<PropertiesUpdate>,
+    body: JsonBody<PropertiesUpdate>,
 ) -> Result<ApiJson<PropertiesUpdated>> {
     caller_for(&state, &headers, &ns).await?;
+    let body = body.parse()?;
     match call_catalog(
         &state,
         &ns,
@@ -372,9 +374,10 @@ pub async fn create_table(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(ns): Path<String>,
-    ApiJson(body): ApiJson<CreateTableBody>,
+    body: JsonBody<CreateTableBody>,
 ) -> Result<ApiJson<LoadTableResult>> {
     caller_for(&state, &headers, &ns).await?;
+    let body = body.parse()?;
     if body.stage_create {
         return Err(ApiError::new(ErrorCode::InvalidRequest, "staged table creation is not supported").into());
     }
@@ -443,9 +446,10 @@ pub async fn commit_table(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path((ns, table)): Path<(String, String)>,
-    ApiJson(body): ApiJson<CommitTableBody>,
+    body: JsonBody<CommitTableBody>,
 ) -> Result<ApiJson<CommitTableResult>> {
     caller_for(&state, &headers, &ns).await?;
+    let body = body.parse()?;
     let req = CatalogRequest::CommitTable { table, requirements: body.requirements, updates: body.updates };
     match call_catalog(&state, &ns, req).await? {
         CatalogResponse::Table(t) => {

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use crate::auth::Caller;
-use crate::error::{ApiErrorResponse, ApiJson};
+use crate::error::{ApiErrorResponse, ApiJson, JsonBody};
 use crate::routes::ApiRouter;
 use crate::state::AppState;
 
@@ -164,9 +164,10 @@ pub async fn register_schema(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(ns): Path<String>,
-    ApiJson(body): ApiJson<RegisterBody>,
+    body: JsonBody<RegisterBody>,
 ) -> Result<(StatusCode, ApiJson<SchemaView>)> {
     allowed(&state, &headers, &ns).await?;
+    let body = body.parse()?;
     let (subject, is_pattern) = match (body.event_type, body.pattern) {
         (Some(t), None) => (t, false),
         (None, Some(p)) => (p, true),
@@ -235,9 +236,10 @@ pub async fn put_config(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(ns): Path<String>,
-    ApiJson(body): ApiJson<ConfigView>,
+    body: JsonBody<ConfigView>,
 ) -> Result<ApiJson<ConfigView>> {
     allowed(&state, &headers, &ns).await?;
+    let body = body.parse()?;
     let config = RegistryConfig { mode: body.mode, compatibility: body.compatibility };
     call(&state, &ns, SchemaRequest::SetConfig(config)).await?;
     Ok(ApiJson(body))
@@ -253,9 +255,10 @@ pub async fn validate(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(ns): Path<String>,
-    ApiJson(body): ApiJson<ValidateBody>,
+    body: JsonBody<ValidateBody>,
 ) -> Result<ApiJson<ValidateResult>> {
     allowed(&state, &headers, &ns).await?;
+    let body = body.parse()?;
     if body.events.len() > state.config.ingest.max_events_per_batch {
         return Err(ApiError::new(ErrorCode::InvalidBatch, "too many events").into());
     }

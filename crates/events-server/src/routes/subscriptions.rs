@@ -8,14 +8,15 @@
 //! address that `[outbound] allow` does not cover is refused with
 //! `TARGET_NOT_ALLOWED` (the host refuses it again at delivery time).
 //!
-//! Handlers are thin: they extract, check target URLs (here, because the
-//! check resolves names with the server's resolver), and call the
+//! Handlers are thin: they authenticate, then parse the body, check target
+//! URLs (here, because the check resolves names with the server's resolver),
+//! and call the
 //! host-independent [`events_api::subscriptions`] (shared with the Worker),
 //! which parses the query and bodies, calls the object and shapes the answer.
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use events_api::subscriptions::{
     self as api, DeliveryListing, ListQuery, PageQuery, RecoverBody, SubscribeBody, target_refused,
@@ -28,7 +29,7 @@ use serde_json::{Value, json};
 use utoipa::IntoParams;
 use utoipa_axum::routes;
 
-use crate::error::{ApiErrorResponse, ApiJson};
+use crate::error::{ApiErrorResponse, ApiJson, ApiQuery, JsonBody, RawBody};
 use crate::routes::ApiRouter;
 use crate::state::AppState;
 
@@ -53,10 +54,16 @@ pub fn register(api: ApiRouter) -> ApiRouter {
 
 type Result<T> = std::result::Result<T, ApiErrorResponse>;
 
-/// Authenticates the caller (once the shared code has parsed the request)
-/// and yields the namespace it acts on.
+/// Authenticates the caller and yields the namespace it acts on. Every
+/// handler calls it before it parses anything, so a caller without valid
+/// credentials gets `401` whatever its query or body.
 async fn namespace(state: &AppState, headers: &HeaderMap) -> std::result::Result<String, ApiError> {
     Ok(state.auth.authenticate(&state.host, headers).await?.namespace)
+}
+
+/// The authenticated namespace, as the shared code takes it.
+fn authed(ns: String) -> std::future::Ready<std::result::Result<String, ApiError>> {
+    std::future::ready(Ok(ns))
 }
 
 /// Refuses a target the outbound policy would refuse: a literal private
@@ -95,10 +102,12 @@ async fn check_target(state: &AppState, url: &str) -> Result<()> {
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiJson(spec): ApiJson<SubscriptionSpec>,
+    spec: JsonBody<SubscriptionSpec>,
 ) -> Result<(StatusCode, ApiJson<Value>)> {
+    let ns = namespace(&state, &headers).await?;
+    let spec = spec.parse()?;
     check_target(&state, &spec.url).await?;
-    Ok((StatusCode::CREATED, ApiJson(api::create(&state.host, namespace(&state, &headers), spec).await?)))
+    Ok((StatusCode::CREATED, ApiJson(api::create(&state.host, authed(ns), spec).await?)))
 }
 
 /// Subscribes a worker's RPC method: delivers to the configured URL template
@@ -110,11 +119,12 @@ pub async fn create(
 pub async fn subscribe(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<SubscribeBody>,
+    body: JsonBody<SubscribeBody>,
 ) -> Result<(StatusCode, ApiJson<Value>)> {
-    let spec = api::subscribe_spec(body, &state.config.subscriptions.rpc_url_template)?;
+    let ns = namespace(&state, &headers).await?;
+    let spec = api::subscribe_spec(body.parse()?, &state.config.subscriptions.rpc_url_template)?;
     check_target(&state, &spec.url).await?;
-    Ok((StatusCode::CREATED, ApiJson(api::create(&state.host, namespace(&state, &headers), spec).await?)))
+    Ok((StatusCode::CREATED, ApiJson(api::create(&state.host, authed(ns), spec).await?)))
 }
 
 /// Query of `GET /subscriptions`.
@@ -139,7 +149,7 @@ pub struct ListParams {
 pub async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<ListParams>,
+    ApiQuery(q): ApiQuery<ListParams>,
 ) -> Result<ApiJson<Value>> {
     let query = ListQuery {
         pattern: q.pattern.as_deref(),
@@ -147,7 +157,7 @@ pub async fn list(
         limit: q.limit.as_deref(),
         cursor: q.cursor.as_deref(),
     };
-    Ok(ApiJson(api::list(&state.host, namespace(&state, &headers), &query).await?))
+    Ok(ApiJson(api::list(&state.host, authed(namespace(&state, &headers).await?), &query).await?))
 }
 
 /// One subscription.
@@ -160,7 +170,7 @@ pub async fn get_one(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Value>> {
-    Ok(ApiJson(api::get(&state.host, namespace(&state, &headers), &id).await?))
+    Ok(ApiJson(api::get(&state.host, authed(namespace(&state, &headers).await?), &id).await?))
 }
 
 /// Changes a subscription; absent fields stay.
@@ -173,12 +183,14 @@ pub async fn update(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    ApiJson(patch): ApiJson<SubscriptionPatch>,
+    patch: JsonBody<SubscriptionPatch>,
 ) -> Result<ApiJson<Value>> {
+    let ns = namespace(&state, &headers).await?;
+    let patch = patch.parse()?;
     if let Some(url) = &patch.url {
         check_target(&state, url).await?;
     }
-    Ok(ApiJson(api::update(&state.host, namespace(&state, &headers), &id, patch).await?))
+    Ok(ApiJson(api::update(&state.host, authed(ns), &id, patch).await?))
 }
 
 /// Deletes a subscription with its deliveries and attempts.
@@ -191,7 +203,7 @@ pub async fn delete(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Value>> {
-    Ok(ApiJson(api::delete(&state.host, namespace(&state, &headers), &id).await?))
+    Ok(ApiJson(api::delete(&state.host, authed(namespace(&state, &headers).await?), &id).await?))
 }
 
 /// Pauses deliveries; matching events keep being queued.
@@ -204,7 +216,7 @@ pub async fn pause(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Value>> {
-    Ok(ApiJson(api::set_active(&state.host, namespace(&state, &headers), &id, false).await?))
+    Ok(ApiJson(api::set_active(&state.host, authed(namespace(&state, &headers).await?), &id, false).await?))
 }
 
 /// Resumes a paused or disabled subscription; queued deliveries go out.
@@ -217,7 +229,7 @@ pub async fn resume(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Value>> {
-    Ok(ApiJson(api::set_active(&state.host, namespace(&state, &headers), &id, true).await?))
+    Ok(ApiJson(api::set_active(&state.host, authed(namespace(&state, &headers).await?), &id, true).await?))
 }
 
 /// Rotates the signing secret; during the overlap both sign (two signatures).
@@ -230,9 +242,10 @@ pub async fn rotate_secret(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    body: RawBody,
 ) -> Result<ApiJson<Value>> {
-    Ok(ApiJson(api::rotate_secret(&state.host, namespace(&state, &headers), &id, &body).await?))
+    let ns = namespace(&state, &headers).await?;
+    Ok(ApiJson(api::rotate_secret(&state.host, authed(ns), &id, &body.bytes()?).await?))
 }
 
 /// Query of the attempt listings.
@@ -262,9 +275,9 @@ pub async fn attempts(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(q): Query<AttemptParams>,
+    ApiQuery(q): ApiQuery<AttemptParams>,
 ) -> Result<ApiJson<Value>> {
-    Ok(ApiJson(api::attempts(&state.host, namespace(&state, &headers), &id, None, &q.page()).await?))
+    Ok(ApiJson(api::attempts(&state.host, authed(namespace(&state, &headers).await?), &id, None, &q.page()).await?))
 }
 
 /// Delivery attempts of one event, newest first.
@@ -276,10 +289,12 @@ pub async fn event_attempts(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path((id, event_id)): Path<(String, String)>,
-    Query(q): Query<AttemptParams>,
+    ApiQuery(q): ApiQuery<AttemptParams>,
 ) -> Result<ApiJson<Value>> {
     let page = q.page();
-    Ok(ApiJson(api::attempts(&state.host, namespace(&state, &headers), &id, Some(&event_id), &page).await?))
+    Ok(ApiJson(
+        api::attempts(&state.host, authed(namespace(&state, &headers).await?), &id, Some(&event_id), &page).await?,
+    ))
 }
 
 /// Query of the delivery listings.
@@ -310,10 +325,12 @@ pub async fn deliveries(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(q): Query<DeliveryParams>,
+    ApiQuery(q): ApiQuery<DeliveryParams>,
 ) -> Result<ApiJson<Value>> {
     let listing = DeliveryListing::Deliveries { status: q.status.as_deref() };
-    Ok(ApiJson(api::deliveries(&state.host, namespace(&state, &headers), &id, listing, &q.page()).await?))
+    Ok(ApiJson(
+        api::deliveries(&state.host, authed(namespace(&state, &headers).await?), &id, listing, &q.page()).await?,
+    ))
 }
 
 /// Dead letters: deliveries whose retries ended without success.
@@ -325,10 +342,12 @@ pub async fn dead_letters(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(q): Query<DeliveryParams>,
+    ApiQuery(q): ApiQuery<DeliveryParams>,
 ) -> Result<ApiJson<Value>> {
     let listing = DeliveryListing::DeadLetters;
-    Ok(ApiJson(api::deliveries(&state.host, namespace(&state, &headers), &id, listing, &q.page()).await?))
+    Ok(ApiJson(
+        api::deliveries(&state.host, authed(namespace(&state, &headers).await?), &id, listing, &q.page()).await?,
+    ))
 }
 
 /// Sends one dead letter again, with a fresh retry schedule.
@@ -341,7 +360,7 @@ pub async fn replay_one(
     headers: HeaderMap,
     Path((id, dl_id)): Path<(String, String)>,
 ) -> Result<ApiJson<Value>> {
-    Ok(ApiJson(api::replay(&state.host, namespace(&state, &headers), &id, Some(&dl_id)).await?))
+    Ok(ApiJson(api::replay(&state.host, authed(namespace(&state, &headers).await?), &id, Some(&dl_id)).await?))
 }
 
 /// Sends every dead letter of the subscription again.
@@ -354,7 +373,7 @@ pub async fn replay_all(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Value>> {
-    Ok(ApiJson(api::replay(&state.host, namespace(&state, &headers), &id, None).await?))
+    Ok(ApiJson(api::replay(&state.host, authed(namespace(&state, &headers).await?), &id, None).await?))
 }
 
 /// Starts a background job that re-sends every matching event since a time
@@ -369,9 +388,11 @@ pub async fn recover(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<RecoverBody>,
+    body: JsonBody<RecoverBody>,
 ) -> Result<(StatusCode, ApiJson<Value>)> {
-    Ok((StatusCode::ACCEPTED, ApiJson(api::recover(&state.host, namespace(&state, &headers), &id, &body).await?)))
+    let ns = namespace(&state, &headers).await?;
+    let body = body.parse()?;
+    Ok((StatusCode::ACCEPTED, ApiJson(api::recover(&state.host, authed(ns), &id, &body).await?)))
 }
 
 /// Progress of a recovery job.
@@ -384,7 +405,7 @@ pub async fn recover_status(
     headers: HeaderMap,
     Path((id, job_id)): Path<(String, String)>,
 ) -> Result<ApiJson<Value>> {
-    Ok(ApiJson(api::recover_status(&state.host, namespace(&state, &headers), &id, &job_id).await?))
+    Ok(ApiJson(api::recover_status(&state.host, authed(namespace(&state, &headers).await?), &id, &job_id).await?))
 }
 
 /// Delivery statistics: delivered, failed attempts, pending, dead, success
@@ -398,5 +419,5 @@ pub async fn stats(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Value>> {
-    Ok(ApiJson(api::stats(&state.host, namespace(&state, &headers), &id).await?))
+    Ok(ApiJson(api::stats(&state.host, authed(namespace(&state, &headers).await?), &id).await?))
 }

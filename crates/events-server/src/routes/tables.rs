@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use crate::auth::Caller;
-use crate::error::{ApiErrorResponse, ApiJson};
+use crate::error::{ApiErrorResponse, ApiJson, JsonBody};
 use crate::routes::ApiRouter;
 use crate::routes::iceberg::call_catalog;
 use crate::state::AppState;
@@ -206,9 +206,10 @@ pub struct MaintainView {
 pub async fn maintain(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<MaintainBody>,
+    body: JsonBody<MaintainBody>,
 ) -> Result<ApiJson<MaintainView>> {
     let caller = caller(&state, &headers).await?;
+    let body = body.parse()?;
     if body.keep_last == Some(0) {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,
