@@ -190,23 +190,31 @@ fn is_json(headers: &axum::http::HeaderMap) -> bool {
     essence.strip_prefix("application/").is_some_and(|sub| sub == "json" || sub.ends_with("+json"))
 }
 
-/// `axum::extract::Query`, but failing with the envelope (`400 INVALID_QUERY`)
-/// instead of plain text.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ApiQuery<T>(pub T);
+/// A query string, parsed into `T` by [`ApiQuery::parse`] once the handler has
+/// authenticated the caller (so that a caller without valid credentials gets
+/// `401` whatever it sent); a malformed one answers `400 INVALID_QUERY` in the
+/// envelope instead of axum's plain text.
+#[derive(Debug, Clone)]
+pub struct ApiQuery<T> {
+    uri: axum::http::Uri,
+    of: PhantomData<fn() -> T>,
+}
 
 impl<T, S> FromRequestParts<S> for ApiQuery<T>
 where
-    T: DeserializeOwned,
     S: Send + Sync,
 {
-    type Rejection = ApiErrorResponse;
+    type Rejection = Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
-            Err(rejection) => Err(query_rejection(&rejection)),
-        }
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ApiQuery { uri: parts.uri.clone(), of: PhantomData })
+    }
+}
+
+impl<T: DeserializeOwned> ApiQuery<T> {
+    /// The query string as `T`.
+    pub fn parse(&self) -> Result<T, ApiErrorResponse> {
+        axum::extract::Query::<T>::try_from_uri(&self.uri).map(|q| q.0).map_err(|e| query_rejection(&e))
     }
 }
 
@@ -382,8 +390,9 @@ mod tests {
         limit: Option<usize>,
     }
 
-    async fn page(ApiQuery(_): ApiQuery<Page>) -> &'static str {
-        "ok"
+    async fn page(query: ApiQuery<Page>) -> Result<&'static str, ApiErrorResponse> {
+        query.parse()?;
+        Ok("ok")
     }
 
     #[tokio::test]

@@ -1,7 +1,7 @@
 //! Every error keeps the envelope on the native server: malformed query
-//! strings answer `400 INVALID_QUERY` in JSON, and routes with a body
-//! authenticate before they parse it, so a caller without credentials gets
-//! `401` whatever body it sent.
+//! strings answer `400 INVALID_QUERY` in JSON, and routes authenticate before
+//! they parse a query string or a body, so a caller without credentials gets
+//! `401` whatever it sent.
 //!
 //! Native only: the Worker parses query strings its own way (a repeated
 //! parameter takes the first value) and still parses some bodies first.
@@ -44,6 +44,8 @@ async fn malformed_query_strings_answer_the_envelope() {
         assert_eq!(r.header("content-type"), Some("application/json"), "{path}: {}", r.text);
         r.expect_error(400, "INVALID_QUERY");
         assert!(r.body["error"].as_str().unwrap().contains("query"), "{path}: {}", r.text);
+        let r = server.get(&path, &Auth::None).await;
+        assert_eq!((r.status, r.code()), (401, "AUTH_REQUIRED"), "{path} without credentials: {}", r.text);
     }
 }
 

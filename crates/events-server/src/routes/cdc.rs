@@ -96,9 +96,10 @@ pub async fn read_collection(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path((ns, collection)): Path<(String, String)>,
-    ApiQuery(q): ApiQuery<StateParams>,
+    params: ApiQuery<StateParams>,
 ) -> Result<ApiJson<Value>> {
     authorize(&state, &headers, &ns).await?;
+    let q = params.parse()?;
     let query = StateQuery {
         at: q.at.as_deref(),
         cursor: q.cursor.as_deref(),
@@ -127,9 +128,10 @@ pub async fn read_document(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path((ns, collection, id)): Path<(String, String, String)>,
-    ApiQuery(q): ApiQuery<DocParams>,
+    params: ApiQuery<DocParams>,
 ) -> Result<ApiJson<Value>> {
     authorize(&state, &headers, &ns).await?;
+    let q = params.parse()?;
     Ok(ApiJson(api::read_document(&state.host, &ns, &collection, &id, q.at.as_deref()).await?))
 }
 
@@ -154,9 +156,10 @@ pub async fn history(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path((ns, collection, id)): Path<(String, String, String)>,
-    ApiQuery(q): ApiQuery<HistoryParams>,
+    params: ApiQuery<HistoryParams>,
 ) -> Result<ApiJson<Value>> {
     authorize(&state, &headers, &ns).await?;
+    let q = params.parse()?;
     let query = HistoryQuery { cursor: q.cursor.as_deref(), limit: q.limit.as_deref() };
     Ok(ApiJson(api::history(&state.host, &ns, &collection, &id, &query).await?))
 }
@@ -235,9 +238,10 @@ pub async fn snapshot(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path((ns, collection)): Path<(String, String)>,
-    ApiQuery(q): ApiQuery<SnapshotParams>,
+    params: ApiQuery<SnapshotParams>,
 ) -> Result<ApiJson<Value>> {
     authorize(&state, &headers, &ns).await?;
+    let q = params.parse()?;
     Ok(ApiJson(api::snapshot(&state.host, &ns, &collection, q.kind.as_deref()).await?))
 }
 

@@ -69,9 +69,10 @@ fn page_size(limit: Option<usize>) -> Result<usize, ApiError> {
 pub async fn list_events(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiQuery(p): ApiQuery<EventsParams>,
+    params: ApiQuery<EventsParams>,
 ) -> Result<ApiJson<EventsPage>, ApiErrorResponse> {
     let caller = state.auth.authenticate(&state.host, &headers).await?;
+    let p = params.parse()?;
     let query = ReadQuery {
         pattern: p.event_type,
         from: parse_time("from", &p.from)?,
@@ -108,9 +109,10 @@ pub struct RecentEvents {
 pub async fn recent(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiQuery(p): ApiQuery<RecentParams>,
+    params: ApiQuery<RecentParams>,
 ) -> Result<ApiJson<RecentEvents>, ApiErrorResponse> {
     let caller = state.auth.authenticate(&state.host, &headers).await?;
+    let p = params.parse()?;
     let query = ReadQuery { limit: page_size(p.limit)?, ..ReadQuery::default() };
     let page =
         read_events(&state.host, state.host.object_names::<events_objects::EventWriter>()?, &caller.namespace, &query)

@@ -149,15 +149,17 @@ pub struct ListParams {
 pub async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiQuery(q): ApiQuery<ListParams>,
+    params: ApiQuery<ListParams>,
 ) -> Result<ApiJson<Value>> {
+    let ns = namespace(&state, &headers).await?;
+    let q = params.parse()?;
     let query = ListQuery {
         pattern: q.pattern.as_deref(),
         status: q.status.as_deref(),
         limit: q.limit.as_deref(),
         cursor: q.cursor.as_deref(),
     };
-    Ok(ApiJson(api::list(&state.host, authed(namespace(&state, &headers).await?), &query).await?))
+    Ok(ApiJson(api::list(&state.host, authed(ns), &query).await?))
 }
 
 /// One subscription.
@@ -275,9 +277,11 @@ pub async fn attempts(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    ApiQuery(q): ApiQuery<AttemptParams>,
+    params: ApiQuery<AttemptParams>,
 ) -> Result<ApiJson<Value>> {
-    Ok(ApiJson(api::attempts(&state.host, authed(namespace(&state, &headers).await?), &id, None, &q.page()).await?))
+    let ns = namespace(&state, &headers).await?;
+    let q = params.parse()?;
+    Ok(ApiJson(api::attempts(&state.host, authed(ns), &id, None, &q.page()).await?))
 }
 
 /// Delivery attempts of one event, newest first.
@@ -289,12 +293,12 @@ pub async fn event_attempts(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path((id, event_id)): Path<(String, String)>,
-    ApiQuery(q): ApiQuery<AttemptParams>,
+    params: ApiQuery<AttemptParams>,
 ) -> Result<ApiJson<Value>> {
+    let ns = namespace(&state, &headers).await?;
+    let q = params.parse()?;
     let page = q.page();
-    Ok(ApiJson(
-        api::attempts(&state.host, authed(namespace(&state, &headers).await?), &id, Some(&event_id), &page).await?,
-    ))
+    Ok(ApiJson(api::attempts(&state.host, authed(ns), &id, Some(&event_id), &page).await?))
 }
 
 /// Query of the delivery listings.
@@ -325,12 +329,12 @@ pub async fn deliveries(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    ApiQuery(q): ApiQuery<DeliveryParams>,
+    params: ApiQuery<DeliveryParams>,
 ) -> Result<ApiJson<Value>> {
+    let ns = namespace(&state, &headers).await?;
+    let q = params.parse()?;
     let listing = DeliveryListing::Deliveries { status: q.status.as_deref() };
-    Ok(ApiJson(
-        api::deliveries(&state.host, authed(namespace(&state, &headers).await?), &id, listing, &q.page()).await?,
-    ))
+    Ok(ApiJson(api::deliveries(&state.host, authed(ns), &id, listing, &q.page()).await?))
 }
 
 /// Dead letters: deliveries whose retries ended without success.
@@ -342,12 +346,12 @@ pub async fn dead_letters(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    ApiQuery(q): ApiQuery<DeliveryParams>,
+    params: ApiQuery<DeliveryParams>,
 ) -> Result<ApiJson<Value>> {
+    let ns = namespace(&state, &headers).await?;
+    let q = params.parse()?;
     let listing = DeliveryListing::DeadLetters;
-    Ok(ApiJson(
-        api::deliveries(&state.host, authed(namespace(&state, &headers).await?), &id, listing, &q.page()).await?,
-    ))
+    Ok(ApiJson(api::deliveries(&state.host, authed(ns), &id, listing, &q.page()).await?))
 }
 
 /// Sends one dead letter again, with a fresh retry schedule.

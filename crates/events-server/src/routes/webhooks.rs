@@ -116,10 +116,11 @@ pub struct WebhookQuery {
 pub async fn receive(
     State(state): State<AppState>,
     Path(provider): Path<String>,
-    ApiQuery(q): ApiQuery<WebhookQuery>,
+    params: ApiQuery<WebhookQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<ApiJson<WebhookAccepted>> {
+    let q = params.parse()?;
     handle(state, &provider, q.ns, headers, body).await
 }
 
@@ -133,10 +134,11 @@ pub async fn receive(
     responses((status = 200, description = "Verified and stored", body = WebhookAccepted)))]
 pub async fn receive_query(
     State(state): State<AppState>,
-    ApiQuery(q): ApiQuery<WebhookQuery>,
+    params: ApiQuery<WebhookQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<ApiJson<WebhookAccepted>> {
+    let q = params.parse()?;
     let provider = q.provider.ok_or_else(|| ApiError::new(ErrorCode::InvalidQuery, "give ?provider="))?;
     handle(state, &provider, q.ns, headers, body).await
 }
