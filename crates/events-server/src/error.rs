@@ -218,6 +218,29 @@ impl<T: DeserializeOwned> ApiQuery<T> {
     }
 }
 
+/// `axum::extract::Path`, but failing with the envelope (`400 INVALID_REQUEST`,
+/// e.g. for a segment that is not UTF-8 once percent-decoded) instead of plain text.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiErrorResponse;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
+            Err(rejection) => Err(ApiErrorResponse::new(
+                ErrorCode::InvalidRequest,
+                format!("invalid path: {}", rejection.body_text()),
+            )),
+        }
+    }
+}
+
 /// Maps a rejection of axum's query extractor to `400 INVALID_QUERY`.
 pub fn query_rejection(rejection: &QueryRejection) -> ApiErrorResponse {
     ApiErrorResponse::new(ErrorCode::InvalidQuery, format!("invalid query string: {}", rejection.body_text()))

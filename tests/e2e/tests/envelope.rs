@@ -1,7 +1,8 @@
 //! Every error keeps the envelope on the native server: malformed query
 //! strings answer `400 INVALID_QUERY` in JSON, and routes authenticate before
 //! they parse a query string or a body, so a caller without credentials gets
-//! `401` whatever it sent.
+//! `401` whatever it sent. A path segment that is not UTF-8 answers
+//! `400 INVALID_REQUEST` in the envelope too.
 //!
 //! Native only: the Worker parses query strings its own way (a repeated
 //! parameter takes the first value) and still parses some bodies first.
@@ -106,5 +107,26 @@ async fn routes_with_a_body_authenticate_before_parsing_it() {
             "{method} {path}: {}",
             r.text
         );
+    }
+}
+
+#[tokio::test]
+async fn undecodable_path_segments_answer_the_envelope() {
+    if skip_on_external("the Worker decodes path segments its own way") {
+        return;
+    }
+    let server = TestServer::start().await;
+    let auth = server.admin_for(&unique_ns("path"));
+    for path in [
+        "/subscriptions/%FF",
+        "/cdc/%FF/orders",
+        "/schemas/%FF",
+        "/admin/namespaces/%FF/keys",
+        "/iceberg/v1/namespaces/%FF",
+        "/tables/%FF/snapshots",
+    ] {
+        let r = server.get(path, &auth).await;
+        assert_eq!(r.header("content-type"), Some("application/json"), "{path}: {}", r.text);
+        r.expect_error(400, "INVALID_REQUEST");
     }
 }

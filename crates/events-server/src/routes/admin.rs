@@ -1,6 +1,6 @@
 //! `/admin/...`: namespace keys and limits, flushing, shard layouts. Admin token only.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use events_core::name::validate_namespace;
 use events_core::{ApiError, Timestamp};
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::routes;
 
-use crate::error::{ApiErrorResponse, ApiJson, JsonBody, RawBody};
+use crate::error::{ApiErrorResponse, ApiJson, ApiPath, JsonBody, RawBody};
 use crate::routes::ApiRouter;
 use crate::state::AppState;
 
@@ -96,7 +96,7 @@ pub struct KeyList {
 pub async fn create_key(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
+    ApiPath(ns): ApiPath<String>,
     body: RawBody,
 ) -> Result<(StatusCode, ApiJson<CreatedKey>)> {
     admin(&state, &headers).await?;
@@ -126,7 +126,7 @@ pub async fn create_key(
 pub async fn list_keys(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
+    ApiPath(ns): ApiPath<String>,
 ) -> Result<ApiJson<KeyList>> {
     admin(&state, &headers).await?;
     validate_namespace(&ns)?;
@@ -144,7 +144,7 @@ pub async fn list_keys(
 pub async fn revoke_key(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, id)): Path<(String, String)>,
+    ApiPath((ns, id)): ApiPath<(String, String)>,
 ) -> Result<ApiJson<KeyView>> {
     admin(&state, &headers).await?;
     validate_namespace(&ns)?;
@@ -177,7 +177,7 @@ pub struct LimitsView {
 pub async fn get_limits(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
+    ApiPath(ns): ApiPath<String>,
 ) -> Result<ApiJson<LimitsView>> {
     admin(&state, &headers).await?;
     validate_namespace(&ns)?;
@@ -200,7 +200,7 @@ pub async fn get_limits(
 pub async fn put_limits(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
+    ApiPath(ns): ApiPath<String>,
     body: JsonBody<LimitsView>,
 ) -> Result<ApiJson<LimitsView>> {
     admin(&state, &headers).await?;

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use events_core::name::validate_namespace;
 use events_core::{ApiError, ErrorCode};
@@ -25,7 +25,7 @@ use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use crate::auth::{Caller, Principal};
-use crate::error::{ApiErrorResponse, ApiJson, JsonBody};
+use crate::error::{ApiErrorResponse, ApiJson, ApiPath, JsonBody};
 use crate::routes::ApiRouter;
 use crate::state::AppState;
 
@@ -279,7 +279,7 @@ async fn namespace_props(state: &AppState, headers: &HeaderMap, ns: &str) -> Res
 pub async fn load_namespace(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
+    ApiPath(ns): ApiPath<String>,
 ) -> Result<ApiJson<NamespaceBody>> {
     let properties = namespace_props(&state, &headers, &ns).await?;
     Ok(ApiJson(NamespaceBody { namespace: vec![ns], properties }))
@@ -293,7 +293,7 @@ pub async fn load_namespace(
 pub async fn namespace_exists(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
+    ApiPath(ns): ApiPath<String>,
 ) -> Result<StatusCode> {
     namespace_props(&state, &headers, &ns).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -307,7 +307,7 @@ pub async fn namespace_exists(
 pub async fn drop_namespace(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
+    ApiPath(ns): ApiPath<String>,
 ) -> Result<StatusCode> {
     caller_for(&state, &headers, &ns).await?;
     call_catalog(&state, &ns, CatalogRequest::DropNamespace).await?;
@@ -323,7 +323,7 @@ pub async fn drop_namespace(
 pub async fn update_properties(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
+    ApiPath(ns): ApiPath<String>,
     body: JsonBody<PropertiesUpdate>,
 ) -> Result<ApiJson<PropertiesUpdated>> {
     caller_for(&state, &headers, &ns).await?;
@@ -350,7 +350,7 @@ pub async fn update_properties(
 pub async fn list_tables(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
+    ApiPath(ns): ApiPath<String>,
 ) -> Result<ApiJson<TableList>> {
     namespace_props(&state, &headers, &ns).await?;
     match call_catalog(&state, &ns, CatalogRequest::ListTables).await? {
@@ -373,7 +373,7 @@ pub async fn list_tables(
 pub async fn create_table(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
+    ApiPath(ns): ApiPath<String>,
     body: JsonBody<CreateTableBody>,
 ) -> Result<ApiJson<LoadTableResult>> {
     caller_for(&state, &headers, &ns).await?;
@@ -417,7 +417,7 @@ async fn loaded(state: &AppState, headers: &HeaderMap, ns: &str, table: &str) ->
 pub async fn load_table(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, table)): Path<(String, String)>,
+    ApiPath((ns, table)): ApiPath<(String, String)>,
 ) -> Result<ApiJson<LoadTableResult>> {
     Ok(ApiJson(LoadTableResult::of(loaded(&state, &headers, &ns, &table).await?)?))
 }
@@ -430,7 +430,7 @@ pub async fn load_table(
 pub async fn table_exists(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, table)): Path<(String, String)>,
+    ApiPath((ns, table)): ApiPath<(String, String)>,
 ) -> Result<StatusCode> {
     loaded(&state, &headers, &ns, &table).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -445,7 +445,7 @@ pub async fn table_exists(
 pub async fn commit_table(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, table)): Path<(String, String)>,
+    ApiPath((ns, table)): ApiPath<(String, String)>,
     body: JsonBody<CommitTableBody>,
 ) -> Result<ApiJson<CommitTableResult>> {
     caller_for(&state, &headers, &ns).await?;
@@ -468,7 +468,7 @@ pub async fn commit_table(
 pub async fn drop_table(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, table)): Path<(String, String)>,
+    ApiPath((ns, table)): ApiPath<(String, String)>,
 ) -> Result<StatusCode> {
     caller_for(&state, &headers, &ns).await?;
     call_catalog(&state, &ns, CatalogRequest::DropTable { table }).await?;

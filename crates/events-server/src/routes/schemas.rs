@@ -1,6 +1,6 @@
 //! `/schemas/{ns}/...`: the schema registry. The admin token, or the namespace's own key.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use events_core::name::validate_namespace;
 use events_core::{ApiError, ErrorCode, Timestamp};
@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use crate::auth::Caller;
-use crate::error::{ApiErrorResponse, ApiJson, JsonBody};
+use crate::error::{ApiErrorResponse, ApiJson, ApiPath, JsonBody};
 use crate::routes::ApiRouter;
 use crate::state::AppState;
 
@@ -163,7 +163,7 @@ pub struct ValidateResult {
 pub async fn register_schema(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
+    ApiPath(ns): ApiPath<String>,
     body: JsonBody<RegisterBody>,
 ) -> Result<(StatusCode, ApiJson<SchemaView>)> {
     allowed(&state, &headers, &ns).await?;
@@ -200,7 +200,7 @@ pub async fn register_schema(
 pub async fn list_schemas(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
+    ApiPath(ns): ApiPath<String>,
 ) -> Result<ApiJson<SchemaList>> {
     allowed(&state, &headers, &ns).await?;
     match call(&state, &ns, SchemaRequest::List).await? {
@@ -217,7 +217,7 @@ pub async fn list_schemas(
 pub async fn get_config(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
+    ApiPath(ns): ApiPath<String>,
 ) -> Result<ApiJson<ConfigView>> {
     allowed(&state, &headers, &ns).await?;
     match call(&state, &ns, SchemaRequest::GetConfig).await? {
@@ -235,7 +235,7 @@ pub async fn get_config(
 pub async fn put_config(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
+    ApiPath(ns): ApiPath<String>,
     body: JsonBody<ConfigView>,
 ) -> Result<ApiJson<ConfigView>> {
     allowed(&state, &headers, &ns).await?;
@@ -254,7 +254,7 @@ pub async fn put_config(
 pub async fn validate(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
+    ApiPath(ns): ApiPath<String>,
     body: JsonBody<ValidateBody>,
 ) -> Result<ApiJson<ValidateResult>> {
     allowed(&state, &headers, &ns).await?;
@@ -286,7 +286,7 @@ pub async fn validate(
 pub async fn latest(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, subject)): Path<(String, String)>,
+    ApiPath((ns, subject)): ApiPath<(String, String)>,
 ) -> Result<ApiJson<SchemaView>> {
     allowed(&state, &headers, &ns).await?;
     match call(&state, &ns, SchemaRequest::Get { subject, version: None }).await? {
@@ -303,7 +303,7 @@ pub async fn latest(
 pub async fn delete_schema(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, subject)): Path<(String, String)>,
+    ApiPath((ns, subject)): ApiPath<(String, String)>,
 ) -> Result<ApiJson<SchemaList>> {
     allowed(&state, &headers, &ns).await?;
     match call(&state, &ns, SchemaRequest::Delete { subject }).await? {
@@ -320,7 +320,7 @@ pub async fn delete_schema(
 pub async fn versions(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, subject)): Path<(String, String)>,
+    ApiPath((ns, subject)): ApiPath<(String, String)>,
 ) -> Result<ApiJson<SchemaList>> {
     allowed(&state, &headers, &ns).await?;
     match call(&state, &ns, SchemaRequest::Versions { subject }).await? {
@@ -341,7 +341,7 @@ pub async fn versions(
 pub async fn version(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, subject, n)): Path<(String, String, String)>,
+    ApiPath((ns, subject, n)): ApiPath<(String, String, String)>,
 ) -> Result<ApiJson<SchemaView>> {
     allowed(&state, &headers, &ns).await?;
     let n: u32 = n.parse().map_err(|_| ApiError::new(ErrorCode::InvalidRequest, "versions are positive integers"))?;

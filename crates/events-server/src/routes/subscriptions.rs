@@ -16,7 +16,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use events_api::subscriptions::{
     self as api, DeliveryListing, ListQuery, PageQuery, RecoverBody, SubscribeBody, target_refused,
@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use utoipa::IntoParams;
 use utoipa_axum::routes;
 
-use crate::error::{ApiErrorResponse, ApiJson, ApiQuery, JsonBody, RawBody};
+use crate::error::{ApiErrorResponse, ApiJson, ApiPath, ApiQuery, JsonBody, RawBody};
 use crate::routes::ApiRouter;
 use crate::state::AppState;
 
@@ -170,7 +170,7 @@ pub async fn list(
 pub async fn get_one(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<Value>> {
     Ok(ApiJson(api::get(&state.host, authed(namespace(&state, &headers).await?), &id).await?))
 }
@@ -184,7 +184,7 @@ pub async fn get_one(
 pub async fn update(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     patch: JsonBody<SubscriptionPatch>,
 ) -> Result<ApiJson<Value>> {
     let ns = namespace(&state, &headers).await?;
@@ -203,7 +203,7 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<Value>> {
     Ok(ApiJson(api::delete(&state.host, authed(namespace(&state, &headers).await?), &id).await?))
 }
@@ -216,7 +216,7 @@ pub async fn delete(
 pub async fn pause(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<Value>> {
     Ok(ApiJson(api::set_active(&state.host, authed(namespace(&state, &headers).await?), &id, false).await?))
 }
@@ -229,7 +229,7 @@ pub async fn pause(
 pub async fn resume(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<Value>> {
     Ok(ApiJson(api::set_active(&state.host, authed(namespace(&state, &headers).await?), &id, true).await?))
 }
@@ -243,7 +243,7 @@ pub async fn resume(
 pub async fn rotate_secret(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     body: RawBody,
 ) -> Result<ApiJson<Value>> {
     let ns = namespace(&state, &headers).await?;
@@ -276,7 +276,7 @@ impl AttemptParams {
 pub async fn attempts(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     params: ApiQuery<AttemptParams>,
 ) -> Result<ApiJson<Value>> {
     let ns = namespace(&state, &headers).await?;
@@ -292,7 +292,7 @@ pub async fn attempts(
 pub async fn event_attempts(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((id, event_id)): Path<(String, String)>,
+    ApiPath((id, event_id)): ApiPath<(String, String)>,
     params: ApiQuery<AttemptParams>,
 ) -> Result<ApiJson<Value>> {
     let ns = namespace(&state, &headers).await?;
@@ -328,7 +328,7 @@ impl DeliveryParams {
 pub async fn deliveries(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     params: ApiQuery<DeliveryParams>,
 ) -> Result<ApiJson<Value>> {
     let ns = namespace(&state, &headers).await?;
@@ -345,7 +345,7 @@ pub async fn deliveries(
 pub async fn dead_letters(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     params: ApiQuery<DeliveryParams>,
 ) -> Result<ApiJson<Value>> {
     let ns = namespace(&state, &headers).await?;
@@ -362,7 +362,7 @@ pub async fn dead_letters(
 pub async fn replay_one(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((id, dl_id)): Path<(String, String)>,
+    ApiPath((id, dl_id)): ApiPath<(String, String)>,
 ) -> Result<ApiJson<Value>> {
     Ok(ApiJson(api::replay(&state.host, authed(namespace(&state, &headers).await?), &id, Some(&dl_id)).await?))
 }
@@ -375,7 +375,7 @@ pub async fn replay_one(
 pub async fn replay_all(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<Value>> {
     Ok(ApiJson(api::replay(&state.host, authed(namespace(&state, &headers).await?), &id, None).await?))
 }
@@ -391,7 +391,7 @@ pub async fn replay_all(
 pub async fn recover(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     body: JsonBody<RecoverBody>,
 ) -> Result<(StatusCode, ApiJson<Value>)> {
     let ns = namespace(&state, &headers).await?;
@@ -407,7 +407,7 @@ pub async fn recover(
 pub async fn recover_status(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((id, job_id)): Path<(String, String)>,
+    ApiPath((id, job_id)): ApiPath<(String, String)>,
 ) -> Result<ApiJson<Value>> {
     Ok(ApiJson(api::recover_status(&state.host, authed(namespace(&state, &headers).await?), &id, &job_id).await?))
 }
@@ -421,7 +421,7 @@ pub async fn recover_status(
 pub async fn stats(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<Value>> {
     Ok(ApiJson(api::stats(&state.host, authed(namespace(&state, &headers).await?), &id).await?))
 }

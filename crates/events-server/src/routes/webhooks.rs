@@ -2,7 +2,7 @@
 //! and their per-namespace secrets under `/admin/namespaces/{ns}/webhooks/{provider}`.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use events_core::name::validate_namespace;
 use events_core::{ApiError, ErrorCode, Timestamp};
@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use crate::auth::DEFAULT_NAMESPACE;
-use crate::error::{ApiErrorResponse, ApiJson, ApiQuery, JsonBody};
+use crate::error::{ApiErrorResponse, ApiJson, ApiPath, ApiQuery, JsonBody};
 use crate::routes::ApiRouter;
 use crate::state::AppState;
 use crate::webhooks::{Provider, WEBHOOK_MAX_BODY_BYTES, delivery_event, verify};
@@ -115,7 +115,7 @@ pub struct WebhookQuery {
     ))]
 pub async fn receive(
     State(state): State<AppState>,
-    Path(provider): Path<String>,
+    ApiPath(provider): ApiPath<String>,
     params: ApiQuery<WebhookQuery>,
     headers: HeaderMap,
     body: Body,
@@ -195,7 +195,7 @@ fn view(provider: Provider, config: Option<WebhookConfig>) -> WebhookConfigView 
 pub async fn get_webhook_config(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, provider)): Path<(String, String)>,
+    ApiPath((ns, provider)): ApiPath<(String, String)>,
 ) -> Result<ApiJson<WebhookConfigView>> {
     state.auth.authenticate(&state.host, &headers).await?.require_admin()?;
     validate_namespace(&ns)?;
@@ -216,7 +216,7 @@ pub async fn get_webhook_config(
 pub async fn put_webhook_config(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, provider)): Path<(String, String)>,
+    ApiPath((ns, provider)): ApiPath<(String, String)>,
     body: JsonBody<WebhookConfigBody>,
 ) -> Result<ApiJson<WebhookConfigView>> {
     state.auth.authenticate(&state.host, &headers).await?.require_admin()?;
