@@ -283,8 +283,8 @@ impl ServerOptions {
         self
     }
 
-    /// Starts the server with this open-file limit (soft and hard), so that
-    /// it cannot raise it.
+    /// Starts the server with this open-file limit (soft and hard, at most
+    /// the test process's hard limit), so that it cannot raise it.
     pub fn open_files_limit(mut self, limit: u64) -> Self {
         self.open_files = Some(limit);
         self
@@ -711,6 +711,11 @@ fn spawn_server(
     cmd.envs(options.env.iter().map(|(k, v)| (k, v)));
     if let Some(n) = options.open_files {
         use std::os::unix::process::CommandExt;
+        // Never above this process's hard limit, which a child cannot exceed.
+        let mut own = libc::rlimit { rlim_cur: 0, rlim_max: n };
+        // SAFETY: getrlimit only writes the struct passed.
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut own) };
+        let n = n.min(own.rlim_max);
         let limit = libc::rlimit { rlim_cur: n, rlim_max: n };
         // SAFETY: setrlimit is async-signal-safe and only reads `limit`.
         unsafe {
