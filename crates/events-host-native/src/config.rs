@@ -43,6 +43,10 @@ pub struct HostConfig {
     pub lake_options: Vec<(String, String)>,
     /// Outbound HTTP policy.
     pub outbound: OutboundPolicy,
+    /// File descriptors the embedder wants for its client sockets. The host
+    /// raises the open-file limit for them too; after [`crate::NativeHost::start`]
+    /// this holds the share granted, which the embedder must keep its sockets within.
+    pub client_fds: u64,
 }
 
 impl HostConfig {
@@ -58,6 +62,7 @@ impl HostConfig {
             lake_url: None,
             lake_options: Vec::new(),
             outbound: OutboundPolicy::default(),
+            client_fds: 0,
         }
     }
 }

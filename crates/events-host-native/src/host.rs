@@ -329,11 +329,16 @@ impl Host for NativeHost {
 
 /// File descriptors each live object holds (database and WAL).
 const FDS_PER_LIVE_OBJECT: u64 = 2;
-/// File descriptors kept for sockets, the lake and everything else.
+/// File descriptors kept for the lake, the host index, outbound HTTP and
+/// everything else but client sockets, whatever clients do.
 const FDS_RESERVED: u64 = 2_048;
+/// Fewest descriptors granted to client sockets when the limit is short.
+const MIN_CLIENT_FDS: u64 = 64;
 
-/// Raises the open-file limit as far as allowed, and lowers
-/// `max_live_objects` to what the limit can hold.
+/// Raises the open-file limit as far as allowed, then splits it: first
+/// [`FDS_RESERVED`], then client sockets (`client_fds`, at most half of what
+/// is left when the limit is short), then live objects, whose bound is lowered
+/// to fit. `client_fds` becomes the share granted.
 fn cap_live_objects(mut config: HostConfig) -> HostConfig {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit only read and write the struct passed.
@@ -341,7 +346,8 @@ fn cap_live_objects(mut config: HostConfig) -> HostConfig {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
             return config;
         }
-        let wanted: libc::rlim_t = config.max_live_objects as u64 * FDS_PER_LIVE_OBJECT + FDS_RESERVED;
+        let wanted: libc::rlim_t =
+            config.max_live_objects as u64 * FDS_PER_LIVE_OBJECT + FDS_RESERVED + config.client_fds;
         if wanted > limit.rlim_max {
             // Raising the hard limit needs privileges; fine if refused.
             let raised = libc::rlimit { rlim_cur: wanted, rlim_max: wanted };
@@ -356,12 +362,25 @@ fn cap_live_objects(mut config: HostConfig) -> HostConfig {
             }
         }
     }
-    let fit = limit.rlim_cur.saturating_sub(FDS_RESERVED) / FDS_PER_LIVE_OBJECT;
-    if (config.max_live_objects as u64) > fit {
-        tracing::warn!(configured = config.max_live_objects, fit, "open-file limit caps live objects");
-        config.max_live_objects = fit.max(16) as usize;
+    let (objects, clients) = split_fds(limit.rlim_cur, config.max_live_objects as u64, config.client_fds);
+    if clients < config.client_fds {
+        tracing::warn!(wanted = config.client_fds, granted = clients, "open-file limit caps client sockets");
     }
+    if objects < config.max_live_objects as u64 {
+        tracing::warn!(configured = config.max_live_objects, fit = objects, "open-file limit caps live objects");
+    }
+    config.client_fds = clients;
+    config.max_live_objects = objects as usize;
     config
+}
+
+/// `(live objects, client descriptors)` that fit in an open-file limit of `limit`.
+fn split_fds(limit: u64, objects: u64, clients: u64) -> (u64, u64) {
+    let available = limit.saturating_sub(FDS_RESERVED);
+    let room = available.saturating_sub(objects * FDS_PER_LIVE_OBJECT).max(available / 2).max(MIN_CLIENT_FDS);
+    let clients = clients.min(room);
+    let fit = (available.saturating_sub(clients) / FDS_PER_LIVE_OBJECT).max(16);
+    (objects.min(fit), clients)
 }
 
 fn spawn_executor(i: usize) -> ObjectResult<mpsc::UnboundedSender<Job>> {
@@ -411,5 +430,28 @@ async fn run_scheduler(host: std::sync::Weak<Inner>, scheduler: Arc<AlarmSchedul
             _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => {}
             _ = notified => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod fd_tests {
+    use super::*;
+
+    #[test]
+    fn a_large_limit_holds_everything() {
+        assert_eq!(split_fds(100_000, 10_000, 4_096), (10_000, 4_096));
+    }
+
+    #[test]
+    fn a_short_limit_gives_clients_at_most_half_of_what_the_reserve_leaves() {
+        // 4096 - 2048 = 2048 left: clients 1024, objects (2048 - 1024) / 2.
+        assert_eq!(split_fds(4_096, 10_000, 4_096), (512, 1_024));
+        // Few objects leave clients the rest.
+        assert_eq!(split_fds(12_048, 100, 10_000), (100, 9_800));
+    }
+
+    #[test]
+    fn a_tiny_limit_keeps_the_floors() {
+        assert_eq!(split_fds(1_024, 10_000, 4_096), (16, MIN_CLIENT_FDS));
     }
 }

@@ -108,6 +108,8 @@ pub struct ServerConfig {
     pub catalog: CatalogConfig,
     /// SQL query limits.
     pub query: crate::query_config::QueryConfig,
+    /// Client connection timeouts and limits.
+    pub http: crate::http_config::HttpConfig,
 }
 
 impl Default for ServerConfig {
@@ -131,6 +133,7 @@ impl Default for ServerConfig {
             cdc: Default::default(),
             catalog: CatalogConfig::default(),
             query: Default::default(),
+            http: Default::default(),
         }
     }
 }
@@ -156,6 +159,7 @@ impl fmt::Debug for ServerConfig {
             .field("cdc", &self.cdc)
             .field("catalog", &self.catalog)
             .field("query", &self.query)
+            .field("http", &self.http)
             .finish()
     }
 }
@@ -392,6 +396,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("EVENTS_LOG_FORMAT", "log_format (text/json)"),
     ("EVENTS_REQUEST_TIMEOUT_MS", "request_timeout_ms"),
     ("EVENTS_MAX_BODY_BYTES", "max_body_bytes"),
+    ("EVENTS_HTTP_HEADER_READ_TIMEOUT_MS", "http.header_read_timeout_ms"),
+    ("EVENTS_HTTP_KEEP_ALIVE_TIMEOUT_MS", "http.keep_alive_timeout_ms"),
+    ("EVENTS_HTTP_MAX_CONNECTIONS", "http.max_connections"),
+    ("EVENTS_HTTP_MAX_CONNECTIONS_PER_IP", "http.max_connections_per_ip"),
 ];
 
 /// Where a configuration value came from.
@@ -499,6 +507,16 @@ impl ServerConfig {
                 "EVENTS_LOG_FORMAT" => self.log_format = value.parse().map_err(bad)?,
                 "EVENTS_REQUEST_TIMEOUT_MS" => self.request_timeout_ms = parse_number(&value).map_err(bad)?,
                 "EVENTS_MAX_BODY_BYTES" => self.max_body_bytes = parse_number(&value).map_err(bad)?,
+                "EVENTS_HTTP_HEADER_READ_TIMEOUT_MS" => {
+                    self.http.header_read_timeout_ms = parse_number(&value).map_err(bad)?
+                }
+                "EVENTS_HTTP_KEEP_ALIVE_TIMEOUT_MS" => {
+                    self.http.keep_alive_timeout_ms = parse_number(&value).map_err(bad)?
+                }
+                "EVENTS_HTTP_MAX_CONNECTIONS" => self.http.max_connections = parse_number(&value).map_err(bad)?,
+                "EVENTS_HTTP_MAX_CONNECTIONS_PER_IP" => {
+                    self.http.max_connections_per_ip = parse_number(&value).map_err(bad)?
+                }
                 other => unreachable!("ENV_VARS lists {other} but apply_env does not handle it"),
             }
             self.validate().map_err(|m| ConfigError::invalid(source(), m))?;
@@ -601,6 +619,7 @@ impl ServerConfig {
             );
         }
         self.cdc.validate()?;
+        self.http.validate()?;
         let r = &self.runtime;
         if r.idle_timeout_ms == 0 {
             return Err("runtime.idle_timeout_ms must be greater than 0".into());
@@ -739,6 +758,10 @@ mod tests {
             ("EVENTS_LOG_FORMAT", "JSON"),
             ("EVENTS_REQUEST_TIMEOUT_MS", "1500"),
             ("EVENTS_MAX_BODY_BYTES", "2097152"),
+            ("EVENTS_HTTP_HEADER_READ_TIMEOUT_MS", "1000"),
+            ("EVENTS_HTTP_KEEP_ALIVE_TIMEOUT_MS", "2000"),
+            ("EVENTS_HTTP_MAX_CONNECTIONS", "300"),
+            ("EVENTS_HTTP_MAX_CONNECTIONS_PER_IP", "20"),
         ]);
         let c = ServerConfig::load(None, &env, ConfigOverrides::default()).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/d"));
@@ -750,6 +773,11 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.request_timeout_ms, 1500);
         assert_eq!(c.max_body_bytes, 2 * 1024 * 1024);
+        let h = &c.http;
+        assert_eq!(
+            (h.header_read_timeout_ms, h.keep_alive_timeout_ms, h.max_connections, h.max_connections_per_ip),
+            (1000, 2000, 300, 20)
+        );
     }
 
     #[test]
@@ -795,6 +823,8 @@ mod tests {
             ("EVENTS_REQUEST_TIMEOUT_MS", "0", "request_timeout_ms must be greater than 0"),
             ("EVENTS_LAKE_URL", "bucket", "lake_url"),
             ("EVENTS_ENV", "has space", "env must be"),
+            ("EVENTS_HTTP_HEADER_READ_TIMEOUT_MS", "0", "http.header_read_timeout_ms"),
+            ("EVENTS_HTTP_MAX_CONNECTIONS", "many", "integer"),
         ] {
             let env = env_of(&[(var, value)]);
             let e = ServerConfig::load(None, &env, ConfigOverrides::default()).unwrap_err();
@@ -824,6 +854,8 @@ mod tests {
             ("[subscriptions]\nmax_shards = 17", "subscriptions.max_shards"),
             ("[subscriptions]\nsplit_backlog = 10\nmerge_backlog = 20", "merge_backlog"),
             ("[subscriptions]\nreport_interval_ms = 0", "report_interval_ms"),
+            ("[http]\nmax_connections_per_ip = 0", "http.max_connections_per_ip"),
+            ("[http]\nkeep_alive_timeout_ms = 0", "http.keep_alive_timeout_ms"),
             ("log_format = \"xml\"", "log_format"),
             ("request_timeout_ms = \"soon\"", "request_timeout_ms"),
             ("not toml at all", "not toml"),

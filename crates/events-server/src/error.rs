@@ -4,9 +4,13 @@
 //! with the status of [`ErrorCode::http_status`].
 
 use std::borrow::Cow;
+use std::convert::Infallible;
+use std::marker::PhantomData;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::body::Bytes;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use events_core::{ApiError, ErrorCode};
@@ -118,6 +122,128 @@ impl<T: Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()
     }
+}
+
+/// A JSON body read but not yet parsed, so that a handler authenticates
+/// before it looks at the body: a caller without valid credentials gets
+/// `401` whatever it sent. [`JsonBody::parse`] fails as [`ApiJson`] would
+/// (`INVALID_JSON`, `UNSUPPORTED_MEDIA_TYPE`, `PAYLOAD_TOO_LARGE`).
+#[derive(Debug)]
+pub struct JsonBody<T> {
+    /// Whether the content type is JSON, and the bytes; or why they could not be read.
+    read: Result<(bool, Bytes), ApiErrorResponse>,
+    of: PhantomData<fn() -> T>,
+}
+
+impl<T, S> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+{
+    type Rejection = Infallible;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = is_json(req.headers());
+        let read = Bytes::from_request(req, state).await.map(|b| (json, b)).map_err(|e| json_rejection(e.into()));
+        Ok(JsonBody { read, of: PhantomData })
+    }
+}
+
+impl<T: DeserializeOwned> JsonBody<T> {
+    /// The body as `T`; call it once the caller is authenticated.
+    pub fn parse(self) -> Result<T, ApiErrorResponse> {
+        let (json, bytes) = self.read?;
+        if !json {
+            return Err(json_rejection(JsonRejection::MissingJsonContentType(Default::default())));
+        }
+        axum::Json::<T>::from_bytes(&bytes).map(|axum::Json(v)| v).map_err(json_rejection)
+    }
+}
+
+/// A request body read but not yet looked at, for the same reason as
+/// [`JsonBody`]: a body that could not be read (too large) is reported by
+/// [`RawBody::bytes`], after authentication, with the envelope.
+#[derive(Debug)]
+pub struct RawBody(Result<Bytes, ApiErrorResponse>);
+
+impl<S> FromRequest<S> for RawBody
+where
+    S: Send + Sync,
+{
+    type Rejection = Infallible;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(RawBody(Bytes::from_request(req, state).await.map_err(|e| json_rejection(e.into()))))
+    }
+}
+
+impl RawBody {
+    /// The bytes; call it once the caller is authenticated.
+    pub fn bytes(self) -> Result<Bytes, ApiErrorResponse> {
+        self.0
+    }
+}
+
+/// Whether `Content-Type` is `application/json` or `application/<x>+json`.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence.strip_prefix("application/").is_some_and(|sub| sub == "json" || sub.ends_with("+json"))
+}
+
+/// A query string, parsed into `T` by [`ApiQuery::parse`] once the handler has
+/// authenticated the caller (so that a caller without valid credentials gets
+/// `401` whatever it sent); a malformed one answers `400 INVALID_QUERY` in the
+/// envelope instead of axum's plain text.
+#[derive(Debug, Clone)]
+pub struct ApiQuery<T> {
+    uri: axum::http::Uri,
+    of: PhantomData<fn() -> T>,
+}
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+{
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ApiQuery { uri: parts.uri.clone(), of: PhantomData })
+    }
+}
+
+impl<T: DeserializeOwned> ApiQuery<T> {
+    /// The query string as `T`.
+    pub fn parse(&self) -> Result<T, ApiErrorResponse> {
+        axum::extract::Query::<T>::try_from_uri(&self.uri).map(|q| q.0).map_err(|e| query_rejection(&e))
+    }
+}
+
+/// `axum::extract::Path`, but failing with the envelope (`400 INVALID_REQUEST`,
+/// e.g. for a segment that is not UTF-8 once percent-decoded) instead of plain text.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiErrorResponse;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
+            Err(rejection) => Err(ApiErrorResponse::new(
+                ErrorCode::InvalidRequest,
+                format!("invalid path: {}", rejection.body_text()),
+            )),
+        }
+    }
+}
+
+/// Maps a rejection of axum's query extractor to `400 INVALID_QUERY`.
+pub fn query_rejection(rejection: &QueryRejection) -> ApiErrorResponse {
+    ApiErrorResponse::new(ErrorCode::InvalidQuery, format!("invalid query string: {}", rejection.body_text()))
 }
 
 /// Marks responses of [`not_found`] and [`method_not_allowed`] (in the response
@@ -279,6 +405,67 @@ mod tests {
             assert!(v["error"].as_str().is_some_and(|m| !m.is_empty()));
             assert_eq!(v["details"], json!({}));
         }
+    }
+
+    #[derive(Deserialize)]
+    struct Page {
+        #[allow(dead_code)]
+        limit: Option<usize>,
+    }
+
+    async fn page(query: ApiQuery<Page>) -> Result<&'static str, ApiErrorResponse> {
+        query.parse()?;
+        Ok("ok")
+    }
+
+    #[tokio::test]
+    async fn api_query_rejections_use_the_envelope() {
+        let app = Router::new().route("/", axum::routing::get(page));
+        for query in ["?limit=-1", "?limit=1&limit=2", "?limit=x"] {
+            let res =
+                app.clone().oneshot(Request::get(format!("/{query}")).body(Body::empty()).unwrap()).await.unwrap();
+            assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{query}");
+            assert_eq!(res.headers()[header::CONTENT_TYPE], "application/json");
+            assert_eq!(body_json(res).await["code"], "INVALID_QUERY", "{query}");
+        }
+        let res = app.oneshot(Request::get("/?limit=5").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+
+    /// Authenticates (a header `auth: yes`) before it parses the body.
+    async fn guarded(
+        headers: axum::http::HeaderMap,
+        body: JsonBody<Thing>,
+    ) -> Result<ApiJson<Thing>, ApiErrorResponse> {
+        if headers.get("auth").is_none() {
+            return Err(ApiErrorResponse::new(ErrorCode::AuthRequired, "no credentials"));
+        }
+        Ok(ApiJson(body.parse()?))
+    }
+
+    #[tokio::test]
+    async fn json_body_is_parsed_only_when_the_handler_asks() {
+        let app = Router::new().route("/", post(guarded)).layer(DefaultBodyLimit::max(64));
+        let send = |auth: bool, ct: &str, body: String| {
+            let mut req = Request::post("/").header(header::CONTENT_TYPE, ct);
+            if auth {
+                req = req.header("auth", "yes");
+            }
+            app.clone().oneshot(req.body(Body::from(body)).unwrap())
+        };
+        let big = format!(r#"{{"n": 1, "pad": "{}"}}"#, "x".repeat(100));
+        for (ct, body, code) in [
+            ("application/json", "{not json".to_string(), "INVALID_JSON"),
+            ("text/plain", r#"{"n": 1}"#.to_string(), "UNSUPPORTED_MEDIA_TYPE"),
+            ("application/json", big, "PAYLOAD_TOO_LARGE"),
+        ] {
+            let res = send(false, ct, body.clone()).await.unwrap();
+            assert_eq!(body_json(res).await["code"], "AUTH_REQUIRED", "{ct} {code}");
+            let res = send(true, ct, body).await.unwrap();
+            assert_eq!(body_json(res).await["code"], code, "{ct}");
+        }
+        let res = send(true, "application/merge-patch+json; charset=utf-8", r#"{"n": 3}"#.into()).await.unwrap();
+        assert_eq!(body_json(res).await, json!({"n": 3}));
     }
 
     #[test]

@@ -24,7 +24,9 @@ use tower_http::cors::{Any, CorsLayer};
 pub mod auth;
 pub mod cdc_config;
 pub mod config;
+pub mod conn;
 pub mod error;
+pub mod http_config;
 pub mod ingest;
 pub mod middleware;
 pub mod objects;
@@ -101,7 +103,8 @@ impl Server {
     }
 
     /// Prints the listening line and serves until `shutdown` completes, then
-    /// lets in-flight requests finish.
+    /// lets in-flight requests finish. Connections are timed and capped as
+    /// [`conn`] describes.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Server { listener, addr, state } = self;
         let config = &state.config;
@@ -120,8 +123,8 @@ impl Server {
         if config.dev {
             tracing::warn!("dev mode: unauthenticated writes are allowed");
         }
-        let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("server error")?;
+        let limits = conn::ConnLimits::new(&config.http, state.host.config().client_fds);
+        conn::serve(listener, router(state.clone()), &config.http, limits, shutdown).await;
         // HTTP is drained: flush the writers and let every object commit and stop.
         crate::objects::stop_host(&state.host).await;
         tracing::info!("events.do stopped");

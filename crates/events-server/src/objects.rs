@@ -16,6 +16,8 @@ pub fn start_host(config: &ServerConfig) -> anyhow::Result<NativeHost> {
     host_config.idle_timeout_ms = config.runtime.idle_timeout_ms;
     host_config.max_live_objects = config.runtime.max_live_objects;
     host_config.lake_url = config.lake_url.clone();
+    // One descriptor per client socket.
+    host_config.client_fds = config.http.max_connections as u64;
     host_config.outbound = OutboundPolicy { allow: config.outbound.allow.clone(), ..Default::default() };
     let vars = [
         ("writer.flush_max_events", config.writer.flush_max_events.to_string()),

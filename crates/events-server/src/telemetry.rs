@@ -14,6 +14,15 @@ pub const HTTP_REQUESTS_TOTAL: &str = "http_requests_total";
 /// Name of the request latency histogram.
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "http_request_duration_seconds";
 
+/// Name of the gauge of open client connections.
+pub const HTTP_CONNECTIONS_OPEN: &str = "events_http_connections_open";
+/// Name of the gauge of the connection cap in force.
+pub const HTTP_CONNECTIONS_LIMIT: &str = "events_http_connections_limit";
+/// Name of the counter of refused connections, by `reason`.
+pub const HTTP_CONNECTIONS_REFUSED_TOTAL: &str = "events_http_connections_refused_total";
+/// Name of the counter of connections closed by a timeout, by `reason`.
+pub const HTTP_CONNECTIONS_CLOSED_TOTAL: &str = "events_http_connections_closed_total";
+
 /// Buckets of [`HTTP_REQUEST_DURATION_SECONDS`], in seconds.
 const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
@@ -77,5 +86,18 @@ fn describe() {
         HTTP_REQUEST_DURATION_SECONDS,
         metrics::Unit::Seconds,
         "Time to answer an HTTP request (until the response head), by method and route template."
+    );
+    metrics::describe_gauge!(HTTP_CONNECTIONS_OPEN, "Client connections open.");
+    metrics::describe_gauge!(
+        HTTP_CONNECTIONS_LIMIT,
+        "Most client connections open at once ([http] max_connections within the open-file limit)."
+    );
+    metrics::describe_counter!(
+        HTTP_CONNECTIONS_REFUSED_TOTAL,
+        "Client connections refused at a cap, by reason (max_connections, max_connections_per_ip)."
+    );
+    metrics::describe_counter!(
+        HTTP_CONNECTIONS_CLOSED_TOTAL,
+        "Client connections closed by a timeout, by reason (header_timeout, keep_alive_timeout)."
     );
 }

@@ -217,3 +217,68 @@ async fn bind_failure_is_an_error() {
     let err = events_server::serve(config, std::future::pending()).await.unwrap_err();
     assert!(format!("{err:#}").contains("cannot listen on"), "{err:#}");
 }
+
+/// Starts a server with `http` settings; returns it and its address.
+async fn start_with_http(http: events_server::http_config::HttpConfig) -> (TestServer, SocketAddr) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig {
+        data_dir: dir.path().join("data"),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        env: "test".into(),
+        http,
+        ..Default::default()
+    };
+    let server = Server::bind(config).await.unwrap();
+    let addr = server.local_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = rx.await;
+    }));
+    let s = TestServer {
+        base: format!("http://{addr}"),
+        client: Client::new(),
+        stop: Some(tx),
+        task: Some(task),
+        _dir: dir,
+    };
+    (s, addr)
+}
+
+/// Reads until the server closes the connection (bounded by a generous wait).
+async fn read_to_close(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(30), stream.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the server did not close the connection");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn connections_beyond_the_per_ip_cap_get_503_and_heads_that_never_finish_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let http = events_server::http_config::HttpConfig {
+        header_read_timeout_ms: 2_000,
+        max_connections_per_ip: 2,
+        ..Default::default()
+    };
+    let (s, addr) = start_with_http(http).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET /hea").await.unwrap();
+        held.push(c);
+    }
+    // The third is refused whatever the first two do.
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let answer = read_to_close(&mut third).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("retry-after: 1") && answer.contains("\"code\":\"OVERLOADED\""), "{answer}");
+    // The two half-open ones are closed by the header-read timeout.
+    for c in &mut held {
+        let answer = read_to_close(c).await;
+        assert!(answer.is_empty(), "closed without an answer: {answer}");
+    }
+    // Then the address may connect again.
+    assert_eq!(s.get("/health").await.status(), StatusCode::OK);
+    s.stop().await;
+}

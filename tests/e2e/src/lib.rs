@@ -61,6 +61,10 @@ const SERVER_ENV_VARS: &[&str] = &[
     "EVENTS_LOG_FORMAT",
     "EVENTS_REQUEST_TIMEOUT_MS",
     "EVENTS_MAX_BODY_BYTES",
+    "EVENTS_HTTP_HEADER_READ_TIMEOUT_MS",
+    "EVENTS_HTTP_KEEP_ALIVE_TIMEOUT_MS",
+    "EVENTS_HTTP_MAX_CONNECTIONS",
+    "EVENTS_HTTP_MAX_CONNECTIONS_PER_IP",
 ];
 
 /// The external server the tests run against, if `EVENTS_TEST_BASE_URL` is set:
@@ -244,6 +248,7 @@ pub struct ServerOptions {
     tables: String,
     env: Vec<(String, String)>,
     args: Vec<String>,
+    open_files: Option<u64>,
 }
 
 impl ServerOptions {
@@ -277,6 +282,32 @@ impl ServerOptions {
         self.args.push(arg.to_string());
         self
     }
+
+    /// Starts the server with this open-file limit (soft and hard, at most
+    /// the test process's hard limit), so that it cannot raise it.
+    pub fn open_files_limit(mut self, limit: u64) -> Self {
+        self.open_files = Some(limit);
+        self
+    }
+}
+
+/// Raises this process's soft open-file limit to `wanted` (or to the hard
+/// limit if lower); returns the soft limit now in force.
+pub fn raise_open_files_limit(wanted: u64) -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur < wanted {
+            let raised = libc::rlimit { rlim_cur: wanted.min(limit.rlim_max), rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
 }
 
 /// One run of the local binary.
@@ -499,6 +530,16 @@ impl TestServer {
         Auth::Admin { token: self.admin_token.clone(), ns: ns.to_string() }
     }
 
+    /// Makes every later request of [`TestServer::client`] leave from `ip`
+    /// (e.g. `127.0.0.2`: Linux routes all of 127.0.0.0/8 to loopback).
+    pub fn bind_client_to(&mut self, ip: std::net::IpAddr) {
+        self.client = Client::builder()
+            .timeout(Duration::from_secs(60))
+            .local_address(ip)
+            .build()
+            .expect("building the HTTP client");
+    }
+
     /// The admin token alone.
     pub fn admin(&self) -> Auth {
         Auth::Key(self.admin_token.clone())
@@ -668,6 +709,25 @@ fn spawn_server(
         cmd.env("RUST_LOG", "info");
     }
     cmd.envs(options.env.iter().map(|(k, v)| (k, v)));
+    if let Some(n) = options.open_files {
+        use std::os::unix::process::CommandExt;
+        // Never above this process's hard limit, which a child cannot exceed.
+        let mut own = libc::rlimit { rlim_cur: 0, rlim_max: n };
+        // SAFETY: getrlimit only writes the struct passed.
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut own) };
+        let n = n.min(own.rlim_max);
+        let limit = libc::rlimit { rlim_cur: n, rlim_max: n };
+        // SAFETY: setrlimit is async-signal-safe and only reads `limit`.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr);
     let mut child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
     let stdout = child.stdout.take().expect("piped stdout");

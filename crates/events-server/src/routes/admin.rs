@@ -1,6 +1,6 @@
 //! `/admin/...`: namespace keys and limits, flushing, shard layouts. Admin token only.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use events_core::name::validate_namespace;
 use events_core::{ApiError, Timestamp};
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::routes;
 
-use crate::error::{ApiErrorResponse, ApiJson};
+use crate::error::{ApiErrorResponse, ApiJson, ApiPath, JsonBody, RawBody};
 use crate::routes::ApiRouter;
 use crate::state::AppState;
 
@@ -98,11 +98,12 @@ pub struct KeyList {
 pub async fn create_key(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
-    body: axum::body::Bytes,
+    ApiPath(ns): ApiPath<String>,
+    body: RawBody,
 ) -> Result<(StatusCode, ApiJson<CreatedKey>)> {
     admin(&state, &headers).await?;
     validate_namespace(&ns)?;
+    let body = body.bytes()?;
     // The body is optional: no body means no label.
     let request: CreateKeyRequest = if body.iter().all(u8::is_ascii_whitespace) {
         CreateKeyRequest::default()
@@ -127,7 +128,7 @@ pub async fn create_key(
 pub async fn list_keys(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
+    ApiPath(ns): ApiPath<String>,
 ) -> Result<ApiJson<KeyList>> {
     admin(&state, &headers).await?;
     validate_namespace(&ns)?;
@@ -145,7 +146,7 @@ pub async fn list_keys(
 pub async fn revoke_key(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, id)): Path<(String, String)>,
+    ApiPath((ns, id)): ApiPath<(String, String)>,
 ) -> Result<ApiJson<KeyView>> {
     admin(&state, &headers).await?;
     validate_namespace(&ns)?;
@@ -178,7 +179,7 @@ pub struct LimitsView {
 pub async fn get_limits(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
+    ApiPath(ns): ApiPath<String>,
 ) -> Result<ApiJson<LimitsView>> {
     admin(&state, &headers).await?;
     validate_namespace(&ns)?;
@@ -201,11 +202,12 @@ pub async fn get_limits(
 pub async fn put_limits(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
-    ApiJson(body): ApiJson<LimitsView>,
+    ApiPath(ns): ApiPath<String>,
+    body: JsonBody<LimitsView>,
 ) -> Result<ApiJson<LimitsView>> {
     admin(&state, &headers).await?;
     validate_namespace(&ns)?;
+    let body = body.parse()?;
     let limits = NamespaceLimits {
         requests_per_minute: body.requests_per_minute,
         events_per_minute: body.events_per_minute,

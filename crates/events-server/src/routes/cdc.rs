@@ -12,7 +12,7 @@
 //! cannot be mistaken for a document id; a document whose id is exactly one
 //! of these names is read through the list route.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use events_api::cdc::{self as api, HistoryQuery, StateQuery};
 use events_core::name::validate_namespace;
@@ -23,7 +23,7 @@ use utoipa::IntoParams;
 use utoipa_axum::routes;
 
 use crate::auth::Principal;
-use crate::error::{ApiErrorResponse, ApiJson};
+use crate::error::{ApiErrorResponse, ApiJson, ApiPath, ApiQuery, JsonBody};
 use crate::routes::ApiRouter;
 use crate::state::AppState;
 
@@ -62,7 +62,7 @@ async fn authorize(state: &AppState, headers: &HeaderMap, ns: &str) -> Result<()
 pub async fn collections(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
+    ApiPath(ns): ApiPath<String>,
 ) -> Result<ApiJson<Value>> {
     authorize(&state, &headers, &ns).await?;
     Ok(ApiJson(api::collections(&state.host, &ns).await?))
@@ -95,10 +95,11 @@ pub struct StateParams {
 pub async fn read_collection(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, collection)): Path<(String, String)>,
-    Query(q): Query<StateParams>,
+    ApiPath((ns, collection)): ApiPath<(String, String)>,
+    params: ApiQuery<StateParams>,
 ) -> Result<ApiJson<Value>> {
     authorize(&state, &headers, &ns).await?;
+    let q = params.parse()?;
     let query = StateQuery {
         at: q.at.as_deref(),
         cursor: q.cursor.as_deref(),
@@ -126,10 +127,11 @@ pub struct DocParams {
 pub async fn read_document(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, collection, id)): Path<(String, String, String)>,
-    Query(q): Query<DocParams>,
+    ApiPath((ns, collection, id)): ApiPath<(String, String, String)>,
+    params: ApiQuery<DocParams>,
 ) -> Result<ApiJson<Value>> {
     authorize(&state, &headers, &ns).await?;
+    let q = params.parse()?;
     Ok(ApiJson(api::read_document(&state.host, &ns, &collection, &id, q.at.as_deref()).await?))
 }
 
@@ -153,10 +155,11 @@ pub struct HistoryParams {
 pub async fn history(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, collection, id)): Path<(String, String, String)>,
-    Query(q): Query<HistoryParams>,
+    ApiPath((ns, collection, id)): ApiPath<(String, String, String)>,
+    params: ApiQuery<HistoryParams>,
 ) -> Result<ApiJson<Value>> {
     authorize(&state, &headers, &ns).await?;
+    let q = params.parse()?;
     let query = HistoryQuery { cursor: q.cursor.as_deref(), limit: q.limit.as_deref() };
     Ok(ApiJson(api::history(&state.host, &ns, &collection, &id, &query).await?))
 }
@@ -179,10 +182,11 @@ pub struct RestoreBody {
 pub async fn restore(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, collection)): Path<(String, String)>,
-    ApiJson(body): ApiJson<RestoreBody>,
+    ApiPath((ns, collection)): ApiPath<(String, String)>,
+    body: JsonBody<RestoreBody>,
 ) -> Result<ApiJson<Value>> {
     authorize(&state, &headers, &ns).await?;
+    let body = body.parse()?;
     let answer = api::restore(&state.host, &ns, &collection, &body.at).await?;
     metrics::counter!("events_cdc_restores_total").increment(1);
     Ok(ApiJson(answer))
@@ -196,7 +200,7 @@ pub async fn restore(
 pub async fn compact(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, collection)): Path<(String, String)>,
+    ApiPath((ns, collection)): ApiPath<(String, String)>,
 ) -> Result<ApiJson<Value>> {
     authorize(&state, &headers, &ns).await?;
     Ok(ApiJson(api::compact(&state.host, &ns, &collection).await?))
@@ -210,7 +214,7 @@ pub async fn compact(
 pub async fn flush(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, collection)): Path<(String, String)>,
+    ApiPath((ns, collection)): ApiPath<(String, String)>,
 ) -> Result<ApiJson<Value>> {
     authorize(&state, &headers, &ns).await?;
     Ok(ApiJson(api::flush(&state.host, &ns, &collection).await?))
@@ -233,10 +237,11 @@ pub struct SnapshotParams {
 pub async fn snapshot(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, collection)): Path<(String, String)>,
-    Query(q): Query<SnapshotParams>,
+    ApiPath((ns, collection)): ApiPath<(String, String)>,
+    params: ApiQuery<SnapshotParams>,
 ) -> Result<ApiJson<Value>> {
     authorize(&state, &headers, &ns).await?;
+    let q = params.parse()?;
     Ok(ApiJson(api::snapshot(&state.host, &ns, &collection, q.kind.as_deref()).await?))
 }
 
@@ -248,7 +253,7 @@ pub async fn snapshot(
 pub async fn manifest(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, collection)): Path<(String, String)>,
+    ApiPath((ns, collection)): ApiPath<(String, String)>,
 ) -> Result<ApiJson<Value>> {
     authorize(&state, &headers, &ns).await?;
     Ok(ApiJson(api::manifest(&state.host, &ns, &collection).await?))

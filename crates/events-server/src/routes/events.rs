@@ -1,6 +1,6 @@
 //! `GET /events` and `GET /recent`: reading events back.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use events_core::limits::{DEFAULT_READ_PAGE, MAX_READ_PAGE};
 use events_core::{ApiError, ErrorCode, Timestamp};
@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
-use crate::error::{ApiErrorResponse, ApiJson};
+use crate::error::{ApiErrorResponse, ApiJson, ApiQuery};
 use crate::reader::{ReadQuery, read_events};
 use crate::routes::ApiRouter;
 use crate::state::AppState;
@@ -69,9 +69,10 @@ fn page_size(limit: Option<usize>) -> Result<usize, ApiError> {
 pub async fn list_events(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(p): Query<EventsParams>,
+    params: ApiQuery<EventsParams>,
 ) -> Result<ApiJson<EventsPage>, ApiErrorResponse> {
     let caller = state.auth.authenticate(&state.host, &headers).await?;
+    let p = params.parse()?;
     let query = ReadQuery {
         pattern: p.event_type,
         from: parse_time("from", &p.from)?,
@@ -108,9 +109,10 @@ pub struct RecentEvents {
 pub async fn recent(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(p): Query<RecentParams>,
+    params: ApiQuery<RecentParams>,
 ) -> Result<ApiJson<RecentEvents>, ApiErrorResponse> {
     let caller = state.auth.authenticate(&state.host, &headers).await?;
+    let p = params.parse()?;
     let query = ReadQuery { limit: page_size(p.limit)?, ..ReadQuery::default() };
     let page =
         read_events(&state.host, state.host.object_names::<events_objects::EventWriter>()?, &caller.namespace, &query)

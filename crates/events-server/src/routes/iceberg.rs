@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use events_core::name::validate_namespace;
 use events_core::{ApiError, ErrorCode};
@@ -25,7 +25,7 @@ use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use crate::auth::{Caller, Principal};
-use crate::error::{ApiErrorResponse, ApiJson};
+use crate::error::{ApiErrorResponse, ApiJson, ApiPath, JsonBody};
 use crate::routes::ApiRouter;
 use crate::state::AppState;
 
@@ -243,13 +243,14 @@ pub async fn list_namespaces(State(state): State<AppState>, headers: HeaderMap) 
 pub async fn create_namespace(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<NamespaceBody>,
+    body: JsonBody<NamespaceBody>,
 ) -> Result<ApiJson<NamespaceBody>> {
+    let caller = state.auth.authenticate(&state.host, &headers).await?;
+    let body = body.parse()?;
     let [ns] = body.namespace.as_slice() else {
         return Err(ApiError::new(ErrorCode::InvalidNamespace, "namespaces have exactly one level").into());
     };
     validate_namespace(ns)?;
-    let caller = state.auth.authenticate(&state.host, &headers).await?;
     if caller.principal != Principal::Admin && caller.namespace != *ns {
         return Err(ApiError::new(ErrorCode::Forbidden, "a key may create only its own namespace").into());
     }
@@ -278,7 +279,7 @@ async fn namespace_props(state: &AppState, headers: &HeaderMap, ns: &str) -> Res
 pub async fn load_namespace(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
+    ApiPath(ns): ApiPath<String>,
 ) -> Result<ApiJson<NamespaceBody>> {
     let properties = namespace_props(&state, &headers, &ns).await?;
     Ok(ApiJson(NamespaceBody { namespace: vec![ns], properties }))
@@ -292,7 +293,7 @@ pub async fn load_namespace(
 pub async fn namespace_exists(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
+    ApiPath(ns): ApiPath<String>,
 ) -> Result<StatusCode> {
     namespace_props(&state, &headers, &ns).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -306,7 +307,7 @@ pub async fn namespace_exists(
 pub async fn drop_namespace(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
+    ApiPath(ns): ApiPath<String>,
 ) -> Result<StatusCode> {
     caller_for(&state, &headers, &ns).await?;
     call_catalog(&state, &ns, CatalogRequest::DropNamespace).await?;
@@ -322,10 +323,11 @@ pub async fn drop_namespace(
 pub async fn update_properties(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
-    ApiJson(body): ApiJson<PropertiesUpdate>,
+    ApiPath(ns): ApiPath<String>,
+    body: JsonBody<PropertiesUpdate>,
 ) -> Result<ApiJson<PropertiesUpdated>> {
     caller_for(&state, &headers, &ns).await?;
+    let body = body.parse()?;
     match call_catalog(
         &state,
         &ns,
@@ -348,7 +350,7 @@ pub async fn update_properties(
 pub async fn list_tables(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
+    ApiPath(ns): ApiPath<String>,
 ) -> Result<ApiJson<TableList>> {
     namespace_props(&state, &headers, &ns).await?;
     match call_catalog(&state, &ns, CatalogRequest::ListTables).await? {
@@ -371,10 +373,11 @@ pub async fn list_tables(
 pub async fn create_table(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
-    ApiJson(body): ApiJson<CreateTableBody>,
+    ApiPath(ns): ApiPath<String>,
+    body: JsonBody<CreateTableBody>,
 ) -> Result<ApiJson<LoadTableResult>> {
     caller_for(&state, &headers, &ns).await?;
+    let body = body.parse()?;
     if body.stage_create {
         return Err(ApiError::new(ErrorCode::InvalidRequest, "staged table creation is not supported").into());
     }
@@ -414,7 +417,7 @@ async fn loaded(state: &AppState, headers: &HeaderMap, ns: &str, table: &str) ->
 pub async fn load_table(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, table)): Path<(String, String)>,
+    ApiPath((ns, table)): ApiPath<(String, String)>,
 ) -> Result<ApiJson<LoadTableResult>> {
     Ok(ApiJson(LoadTableResult::of(loaded(&state, &headers, &ns, &table).await?)?))
 }
@@ -427,7 +430,7 @@ pub async fn load_table(
 pub async fn table_exists(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, table)): Path<(String, String)>,
+    ApiPath((ns, table)): ApiPath<(String, String)>,
 ) -> Result<StatusCode> {
     loaded(&state, &headers, &ns, &table).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -442,10 +445,11 @@ pub async fn table_exists(
 pub async fn commit_table(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, table)): Path<(String, String)>,
-    ApiJson(body): ApiJson<CommitTableBody>,
+    ApiPath((ns, table)): ApiPath<(String, String)>,
+    body: JsonBody<CommitTableBody>,
 ) -> Result<ApiJson<CommitTableResult>> {
     caller_for(&state, &headers, &ns).await?;
+    let body = body.parse()?;
     let req = CatalogRequest::CommitTable { table, requirements: body.requirements, updates: body.updates };
     match call_catalog(&state, &ns, req).await? {
         CatalogResponse::Table(t) => {
@@ -464,7 +468,7 @@ pub async fn commit_table(
 pub async fn drop_table(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, table)): Path<(String, String)>,
+    ApiPath((ns, table)): ApiPath<(String, String)>,
 ) -> Result<StatusCode> {
     caller_for(&state, &headers, &ns).await?;
     call_catalog(&state, &ns, CatalogRequest::DropTable { table }).await?;

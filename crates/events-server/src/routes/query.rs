@@ -24,7 +24,7 @@ use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use crate::auth::Caller;
-use crate::error::{ApiErrorResponse, ApiJson};
+use crate::error::{ApiErrorResponse, JsonBody};
 use crate::routes::ApiRouter;
 use crate::routes::iceberg::call_catalog;
 use crate::state::AppState;
@@ -128,13 +128,10 @@ async fn query_tables(state: &AppState, ns: &str, at: &BTreeMap<String, Value>) 
         (status = 500, description = "DATA_FILE_MISSING: a data file of the snapshot is absent from the lake (`details.key`)", body = crate::error::ErrorBody),
     ),
     security(("bearerAuth" = [])))]
-pub async fn query(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    ApiJson(body): ApiJson<QueryBody>,
-) -> Result<Response> {
+pub async fn query(State(state): State<AppState>, headers: HeaderMap, body: JsonBody<QueryBody>) -> Result<Response> {
     let started = Instant::now();
     let caller = caller(&state, &headers).await?;
+    let body = body.parse()?;
     let outcome = run(&state, &caller.namespace, body, started).await;
     let status = match &outcome {
         Ok(_) => "ok",

@@ -1,6 +1,6 @@
 //! `/schemas/{ns}/...`: the schema registry. The admin token, or the namespace's own key.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use events_core::name::validate_namespace;
 use events_core::{ApiError, ErrorCode, Timestamp};
@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use crate::auth::Caller;
-use crate::error::{ApiErrorResponse, ApiJson};
+use crate::error::{ApiErrorResponse, ApiJson, ApiPath, JsonBody};
 use crate::routes::ApiRouter;
 use crate::state::AppState;
 
@@ -163,10 +163,11 @@ pub struct ValidateResult {
 pub async fn register_schema(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
-    ApiJson(body): ApiJson<RegisterBody>,
+    ApiPath(ns): ApiPath<String>,
+    body: JsonBody<RegisterBody>,
 ) -> Result<(StatusCode, ApiJson<SchemaView>)> {
     allowed(&state, &headers, &ns).await?;
+    let body = body.parse()?;
     let (subject, is_pattern) = match (body.event_type, body.pattern) {
         (Some(t), None) => (t, false),
         (None, Some(p)) => (p, true),
@@ -199,7 +200,7 @@ pub async fn register_schema(
 pub async fn list_schemas(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
+    ApiPath(ns): ApiPath<String>,
 ) -> Result<ApiJson<SchemaList>> {
     allowed(&state, &headers, &ns).await?;
     match call(&state, &ns, SchemaRequest::List).await? {
@@ -216,7 +217,7 @@ pub async fn list_schemas(
 pub async fn get_config(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
+    ApiPath(ns): ApiPath<String>,
 ) -> Result<ApiJson<ConfigView>> {
     allowed(&state, &headers, &ns).await?;
     match call(&state, &ns, SchemaRequest::GetConfig).await? {
@@ -234,10 +235,11 @@ pub async fn get_config(
 pub async fn put_config(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
-    ApiJson(body): ApiJson<ConfigView>,
+    ApiPath(ns): ApiPath<String>,
+    body: JsonBody<ConfigView>,
 ) -> Result<ApiJson<ConfigView>> {
     allowed(&state, &headers, &ns).await?;
+    let body = body.parse()?;
     let config = RegistryConfig { mode: body.mode, compatibility: body.compatibility };
     call(&state, &ns, SchemaRequest::SetConfig(config)).await?;
     Ok(ApiJson(body))
@@ -252,10 +254,11 @@ pub async fn put_config(
 pub async fn validate(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(ns): Path<String>,
-    ApiJson(body): ApiJson<ValidateBody>,
+    ApiPath(ns): ApiPath<String>,
+    body: JsonBody<ValidateBody>,
 ) -> Result<ApiJson<ValidateResult>> {
     allowed(&state, &headers, &ns).await?;
+    let body = body.parse()?;
     if body.events.len() > state.config.ingest.max_events_per_batch {
         return Err(ApiError::new(ErrorCode::InvalidBatch, "too many events").into());
     }
@@ -283,7 +286,7 @@ pub async fn validate(
 pub async fn latest(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, subject)): Path<(String, String)>,
+    ApiPath((ns, subject)): ApiPath<(String, String)>,
 ) -> Result<ApiJson<SchemaView>> {
     allowed(&state, &headers, &ns).await?;
     match call(&state, &ns, SchemaRequest::Get { subject, version: None }).await? {
@@ -300,7 +303,7 @@ pub async fn latest(
 pub async fn delete_schema(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, subject)): Path<(String, String)>,
+    ApiPath((ns, subject)): ApiPath<(String, String)>,
 ) -> Result<ApiJson<SchemaList>> {
     allowed(&state, &headers, &ns).await?;
     match call(&state, &ns, SchemaRequest::Delete { subject }).await? {
@@ -317,7 +320,7 @@ pub async fn delete_schema(
 pub async fn versions(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, subject)): Path<(String, String)>,
+    ApiPath((ns, subject)): ApiPath<(String, String)>,
 ) -> Result<ApiJson<SchemaList>> {
     allowed(&state, &headers, &ns).await?;
     match call(&state, &ns, SchemaRequest::Versions { subject }).await? {
@@ -338,7 +341,7 @@ pub async fn versions(
 pub async fn version(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, subject, n)): Path<(String, String, String)>,
+    ApiPath((ns, subject, n)): ApiPath<(String, String, String)>,
 ) -> Result<ApiJson<SchemaView>> {
     allowed(&state, &headers, &ns).await?;
     let n: u32 = n.parse().map_err(|_| ApiError::new(ErrorCode::InvalidRequest, "versions are positive integers"))?;

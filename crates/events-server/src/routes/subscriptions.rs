@@ -8,14 +8,15 @@
 //! address that `[outbound] allow` does not cover is refused with
 //! `TARGET_NOT_ALLOWED` (the host refuses it again at delivery time).
 //!
-//! Handlers are thin: they extract, check target URLs (here, because the
-//! check resolves names with the server's resolver), and call the
+//! Handlers are thin: they authenticate, then parse the body, check target
+//! URLs (here, because the check resolves names with the server's resolver),
+//! and call the
 //! host-independent [`events_api::subscriptions`] (shared with the Worker),
 //! which parses the query and bodies, calls the object and shapes the answer.
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use events_api::subscriptions::{
     self as api, DeliveryListing, ListQuery, PageQuery, RecoverBody, SubscribeBody, target_refused,
@@ -28,7 +29,7 @@ use serde_json::{Value, json};
 use utoipa::IntoParams;
 use utoipa_axum::routes;
 
-use crate::error::{ApiErrorResponse, ApiJson};
+use crate::error::{ApiErrorResponse, ApiJson, ApiPath, ApiQuery, JsonBody, RawBody};
 use crate::routes::ApiRouter;
 use crate::state::AppState;
 
@@ -53,10 +54,16 @@ pub fn register(api: ApiRouter) -> ApiRouter {
 
 type Result<T> = std::result::Result<T, ApiErrorResponse>;
 
-/// Authenticates the caller (once the shared code has parsed the request)
-/// and yields the namespace it acts on.
+/// Authenticates the caller and yields the namespace it acts on. Every
+/// handler calls it before it parses anything, so a caller without valid
+/// credentials gets `401` whatever its query or body.
 async fn namespace(state: &AppState, headers: &HeaderMap) -> std::result::Result<String, ApiError> {
     Ok(state.auth.authenticate(&state.host, headers).await?.namespace)
+}
+
+/// The authenticated namespace, as the shared code takes it.
+fn authed(ns: String) -> std::future::Ready<std::result::Result<String, ApiError>> {
+    std::future::ready(Ok(ns))
 }
 
 /// Refuses a target the outbound policy would refuse: a literal private
@@ -95,10 +102,12 @@ async fn check_target(state: &AppState, url: &str) -> Result<()> {
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiJson(spec): ApiJson<SubscriptionSpec>,
+    spec: JsonBody<SubscriptionSpec>,
 ) -> Result<(StatusCode, ApiJson<Value>)> {
+    let ns = namespace(&state, &headers).await?;
+    let spec = spec.parse()?;
     check_target(&state, &spec.url).await?;
-    Ok((StatusCode::CREATED, ApiJson(api::create(&state.host, namespace(&state, &headers), spec).await?)))
+    Ok((StatusCode::CREATED, ApiJson(api::create(&state.host, authed(ns), spec).await?)))
 }
 
 /// Subscribes a worker's RPC method: delivers to the configured URL template
@@ -110,11 +119,12 @@ pub async fn create(
 pub async fn subscribe(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<SubscribeBody>,
+    body: JsonBody<SubscribeBody>,
 ) -> Result<(StatusCode, ApiJson<Value>)> {
-    let spec = api::subscribe_spec(body, &state.config.subscriptions.rpc_url_template)?;
+    let ns = namespace(&state, &headers).await?;
+    let spec = api::subscribe_spec(body.parse()?, &state.config.subscriptions.rpc_url_template)?;
     check_target(&state, &spec.url).await?;
-    Ok((StatusCode::CREATED, ApiJson(api::create(&state.host, namespace(&state, &headers), spec).await?)))
+    Ok((StatusCode::CREATED, ApiJson(api::create(&state.host, authed(ns), spec).await?)))
 }
 
 /// Query of `GET /subscriptions`.
@@ -139,15 +149,17 @@ pub struct ListParams {
 pub async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<ListParams>,
+    params: ApiQuery<ListParams>,
 ) -> Result<ApiJson<Value>> {
+    let ns = namespace(&state, &headers).await?;
+    let q = params.parse()?;
     let query = ListQuery {
         pattern: q.pattern.as_deref(),
         status: q.status.as_deref(),
         limit: q.limit.as_deref(),
         cursor: q.cursor.as_deref(),
     };
-    Ok(ApiJson(api::list(&state.host, namespace(&state, &headers), &query).await?))
+    Ok(ApiJson(api::list(&state.host, authed(ns), &query).await?))
 }
 
 /// One subscription.
@@ -158,9 +170,9 @@ pub async fn list(
 pub async fn get_one(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<Value>> {
-    Ok(ApiJson(api::get(&state.host, namespace(&state, &headers), &id).await?))
+    Ok(ApiJson(api::get(&state.host, authed(namespace(&state, &headers).await?), &id).await?))
 }
 
 /// Changes a subscription; absent fields stay.
@@ -172,13 +184,15 @@ pub async fn get_one(
 pub async fn update(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    ApiJson(patch): ApiJson<SubscriptionPatch>,
+    ApiPath(id): ApiPath<String>,
+    patch: JsonBody<SubscriptionPatch>,
 ) -> Result<ApiJson<Value>> {
+    let ns = namespace(&state, &headers).await?;
+    let patch = patch.parse()?;
     if let Some(url) = &patch.url {
         check_target(&state, url).await?;
     }
-    Ok(ApiJson(api::update(&state.host, namespace(&state, &headers), &id, patch).await?))
+    Ok(ApiJson(api::update(&state.host, authed(ns), &id, patch).await?))
 }
 
 /// Deletes a subscription with its deliveries and attempts.
@@ -189,9 +203,9 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<Value>> {
-    Ok(ApiJson(api::delete(&state.host, namespace(&state, &headers), &id).await?))
+    Ok(ApiJson(api::delete(&state.host, authed(namespace(&state, &headers).await?), &id).await?))
 }
 
 /// Pauses deliveries; matching events keep being queued.
@@ -202,9 +216,9 @@ pub async fn delete(
 pub async fn pause(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<Value>> {
-    Ok(ApiJson(api::set_active(&state.host, namespace(&state, &headers), &id, false).await?))
+    Ok(ApiJson(api::set_active(&state.host, authed(namespace(&state, &headers).await?), &id, false).await?))
 }
 
 /// Resumes a paused or disabled subscription; queued deliveries go out.
@@ -215,9 +229,9 @@ pub async fn pause(
 pub async fn resume(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<Value>> {
-    Ok(ApiJson(api::set_active(&state.host, namespace(&state, &headers), &id, true).await?))
+    Ok(ApiJson(api::set_active(&state.host, authed(namespace(&state, &headers).await?), &id, true).await?))
 }
 
 /// Rotates the signing secret; during the overlap both sign (two signatures).
@@ -229,10 +243,11 @@ pub async fn resume(
 pub async fn rotate_secret(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
+    ApiPath(id): ApiPath<String>,
+    body: RawBody,
 ) -> Result<ApiJson<Value>> {
-    Ok(ApiJson(api::rotate_secret(&state.host, namespace(&state, &headers), &id, &body).await?))
+    let ns = namespace(&state, &headers).await?;
+    Ok(ApiJson(api::rotate_secret(&state.host, authed(ns), &id, &body.bytes()?).await?))
 }
 
 /// Query of the attempt listings.
@@ -261,10 +276,12 @@ impl AttemptParams {
 pub async fn attempts(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    Query(q): Query<AttemptParams>,
+    ApiPath(id): ApiPath<String>,
+    params: ApiQuery<AttemptParams>,
 ) -> Result<ApiJson<Value>> {
-    Ok(ApiJson(api::attempts(&state.host, namespace(&state, &headers), &id, None, &q.page()).await?))
+    let ns = namespace(&state, &headers).await?;
+    let q = params.parse()?;
+    Ok(ApiJson(api::attempts(&state.host, authed(ns), &id, None, &q.page()).await?))
 }
 
 /// Delivery attempts of one event, newest first.
@@ -275,11 +292,13 @@ pub async fn attempts(
 pub async fn event_attempts(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((id, event_id)): Path<(String, String)>,
-    Query(q): Query<AttemptParams>,
+    ApiPath((id, event_id)): ApiPath<(String, String)>,
+    params: ApiQuery<AttemptParams>,
 ) -> Result<ApiJson<Value>> {
+    let ns = namespace(&state, &headers).await?;
+    let q = params.parse()?;
     let page = q.page();
-    Ok(ApiJson(api::attempts(&state.host, namespace(&state, &headers), &id, Some(&event_id), &page).await?))
+    Ok(ApiJson(api::attempts(&state.host, authed(ns), &id, Some(&event_id), &page).await?))
 }
 
 /// Query of the delivery listings.
@@ -309,11 +328,13 @@ impl DeliveryParams {
 pub async fn deliveries(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    Query(q): Query<DeliveryParams>,
+    ApiPath(id): ApiPath<String>,
+    params: ApiQuery<DeliveryParams>,
 ) -> Result<ApiJson<Value>> {
+    let ns = namespace(&state, &headers).await?;
+    let q = params.parse()?;
     let listing = DeliveryListing::Deliveries { status: q.status.as_deref() };
-    Ok(ApiJson(api::deliveries(&state.host, namespace(&state, &headers), &id, listing, &q.page()).await?))
+    Ok(ApiJson(api::deliveries(&state.host, authed(ns), &id, listing, &q.page()).await?))
 }
 
 /// Dead letters: deliveries whose retries ended without success.
@@ -324,11 +345,13 @@ pub async fn deliveries(
 pub async fn dead_letters(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    Query(q): Query<DeliveryParams>,
+    ApiPath(id): ApiPath<String>,
+    params: ApiQuery<DeliveryParams>,
 ) -> Result<ApiJson<Value>> {
+    let ns = namespace(&state, &headers).await?;
+    let q = params.parse()?;
     let listing = DeliveryListing::DeadLetters;
-    Ok(ApiJson(api::deliveries(&state.host, namespace(&state, &headers), &id, listing, &q.page()).await?))
+    Ok(ApiJson(api::deliveries(&state.host, authed(ns), &id, listing, &q.page()).await?))
 }
 
 /// Sends one dead letter again, with a fresh retry schedule.
@@ -339,9 +362,9 @@ pub async fn dead_letters(
 pub async fn replay_one(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((id, dl_id)): Path<(String, String)>,
+    ApiPath((id, dl_id)): ApiPath<(String, String)>,
 ) -> Result<ApiJson<Value>> {
-    Ok(ApiJson(api::replay(&state.host, namespace(&state, &headers), &id, Some(&dl_id)).await?))
+    Ok(ApiJson(api::replay(&state.host, authed(namespace(&state, &headers).await?), &id, Some(&dl_id)).await?))
 }
 
 /// Sends every dead letter of the subscription again.
@@ -352,9 +375,9 @@ pub async fn replay_one(
 pub async fn replay_all(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<Value>> {
-    Ok(ApiJson(api::replay(&state.host, namespace(&state, &headers), &id, None).await?))
+    Ok(ApiJson(api::replay(&state.host, authed(namespace(&state, &headers).await?), &id, None).await?))
 }
 
 /// Starts a background job that re-sends every matching event since a time
@@ -368,10 +391,12 @@ pub async fn replay_all(
 pub async fn recover(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    ApiJson(body): ApiJson<RecoverBody>,
+    ApiPath(id): ApiPath<String>,
+    body: JsonBody<RecoverBody>,
 ) -> Result<(StatusCode, ApiJson<Value>)> {
-    Ok((StatusCode::ACCEPTED, ApiJson(api::recover(&state.host, namespace(&state, &headers), &id, &body).await?)))
+    let ns = namespace(&state, &headers).await?;
+    let body = body.parse()?;
+    Ok((StatusCode::ACCEPTED, ApiJson(api::recover(&state.host, authed(ns), &id, &body).await?)))
 }
 
 /// Progress of a recovery job.
@@ -382,9 +407,9 @@ pub async fn recover(
 pub async fn recover_status(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((id, job_id)): Path<(String, String)>,
+    ApiPath((id, job_id)): ApiPath<(String, String)>,
 ) -> Result<ApiJson<Value>> {
-    Ok(ApiJson(api::recover_status(&state.host, namespace(&state, &headers), &id, &job_id).await?))
+    Ok(ApiJson(api::recover_status(&state.host, authed(namespace(&state, &headers).await?), &id, &job_id).await?))
 }
 
 /// Delivery statistics: delivered, failed attempts, pending, dead, success
@@ -396,7 +421,7 @@ pub async fn recover_status(
 pub async fn stats(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<Value>> {
-    Ok(ApiJson(api::stats(&state.host, namespace(&state, &headers), &id).await?))
+    Ok(ApiJson(api::stats(&state.host, authed(namespace(&state, &headers).await?), &id).await?))
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use events_core::{ApiError, ErrorCode, Timestamp};
 use events_objects::catalog::{CatalogRequest, CatalogResponse, MaintainOptions, MaintainReport, RecordedChange};
@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use crate::auth::Caller;
-use crate::error::{ApiErrorResponse, ApiJson};
+use crate::error::{ApiErrorResponse, ApiJson, ApiPath, JsonBody};
 use crate::routes::ApiRouter;
 use crate::routes::iceberg::call_catalog;
 use crate::state::AppState;
@@ -127,7 +127,7 @@ pub struct SnapshotsView {
 pub async fn snapshots(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(table): Path<String>,
+    ApiPath(table): ApiPath<String>,
 ) -> Result<ApiJson<SnapshotsView>> {
     let caller = caller(&state, &headers).await?;
     let ns = caller.namespace.as_str();
@@ -222,9 +222,10 @@ pub struct MaintainView {
 pub async fn maintain(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<MaintainBody>,
+    body: JsonBody<MaintainBody>,
 ) -> Result<ApiJson<MaintainView>> {
     let caller = caller(&state, &headers).await?;
+    let body = body.parse()?;
     if body.keep_last == Some(0) {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,

@@ -2,7 +2,7 @@
 //! and their per-namespace secrets under `/admin/namespaces/{ns}/webhooks/{provider}`.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use events_core::name::validate_namespace;
 use events_core::{ApiError, ErrorCode, Timestamp};
@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use crate::auth::DEFAULT_NAMESPACE;
-use crate::error::{ApiErrorResponse, ApiJson};
+use crate::error::{ApiErrorResponse, ApiJson, ApiPath, ApiQuery, JsonBody};
 use crate::routes::ApiRouter;
 use crate::state::AppState;
 use crate::webhooks::{Provider, WEBHOOK_MAX_BODY_BYTES, delivery_event, verify};
@@ -115,11 +115,12 @@ pub struct WebhookQuery {
     ))]
 pub async fn receive(
     State(state): State<AppState>,
-    Path(provider): Path<String>,
-    Query(q): Query<WebhookQuery>,
+    ApiPath(provider): ApiPath<String>,
+    params: ApiQuery<WebhookQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<ApiJson<WebhookAccepted>> {
+    let q = params.parse()?;
     handle(state, &provider, q.ns, headers, body).await
 }
 
@@ -133,10 +134,11 @@ pub async fn receive(
     responses((status = 200, description = "Verified and stored", body = WebhookAccepted)))]
 pub async fn receive_query(
     State(state): State<AppState>,
-    Query(q): Query<WebhookQuery>,
+    params: ApiQuery<WebhookQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<ApiJson<WebhookAccepted>> {
+    let q = params.parse()?;
     let provider = q.provider.ok_or_else(|| ApiError::new(ErrorCode::InvalidQuery, "give ?provider="))?;
     handle(state, &provider, q.ns, headers, body).await
 }
@@ -193,7 +195,7 @@ fn view(provider: Provider, config: Option<WebhookConfig>) -> WebhookConfigView 
 pub async fn get_webhook_config(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, provider)): Path<(String, String)>,
+    ApiPath((ns, provider)): ApiPath<(String, String)>,
 ) -> Result<ApiJson<WebhookConfigView>> {
     state.auth.authenticate(&state.host, &headers).await?.require_admin()?;
     validate_namespace(&ns)?;
@@ -214,10 +216,11 @@ pub async fn get_webhook_config(
 pub async fn put_webhook_config(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((ns, provider)): Path<(String, String)>,
-    ApiJson(body): ApiJson<WebhookConfigBody>,
+    ApiPath((ns, provider)): ApiPath<(String, String)>,
+    body: JsonBody<WebhookConfigBody>,
 ) -> Result<ApiJson<WebhookConfigView>> {
     state.auth.authenticate(&state.host, &headers).await?.require_admin()?;
+    let body = body.parse()?;
     validate_namespace(&ns)?;
     let provider = Provider::parse(&provider)?;
     if provider != Provider::Generic && (body.header.is_some() || body.encoding.is_some()) {
