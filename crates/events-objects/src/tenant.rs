@@ -51,7 +51,26 @@ pub struct NamespaceLimits {
     pub events_per_day: Option<u64>,
 }
 
+/// The largest limit a namespace may set: the largest integer every host
+/// (and a JavaScript client) holds exactly.
+pub const MAX_LIMIT: u64 = events_runtime::MAX_EXACT_INTEGER as u64;
+
 impl NamespaceLimits {
+    /// Refuses a limit above [`MAX_LIMIT`], naming the field.
+    pub fn validate(&self) -> Result<(), ApiError> {
+        let fields = [
+            ("requestsPerMinute", self.requests_per_minute),
+            ("eventsPerMinute", self.events_per_minute),
+            ("eventsPerDay", self.events_per_day),
+        ];
+        for (name, value) in fields {
+            if value.is_some_and(|v| v > MAX_LIMIT) {
+                return Err(ApiError::new(ErrorCode::InvalidRequest, format!("{name} must be at most {MAX_LIMIT}")));
+            }
+        }
+        Ok(())
+    }
+
     /// These limits with server defaults filled in.
     pub fn or_defaults(self, defaults: NamespaceLimits) -> NamespaceLimits {
         NamespaceLimits {
@@ -259,6 +278,7 @@ impl DurableObject for Tenant {
             }
             TenantRequest::GetLimits => Ok(TenantResponse::Limits(cx.kv().get("limits")?.unwrap_or_default())),
             TenantRequest::SetLimits(limits) => {
+                limits.validate()?;
                 cx.kv().put("limits", &limits)?;
                 Ok(TenantResponse::Limits(limits))
             }
@@ -269,6 +289,18 @@ impl DurableObject for Tenant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_above_the_exact_integer_range_are_refused() {
+        let exact = NamespaceLimits { events_per_day: Some(MAX_LIMIT), ..Default::default() };
+        assert!(exact.validate().is_ok());
+        let over = NamespaceLimits { requests_per_minute: Some(MAX_LIMIT + 1), ..Default::default() };
+        let e = over.validate().unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert!(e.message.contains("requestsPerMinute"), "{e}");
+        let huge = NamespaceLimits { events_per_minute: Some(u64::MAX), ..Default::default() };
+        assert!(huge.validate().is_err());
+    }
 
     #[test]
     fn key_format() {

@@ -126,3 +126,23 @@ async fn shards_lists_namespaces_that_received_events() {
     assert!(entry["shards"].as_u64().is_some_and(|n| n >= 1), "{entry}");
     assert!(entry.get("epoch").is_some_and(|e| !e.is_null()), "{entry}");
 }
+
+#[tokio::test]
+async fn limits_outside_the_exact_integer_range_are_refused_and_not_stored() {
+    if events_e2e::skip_on_external("the Worker has no limits route") {
+        return;
+    }
+    let server = TestServer::start().await;
+    let ns = unique_ns("limits");
+    let path = format!("/admin/namespaces/{ns}/limits");
+    let admin = server.admin();
+    server.send(server.client().put(server.url(&path)).json(&json!({"eventsPerDay": 100})), &admin).await.expect(200);
+    // Sent as raw text: 2^63 does not fit the JSON builder's integers.
+    let huge = r#"{"eventsPerDay": 9223372036854775808}"#;
+    let rb = server.client().put(server.url(&path)).header("content-type", "application/json").body(huge);
+    server.send(rb, &admin).await.expect_error(400, "INVALID_REQUEST");
+    let rb = server.client().put(server.url(&path)).json(&json!({"requestsPerMinute": 9_007_199_254_740_992_u64}));
+    server.send(rb, &admin).await.expect_error(400, "INVALID_REQUEST");
+    let stored = server.get(&path, &admin).await;
+    assert_eq!(stored.expect(200)["eventsPerDay"], 100, "a refused update leaves the limits as they were");
+}

@@ -164,10 +164,13 @@ pub async fn revoke_key(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LimitsView {
     /// Requests per minute per key.
+    #[schema(maximum = 9007199254740991_u64)]
     pub requests_per_minute: Option<u64>,
     /// Events per minute per key.
+    #[schema(maximum = 9007199254740991_u64)]
     pub events_per_minute: Option<u64>,
     /// Events per UTC day for the namespace (0 = unlimited).
+    #[schema(maximum = 9007199254740991_u64)]
     pub events_per_day: Option<u64>,
 }
 
