@@ -13,10 +13,10 @@ const REQUEST_TIMEOUT_SECS: u64 = 60;
 const SUBS_EXAMPLES: &str = "\
 Examples:
   # Deliver every order event to a receiver, retrying on Svix's schedule
-  events subs create --pattern 'order.*' --url https://hooks.example.com/orders
+  events subs create --pattern 'order.*' --target https://hooks.example.com/orders
 
   # Batches of up to 100 events, per-customer ordering, a short retry schedule
-  events subs create --pattern '**' --url https://h.example.com/all \\
+  events subs create --pattern '**' --target https://h.example.com/all \\
       --batch-size 100 --batch-window-ms 1000 --ordering-key customerId --retry 0,5000,60000
 
   # List, inspect, pause, resume, delete
@@ -43,7 +43,7 @@ pub struct SubsArgs {
 pub enum SubsCommand {
     /// Create a subscription; prints it with its secret (shown once).
     #[command(
-        after_help = "Examples:\n  events subs create --pattern 'order.*' --url https://hooks.example.com/orders"
+        after_help = "Examples:\n  events subs create --pattern 'order.*' --target https://hooks.example.com/orders"
     )]
     Create(CreateArgs),
     /// List the namespace's subscriptions.
@@ -88,9 +88,9 @@ pub struct CreateArgs {
     /// Event-type pattern (`order.*`, `**`).
     #[arg(long)]
     pub pattern: String,
-    /// Receiver URL.
-    #[arg(long)]
-    pub url: String,
+    /// Receiver URL the events are delivered to (`--url` is the server's address).
+    #[arg(long, value_name = "URL")]
+    pub target: String,
     /// Signing secret (`whsec_...`); generated when absent.
     #[arg(long)]
     pub secret: Option<String>,
@@ -216,7 +216,7 @@ pub async fn run_subs(global: &GlobalArgs, args: SubsArgs) -> anyhow::Result<()>
     let api = Api::new(global, args.namespace)?;
     let v = match args.command {
         SubsCommand::Create(c) => {
-            let mut body = json!({"pattern": c.pattern, "url": c.url});
+            let mut body = json!({"pattern": c.pattern, "url": c.target});
             if let Some(s) = c.secret {
                 body["secret"] = json!(s);
             }
