@@ -23,8 +23,10 @@ use events_api::auth::{Credentials, credentials, verify_key};
 use events_core::ApiError;
 use events_host_native::NativeHost;
 
-/// How long a verified key is trusted without asking its namespace again.
-pub const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
+/// How long a verified key is trusted without asking its namespace again:
+/// the bound on how long a key revoked elsewhere (another process sharing
+/// the namespace's `Tenant`) still works here.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
 /// Most cached keys (the cache is cleared when full).
 pub const KEY_CACHE_CAPACITY: usize = 10_000;
 /// File holding the generated admin token, inside the data directory.
