@@ -91,14 +91,69 @@ pub fn validate_events(
     limits: &EventLimits,
     random: &mut dyn FnMut() -> u128,
 ) -> Result<Vec<Event>, ApiError> {
+    validate_events_with_origin(raw, ns, now, limits, random).map(|v| v.events)
+}
+
+/// Validated events, and which of their ids the server made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedEvents {
+    /// The events, in the order sent.
+    pub events: Vec<Event>,
+    /// `server_ids[i]`: the client sent no id for `events[i]`, so the id is
+    /// new and random: no earlier event can have it, and no retry can resend
+    /// it, so it needs no deduplication entry.
+    pub server_ids: Vec<bool>,
+}
+
+/// [`validate_events`], also telling which ids the server made.
+pub fn validate_events_with_origin(
+    raw: &[Box<RawValue>],
+    ns: &str,
+    now: Timestamp,
+    limits: &EventLimits,
+    random: &mut dyn FnMut() -> u128,
+) -> Result<ValidatedEvents, ApiError> {
     let mut events = Vec::with_capacity(raw.len());
+    let mut server_ids = Vec::with_capacity(raw.len());
     let mut faults: Vec<EventFault> = Vec::new();
-    let mut new_id = || events_core::id::ulid_string(now, random());
+    let generated = std::cell::Cell::new(false);
+    let mut new_id = || {
+        generated.set(true);
+        events_core::id::ulid_string(now, random())
+    };
     for (index, r) in raw.iter().enumerate() {
+        generated.set(false);
         match parse_event(r.get(), index, ns, now, limits, &mut new_id) {
-            Ok(e) => events.push(e),
+            Ok(e) => {
+                events.push(e);
+                server_ids.push(generated.get());
+            }
             Err(f) => faults.push(f),
         }
     }
-    if faults.is_empty() { Ok(events) } else { Err(batch_error(&faults, limits)) }
+    if faults.is_empty() { Ok(ValidatedEvents { events, server_ids }) } else { Err(batch_error(&faults, limits)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_origin_of_each_id_is_reported() {
+        let raw: Vec<Box<RawValue>> =
+            [r#"{"type":"a.b","id":"mine"}"#, r#"{"type":"a.b"}"#, r#"{"type":"a.b","id":null}"#]
+                .iter()
+                .map(|s| RawValue::from_string(s.to_string()).unwrap())
+                .collect();
+        let mut seed = 0u128;
+        let mut random = || {
+            seed += 1;
+            seed
+        };
+        let now = Timestamp(1_800_000_000_000);
+        let v = validate_events_with_origin(&raw, "acme", now, &EventLimits::default(), &mut random).unwrap();
+        assert_eq!(v.server_ids, [false, true, true]);
+        assert_eq!(v.events[0].id, "mine");
+        assert_ne!(v.events[1].id, v.events[2].id, "each missing id gets a fresh one");
+    }
 }

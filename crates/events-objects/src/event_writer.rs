@@ -122,6 +122,10 @@ pub enum WriterRequest {
         events: Vec<Event>,
         /// The client's idempotency key, if any.
         batch_id: Option<String>,
+        /// `server_ids[i]`: the server made `events[i].id` (fresh and random),
+        /// so it gets no deduplication entry. Missing entries count as false.
+        #[serde(default)]
+        server_ids: Vec<bool>,
     },
     /// Plans a flush if one is due (with `force`: if anything is unflushed)
     /// and answers the plan, or the plan already open. Sent by the lake relay.
@@ -241,6 +245,8 @@ pub struct WriterStats {
     pub consumers: Vec<(String, u64)>,
     /// Consumers whose last attempt failed, with the error.
     pub consumer_errors: Vec<(String, String)>,
+    /// Event ids held for deduplication (client-given ids of the last day).
+    pub dedup_entries: u64,
 }
 
 impl WriterStats {
@@ -519,6 +525,7 @@ impl EventWriter {
         cx: &ObjectContext<H>,
         events: Vec<Event>,
         batch_id: Option<String>,
+        server_ids: &[bool],
     ) -> ObjectResult<Appended> {
         let db = cx.storage();
         let now = cx.now().as_millis();
@@ -532,13 +539,16 @@ impl EventWriter {
             return Ok(Appended { received: r.i64(0) as usize, stored: 0, duplicates: 0, deduplicated: true });
         }
         let mut stored = 0;
-        for event in &events {
-            let fresh = db.execute(
-                "INSERT INTO event_ids (id, at) VALUES (?1, ?2) ON CONFLICT(id) DO NOTHING",
-                &[event.id.as_str().into(), now.into()],
-            )?;
-            if fresh == 0 {
-                continue;
+        for (index, event) in events.iter().enumerate() {
+            let server_id = server_ids.get(index).copied().unwrap_or(false);
+            if !server_id {
+                let fresh = db.execute(
+                    "INSERT INTO event_ids (id, at) VALUES (?1, ?2) ON CONFLICT(id) DO NOTHING",
+                    &[event.id.as_str().into(), now.into()],
+                )?;
+                if fresh == 0 {
+                    continue;
+                }
             }
             let body = serde_json::to_string(event).map_err(corrupt)?;
             let bytes = body.len() as u64;
@@ -673,12 +683,12 @@ impl DurableObject for EventWriter {
         let db = cx.storage();
         let now = cx.now().as_millis();
         match req {
-            WriterRequest::Append { events, batch_id } => {
+            WriterRequest::Append { events, batch_id, server_ids } => {
                 for e in &events {
                     assert_eq!(e.ns, self.ns, "events reach only their own namespace's writer");
                 }
                 self.check_room()?;
-                let result = self.append(cx, events, batch_id)?;
+                let result = self.append(cx, events, batch_id, &server_ids)?;
                 if result.stored > 0 {
                     for &consumer in fanout::CONSUMERS {
                         self.wake(cx, consumer, false);
@@ -760,6 +770,7 @@ impl DurableObject for EventWriter {
                     last_seq: self.last_seq,
                     consumers,
                     consumer_errors,
+                    dedup_entries: db.query_one("SELECT COUNT(*) FROM event_ids", &[])?.map_or(0, |r| r.i64(0) as u64),
                 }))
             }
             WriterRequest::RegisterConsumer { name, from_start } => {

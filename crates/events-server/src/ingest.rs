@@ -295,10 +295,13 @@ impl Ingest {
 
         let now = Timestamp(chrono::Utc::now().timestamp_millis());
         let event_limits = EventLimits { max_event_bytes: config.ingest.max_event_bytes, ..EventLimits::default() };
-        let events = validate_events(&batch.events, &ns, now, &event_limits).map_err(|e| {
-            metrics::counter!("events_ingest_rejected_total", "code" => e.code.as_str()).increment(1);
-            refuse(e, None)
-        })?;
+        let validated =
+            events_api::ingest::validate_events_with_origin(&batch.events, &ns, now, &event_limits, &mut rand::random)
+                .map_err(|e| {
+                    metrics::counter!("events_ingest_rejected_total", "code" => e.code.as_str()).increment(1);
+                    refuse(e, None)
+                })?;
+        let (events, server_ids) = (validated.events, validated.server_ids);
         // Change-capture events must be readable changes: a malformed one refuses the batch.
         events_core::cdc::check_batch(&events).map_err(|e| {
             metrics::counter!("events_ingest_rejected_total", "code" => e.code.as_str()).increment(1);
@@ -333,7 +336,7 @@ impl Ingest {
         }
 
         let appended = self
-            .store(host, config, &ns, events, batch.batch_id)
+            .store(host, config, &ns, events, server_ids, batch.batch_id)
             .await
             .map_err(|r| Refused { rate: r.rate.or(rate), ..r })?;
         let Appended { received, stored, deduplicated, .. } = appended;
@@ -352,6 +355,7 @@ impl Ingest {
         config: &ServerConfig,
         ns: &str,
         events: Vec<Event>,
+        server_ids: Vec<bool>,
         batch_id: Option<String>,
     ) -> Result<Appended, Refused> {
         let (shards, _) = self.namespace(host, ns).await?;
@@ -372,8 +376,9 @@ impl Ingest {
         if depth >= config.shards.backpressure_inflight && self.should_report(ns) {
             self.report_backpressure(host, ns, shard);
         }
-        let result =
-            host.call_object::<EventWriter>(&writer_name(ns, shard), WriterRequest::Append { events, batch_id }).await;
+        let result = host
+            .call_object::<EventWriter>(&writer_name(ns, shard), WriterRequest::Append { events, batch_id, server_ids })
+            .await;
         inflight.fetch_sub(1, Ordering::Relaxed);
         let appended = match result {
             Ok(WriterResponse::Appended(a)) => a,

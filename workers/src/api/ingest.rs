@@ -141,11 +141,17 @@ async fn run(call: &mut Call) -> ApiResult {
 
     let now = host.now();
     let event_limits = EventLimits { max_event_bytes: config.max_event_bytes, ..EventLimits::default() };
-    let events =
-        match events_api::ingest::validate_events(&decoded.events, &ns, now, &event_limits, &mut || host.random()) {
-            Ok(events) => events,
-            Err(e) => return refused(e, rate.as_ref(), None),
-        };
+    let validated = events_api::ingest::validate_events_with_origin(
+        &decoded.events,
+        &ns,
+        now,
+        &event_limits,
+        &mut || host.random(),
+    );
+    let (events, server_ids) = match validated {
+        Ok(v) => (v.events, v.server_ids),
+        Err(e) => return refused(e, rate.as_ref(), None),
+    };
     // Change-capture events must be readable changes: a malformed one refuses the batch (as natively).
     if let Err(e) = events_core::cdc::check_batch(&events) {
         return refused(e, rate.as_ref(), None);
@@ -168,7 +174,7 @@ async fn run(call: &mut Call) -> ApiResult {
         }
     }
 
-    let appended = match store(&host, &ns, events, decoded.batch_id).await {
+    let appended = match store(&host, &ns, events, server_ids, decoded.batch_id).await {
         Ok(a) => a,
         Err(e) => {
             let retry = (e.code == ErrorCode::Overloaded).then_some(1);
@@ -219,6 +225,7 @@ pub async fn store(
     host: &CfHost,
     ns: &str,
     events: Vec<Event>,
+    server_ids: Vec<bool>,
     batch_id: Option<String>,
 ) -> Result<events_objects::event_writer::Appended, ApiError> {
     let shards = host.call::<ShardCoordinator>(ns, ShardRequest::Layout).await?.shards.max(1);
@@ -241,7 +248,7 @@ pub async fn store(
             k.insert(name.clone());
         });
     }
-    match host.call::<EventWriter>(&name, WriterRequest::Append { events, batch_id }).await? {
+    match host.call::<EventWriter>(&name, WriterRequest::Append { events, batch_id, server_ids }).await? {
         WriterResponse::Appended(a) => Ok(a),
         _ => Err(ApiError::internal("writer answered out of protocol")),
     }

@@ -80,7 +80,7 @@ async fn handle(
     let summary = json!({"type": event.event_type, "id": event.id, "ns": ns});
     let appended = state
         .ingest
-        .store(&state.host, &state.config, &ns, vec![event], Some(batch_id))
+        .store(&state.host, &state.config, &ns, vec![event], Vec::new(), Some(batch_id))
         .await
         .map_err(|r| ApiErrorResponse(r.error))?;
     metrics::counter!("events_webhooks_accepted_total", "provider" => provider.name()).increment(1);
