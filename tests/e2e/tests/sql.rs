@@ -89,6 +89,10 @@ async fn sql_aggregates_formats_time_travel_and_read_only() {
     let nd =
         query(&server, &auth, json!({"sql": "SELECT id FROM events ORDER BY id LIMIT 2", "format": "ndjson"})).await;
     assert_eq!(nd.text, "{\"id\":\"e00\"}\n{\"id\":\"e01\"}\n");
+    // A null format is the default, JSON, as the OpenAPI document says.
+    let null_format = query(&server, &auth, json!({"sql": "SELECT 1 AS one", "format": null})).await;
+    assert_eq!(null_format.expect(200), &json!([{"one": 1}]));
+    query(&server, &auth, json!({"sql": "SELECT 1", "format": "xml"})).await.expect_error(400, "INVALID_JSON");
     let arrow = server
         .send(
             server

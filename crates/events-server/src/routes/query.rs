@@ -45,10 +45,10 @@ pub const MAX_QUERY_TIMEOUT_MS: u64 = 300_000;
 pub struct QueryBody {
     /// One read-only statement (`SELECT ...`).
     pub sql: String,
-    /// `json` (default), `ndjson`, `csv` or `arrow`.
+    /// `json` (default, also when null), `ndjson`, `csv` or `arrow`.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
-    pub format: OutputFormat,
+    #[schema(value_type = Option<String>, pattern = "^(json|ndjson|csv|arrow)$")]
+    pub format: Option<OutputFormat>,
     /// Time travel: table name → a snapshot id (number) or a time (ISO-8601 string or ms).
     #[serde(default)]
     #[schema(value_type = Object)]
@@ -156,7 +156,7 @@ async fn run(state: &AppState, ns: &str, body: QueryBody, started: Instant) -> R
     let footers = state.query_footers.for_namespace(ns);
     let (schema, stream) = events_query::run_query(store, tables, &body.sql, limits, Some(footers)).await?;
     let mut batches = LimitedStream::new(stream, limits.max_rows, started + timeout);
-    let mut encoder = ResultEncoder::new(body.format, schema)?;
+    let mut encoder = ResultEncoder::new(body.format.unwrap_or_default(), schema)?;
     // The first batch is awaited before answering, so an early failure gets a proper status.
     let mut head = encoder.start()?;
     let first = batches.next().await;
@@ -169,7 +169,7 @@ async fn run(state: &AppState, ns: &str, body: QueryBody, started: Instant) -> R
             finished = true;
         }
     }
-    let format = body.format;
+    let format = body.format.unwrap_or_default();
     let tail = async_stream(batches, encoder, finished, started);
     let body = Body::from_stream(futures::stream::once(async move { Ok::<_, std::io::Error>(head) }).chain(tail));
     let mut res = body.into_response();
