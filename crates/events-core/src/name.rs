@@ -7,7 +7,11 @@ use crate::limits::{MAX_BATCH_ID_LEN, MAX_NAMESPACE_LEN};
 pub const RESERVED_NAMESPACES: &[&str] =
     &["admin", "system", "internal", "_system", "events", "con", "prn", "aux", "nul"];
 
-/// Checks a namespace name: 1–64 characters of `[a-z0-9_-]`, starting with a
+/// The namespace rule of [`validate_namespace`] as a regular expression, for
+/// the OpenAPI document (reserved names aside).
+pub const NAMESPACE_PATTERN: &str = "^[a-z0-9][a-z0-9-]{0,63}$";
+
+/// Checks a namespace name: 1–64 characters of `[a-z0-9-]`, starting with a
 /// letter or digit, not reserved. Namespaces appear in file paths and API keys
 /// (`ns_<namespace>_<secret>`), hence the strict alphabet.
 pub fn validate_namespace(ns: &str) -> Result<(), ApiError> {

@@ -115,6 +115,18 @@ async fn openapi_document() {
     }
     assert!(v["components"]["schemas"]["ErrorBody"].is_object());
     assert!(v["components"]["schemas"]["HealthResponse"].is_object());
+    // Every `{ns}` path parameter states the namespace rule.
+    let mut ns_params = 0;
+    for (path, item) in v["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for p in op["parameters"].as_array().into_iter().flatten().filter(|p| p["name"] == "ns") {
+                ns_params += 1;
+                let pattern = &p["schema"]["pattern"];
+                assert_eq!(pattern, events_core::name::NAMESPACE_PATTERN, "{method} {path}: {p}");
+            }
+        }
+    }
+    assert!(ns_params > 10, "{ns_params} ns parameters");
     s.stop().await;
 }
 

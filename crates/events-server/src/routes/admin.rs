@@ -91,7 +91,7 @@ pub struct KeyList {
 
 /// Creates an API key for a namespace.
 #[utoipa::path(post, path = "/admin/namespaces/{ns}/keys", tag = "admin",
-    params(("ns" = String, Path, description = "Namespace")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$")),
     request_body = CreateKeyRequest,
     responses((status = 201, description = "Created", body = CreatedKey)),
     security(("bearerAuth" = [])))]
@@ -122,7 +122,7 @@ pub async fn create_key(
 
 /// Lists a namespace's API keys.
 #[utoipa::path(get, path = "/admin/namespaces/{ns}/keys", tag = "admin",
-    params(("ns" = String, Path, description = "Namespace")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$")),
     responses((status = 200, description = "Keys", body = KeyList)),
     security(("bearerAuth" = [])))]
 pub async fn list_keys(
@@ -140,7 +140,7 @@ pub async fn list_keys(
 
 /// Revokes an API key; it stops working at once.
 #[utoipa::path(delete, path = "/admin/namespaces/{ns}/keys/{id}", tag = "admin",
-    params(("ns" = String, Path, description = "Namespace"), ("id" = String, Path, description = "Key id")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$"), ("id" = String, Path, description = "Key id")),
     responses((status = 200, description = "Revoked", body = KeyView)),
     security(("bearerAuth" = [])))]
 pub async fn revoke_key(
@@ -176,7 +176,7 @@ pub struct LimitsView {
 
 /// Reads a namespace's limits.
 #[utoipa::path(get, path = "/admin/namespaces/{ns}/limits", tag = "admin",
-    params(("ns" = String, Path, description = "Namespace")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$")),
     responses((status = 200, description = "Limits", body = LimitsView)),
     security(("bearerAuth" = [])))]
 pub async fn get_limits(
@@ -198,7 +198,7 @@ pub async fn get_limits(
 
 /// Replaces a namespace's limits.
 #[utoipa::path(put, path = "/admin/namespaces/{ns}/limits", tag = "admin",
-    params(("ns" = String, Path, description = "Namespace")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$")),
     request_body = LimitsView,
     responses((status = 200, description = "Limits", body = LimitsView)),
     security(("bearerAuth" = [])))]

@@ -56,7 +56,7 @@ async fn authorize(state: &AppState, headers: &HeaderMap, ns: &str) -> Result<()
 
 /// Lists the namespace's collections with their statistics.
 #[utoipa::path(get, path = "/cdc/{ns}", tag = "cdc",
-    params(("ns" = String, Path, description = "Namespace")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$")),
     responses((status = 200, description = "`{collections: [{collection, documents, deleted, changes, pending, late, lastChange, deltaFiles, lastCompaction, compactions, snapshots, table, catalogError, historyFrom}]}`", body = Value)),
     security(("bearerAuth" = [])))]
 pub async fn collections(
@@ -89,7 +89,7 @@ pub struct StateParams {
 
 /// The documents of a collection as they were at `at` (default: now), a page at a time, by id.
 #[utoipa::path(get, path = "/cdc/{ns}/{collection}", tag = "cdc",
-    params(("ns" = String, Path, description = "Namespace"), ("collection" = String, Path, description = "Collection"), StateParams),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$"), ("collection" = String, Path, description = "Collection"), StateParams),
     responses((status = 200, description = "`{collection, at, documents: [{id, data, version, deleted, lastChange, seq, bookmark}], nextCursor}`", body = Value)),
     security(("bearerAuth" = [])))]
 pub async fn read_collection(
@@ -120,7 +120,7 @@ pub struct DocParams {
 
 /// One document as it was at `at` (default: now); tombstones have `deleted: true`.
 #[utoipa::path(get, path = "/cdc/{ns}/{collection}/{id}", tag = "cdc",
-    params(("ns" = String, Path, description = "Namespace"), ("collection" = String, Path, description = "Collection"),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$"), ("collection" = String, Path, description = "Collection"),
         ("id" = String, Path, description = "Document id"), DocParams),
     responses((status = 200, description = "`{id, data, version, deleted, lastChange, seq, bookmark}`", body = Value)),
     security(("bearerAuth" = [])))]
@@ -148,7 +148,7 @@ pub struct HistoryParams {
 
 /// A document's changes in event-time order (ties: arrival order), late ones included.
 #[utoipa::path(get, path = "/cdc/{ns}/{collection}/{id}/history", tag = "cdc",
-    params(("ns" = String, Path, description = "Namespace"), ("collection" = String, Path, description = "Collection"),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$"), ("collection" = String, Path, description = "Collection"),
         ("id" = String, Path, description = "Document id"), HistoryParams),
     responses((status = 200, description = "`{id, changes: [{eventId, op, ts, seq, before, after, bookmark, trimmedBefore?}], nextCursor, historyFrom}`: `historyFrom` (once trimmed) is the time from which the history is complete", body = Value)),
     security(("bearerAuth" = [])))]
@@ -175,7 +175,7 @@ pub struct RestoreBody {
 /// (updates, re-inserts, deletes), so the restore is in the history and can
 /// itself be undone by a later restore.
 #[utoipa::path(post, path = "/cdc/{ns}/{collection}/_restore", tag = "cdc",
-    params(("ns" = String, Path, description = "Namespace"), ("collection" = String, Path, description = "Collection")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$"), ("collection" = String, Path, description = "Collection")),
     request_body = RestoreBody,
     responses((status = 200, description = "`{collection, at, restoreId, changes, examined}`", body = Value)),
     security(("bearerAuth" = [])))]
@@ -194,7 +194,7 @@ pub async fn restore(
 
 /// Compacts now: pending changes go to a delta file, then the current table is rewritten.
 #[utoipa::path(post, path = "/cdc/{ns}/{collection}/_compact", tag = "cdc",
-    params(("ns" = String, Path, description = "Namespace"), ("collection" = String, Path, description = "Collection")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$"), ("collection" = String, Path, description = "Collection")),
     responses((status = 200, description = "`{files}`: keys written", body = Value)),
     security(("bearerAuth" = [])))]
 pub async fn compact(
@@ -208,7 +208,7 @@ pub async fn compact(
 
 /// Writes pending changes to delta files now.
 #[utoipa::path(post, path = "/cdc/{ns}/{collection}/_flush", tag = "cdc",
-    params(("ns" = String, Path, description = "Namespace"), ("collection" = String, Path, description = "Collection")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$"), ("collection" = String, Path, description = "Collection")),
     responses((status = 200, description = "`{files}`: delta files written", body = Value)),
     security(("bearerAuth" = [])))]
 pub async fn flush(
@@ -231,7 +231,7 @@ pub struct SnapshotParams {
 /// Takes a snapshot now (labelled with today's date or month); skipped when
 /// nothing changed since the last snapshot of that kind.
 #[utoipa::path(post, path = "/cdc/{ns}/{collection}/_snapshot", tag = "cdc",
-    params(("ns" = String, Path, description = "Namespace"), ("collection" = String, Path, description = "Collection"), SnapshotParams),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$"), ("collection" = String, Path, description = "Collection"), SnapshotParams),
     responses((status = 200, description = "`{kind, key, skipped}`", body = Value)),
     security(("bearerAuth" = [])))]
 pub async fn snapshot(
@@ -247,7 +247,7 @@ pub async fn snapshot(
 
 /// The collection's manifest: delta files, current table, snapshots.
 #[utoipa::path(get, path = "/cdc/{ns}/{collection}/_manifest", tag = "cdc",
-    params(("ns" = String, Path, description = "Namespace"), ("collection" = String, Path, description = "Collection")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$"), ("collection" = String, Path, description = "Collection")),
     responses((status = 200, description = "The manifest (as written to `manifest.json`)", body = Value)),
     security(("bearerAuth" = [])))]
 pub async fn manifest(

@@ -273,7 +273,7 @@ async fn namespace_props(state: &AppState, headers: &HeaderMap, ns: &str) -> Res
 
 /// A namespace's properties.
 #[utoipa::path(get, path = "/iceberg/v1/namespaces/{ns}", tag = "iceberg",
-    params(("ns" = String, Path, description = "Namespace")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$")),
     responses((status = 200, description = "Namespace", body = NamespaceBody)),
     security(("bearerAuth" = [])))]
 pub async fn load_namespace(
@@ -287,7 +287,7 @@ pub async fn load_namespace(
 
 /// Whether a namespace exists (204) or not (404).
 #[utoipa::path(head, path = "/iceberg/v1/namespaces/{ns}", tag = "iceberg",
-    params(("ns" = String, Path, description = "Namespace")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$")),
     responses((status = 204, description = "Exists")),
     security(("bearerAuth" = [])))]
 pub async fn namespace_exists(
@@ -301,7 +301,7 @@ pub async fn namespace_exists(
 
 /// Drops an empty namespace.
 #[utoipa::path(delete, path = "/iceberg/v1/namespaces/{ns}", tag = "iceberg",
-    params(("ns" = String, Path, description = "Namespace")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$")),
     responses((status = 204, description = "Dropped"), (status = 409, description = "Has tables")),
     security(("bearerAuth" = [])))]
 pub async fn drop_namespace(
@@ -316,7 +316,7 @@ pub async fn drop_namespace(
 
 /// Sets and removes namespace properties.
 #[utoipa::path(post, path = "/iceberg/v1/namespaces/{ns}/properties", tag = "iceberg",
-    params(("ns" = String, Path, description = "Namespace")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$")),
     request_body = PropertiesUpdate,
     responses((status = 200, description = "Updated", body = PropertiesUpdated)),
     security(("bearerAuth" = [])))]
@@ -344,7 +344,7 @@ pub async fn update_properties(
 
 /// Lists a namespace's tables.
 #[utoipa::path(get, path = "/iceberg/v1/namespaces/{ns}/tables", tag = "iceberg",
-    params(("ns" = String, Path, description = "Namespace")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$")),
     responses((status = 200, description = "Tables", body = TableList)),
     security(("bearerAuth" = [])))]
 pub async fn list_tables(
@@ -366,7 +366,7 @@ pub async fn list_tables(
 
 /// Creates an external table (its engine writes its files and commits its snapshots).
 #[utoipa::path(post, path = "/iceberg/v1/namespaces/{ns}/tables", tag = "iceberg",
-    params(("ns" = String, Path, description = "Namespace")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$")),
     request_body = CreateTableBody,
     responses((status = 200, description = "Created", body = LoadTableResult), (status = 409, description = "Exists")),
     security(("bearerAuth" = [])))]
@@ -411,7 +411,7 @@ async fn loaded(state: &AppState, headers: &HeaderMap, ns: &str, table: &str) ->
 
 /// Loads a table: its metadata location and metadata.
 #[utoipa::path(get, path = "/iceberg/v1/namespaces/{ns}/tables/{table}", tag = "iceberg",
-    params(("ns" = String, Path, description = "Namespace"), ("table" = String, Path, description = "Table")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$"), ("table" = String, Path, description = "Table")),
     responses((status = 200, description = "Table", body = LoadTableResult)),
     security(("bearerAuth" = [])))]
 pub async fn load_table(
@@ -424,7 +424,7 @@ pub async fn load_table(
 
 /// Whether a table exists (204) or not (404).
 #[utoipa::path(head, path = "/iceberg/v1/namespaces/{ns}/tables/{table}", tag = "iceberg",
-    params(("ns" = String, Path, description = "Namespace"), ("table" = String, Path, description = "Table")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$"), ("table" = String, Path, description = "Table")),
     responses((status = 204, description = "Exists")),
     security(("bearerAuth" = [])))]
 pub async fn table_exists(
@@ -438,7 +438,7 @@ pub async fn table_exists(
 
 /// Commits requirements and updates to a table; a requirement that no longer holds answers 409 `COMMIT_CONFLICT`.
 #[utoipa::path(post, path = "/iceberg/v1/namespaces/{ns}/tables/{table}", tag = "iceberg",
-    params(("ns" = String, Path, description = "Namespace"), ("table" = String, Path, description = "Table")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$"), ("table" = String, Path, description = "Table")),
     request_body = CommitTableBody,
     responses((status = 200, description = "Committed", body = CommitTableResult), (status = 409, description = "COMMIT_CONFLICT: reload and retry")),
     security(("bearerAuth" = [])))]
@@ -462,7 +462,7 @@ pub async fn commit_table(
 
 /// Drops an external table (its files are left to their engine); managed tables cannot be dropped.
 #[utoipa::path(delete, path = "/iceberg/v1/namespaces/{ns}/tables/{table}", tag = "iceberg",
-    params(("ns" = String, Path, description = "Namespace"), ("table" = String, Path, description = "Table")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$"), ("table" = String, Path, description = "Table")),
     responses((status = 204, description = "Dropped")),
     security(("bearerAuth" = [])))]
 pub async fn drop_table(

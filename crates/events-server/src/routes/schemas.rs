@@ -152,7 +152,7 @@ pub struct ValidateResult {
 
 /// Registers a new schema version for an event type or pattern.
 #[utoipa::path(post, path = "/schemas/{ns}", tag = "schemas",
-    params(("ns" = String, Path, description = "Namespace")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$")),
     request_body = RegisterBody,
     responses(
         (status = 201, description = "New version", body = SchemaView),
@@ -194,7 +194,7 @@ pub async fn register_schema(
 
 /// Lists the latest live version of every schema of a namespace.
 #[utoipa::path(get, path = "/schemas/{ns}", tag = "schemas",
-    params(("ns" = String, Path, description = "Namespace")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$")),
     responses((status = 200, description = "Schemas", body = SchemaList)),
     security(("bearerAuth" = [])))]
 pub async fn list_schemas(
@@ -211,7 +211,7 @@ pub async fn list_schemas(
 
 /// Reads the namespace's validation mode and default compatibility.
 #[utoipa::path(get, path = "/schemas/{ns}/config", tag = "schemas",
-    params(("ns" = String, Path, description = "Namespace")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$")),
     responses((status = 200, description = "Settings", body = ConfigView)),
     security(("bearerAuth" = [])))]
 pub async fn get_config(
@@ -228,7 +228,7 @@ pub async fn get_config(
 
 /// Replaces the namespace's validation mode and default compatibility.
 #[utoipa::path(put, path = "/schemas/{ns}/config", tag = "schemas",
-    params(("ns" = String, Path, description = "Namespace")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$")),
     request_body = ConfigView,
     responses((status = 200, description = "Settings", body = ConfigView)),
     security(("bearerAuth" = [])))]
@@ -247,7 +247,7 @@ pub async fn put_config(
 
 /// Validates events against the namespace's schemas without storing them.
 #[utoipa::path(post, path = "/schemas/{ns}/validate", tag = "schemas",
-    params(("ns" = String, Path, description = "Namespace")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$")),
     request_body = ValidateBody,
     responses((status = 200, description = "Outcome", body = ValidateResult)),
     security(("bearerAuth" = [])))]
@@ -280,7 +280,7 @@ pub async fn validate(
 
 /// The latest live version of a type's (or pattern's) schema.
 #[utoipa::path(get, path = "/schemas/{ns}/{subject}", tag = "schemas",
-    params(("ns" = String, Path, description = "Namespace"), ("subject" = String, Path, description = "Event type or pattern")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$"), ("subject" = String, Path, description = "Event type or pattern")),
     responses((status = 200, description = "Latest version", body = SchemaView)),
     security(("bearerAuth" = [])))]
 pub async fn latest(
@@ -297,7 +297,7 @@ pub async fn latest(
 
 /// Deletes a schema: events of that type are no longer validated. The history stays readable.
 #[utoipa::path(delete, path = "/schemas/{ns}/{subject}", tag = "schemas",
-    params(("ns" = String, Path, description = "Namespace"), ("subject" = String, Path, description = "Event type or pattern")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$"), ("subject" = String, Path, description = "Event type or pattern")),
     responses((status = 200, description = "Deleted; the history", body = SchemaList)),
     security(("bearerAuth" = [])))]
 pub async fn delete_schema(
@@ -314,7 +314,7 @@ pub async fn delete_schema(
 
 /// Every version of a schema, oldest first (deleted ones included).
 #[utoipa::path(get, path = "/schemas/{ns}/{subject}/versions", tag = "schemas",
-    params(("ns" = String, Path, description = "Namespace"), ("subject" = String, Path, description = "Event type or pattern")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$"), ("subject" = String, Path, description = "Event type or pattern")),
     responses((status = 200, description = "History", body = SchemaList)),
     security(("bearerAuth" = [])))]
 pub async fn versions(
@@ -332,7 +332,7 @@ pub async fn versions(
 /// One version of a schema.
 #[utoipa::path(get, path = "/schemas/{ns}/{subject}/versions/{n}", tag = "schemas",
     params(
-        ("ns" = String, Path, description = "Namespace"),
+        ("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$"),
         ("subject" = String, Path, description = "Event type or pattern"),
         ("n" = u32, Path, description = "Version number"),
     ),

@@ -106,7 +106,7 @@ pub struct WebhookQuery {
 #[utoipa::path(post, path = "/webhooks/{provider}", tag = "webhooks",
     params(
         ("provider" = String, Path, description = "github, stripe, slack, linear, workos, svix, standard-webhooks or generic"),
-        ("ns" = Option<String>, Query, description = "Namespace (default `default`)"),
+        ("ns" = Option<String>, Query, description = "Namespace (default `default`)", pattern = "^[a-z0-9][a-z0-9-]{0,63}$"),
     ),
     request_body(content = String, description = "The provider's raw body (at most 1 MiB)"),
     responses(
@@ -128,7 +128,7 @@ pub async fn receive(
 #[utoipa::path(post, path = "/webhooks", tag = "webhooks",
     params(
         ("provider" = String, Query, description = "Provider name"),
-        ("ns" = Option<String>, Query, description = "Namespace (default `default`)"),
+        ("ns" = Option<String>, Query, description = "Namespace (default `default`)", pattern = "^[a-z0-9][a-z0-9-]{0,63}$"),
     ),
     request_body(content = String, description = "The provider's raw body (at most 1 MiB)"),
     responses((status = 200, description = "Verified and stored", body = WebhookAccepted)))]
@@ -189,7 +189,7 @@ fn view(provider: Provider, config: Option<WebhookConfig>) -> WebhookConfigView 
 
 /// Reads a provider's webhook configuration (secrets masked).
 #[utoipa::path(get, path = "/admin/namespaces/{ns}/webhooks/{provider}", tag = "admin",
-    params(("ns" = String, Path, description = "Namespace"), ("provider" = String, Path, description = "Provider")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$"), ("provider" = String, Path, description = "Provider")),
     responses((status = 200, description = "Configuration", body = WebhookConfigView)),
     security(("bearerAuth" = [])))]
 pub async fn get_webhook_config(
@@ -209,7 +209,7 @@ pub async fn get_webhook_config(
 
 /// Sets a provider's webhook secrets for a namespace.
 #[utoipa::path(put, path = "/admin/namespaces/{ns}/webhooks/{provider}", tag = "admin",
-    params(("ns" = String, Path, description = "Namespace"), ("provider" = String, Path, description = "Provider")),
+    params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$"), ("provider" = String, Path, description = "Provider")),
     request_body = WebhookConfigBody,
     responses((status = 200, description = "Configuration", body = WebhookConfigView)),
     security(("bearerAuth" = [])))]
