@@ -33,6 +33,13 @@ async fn key_lifecycle_create_list_revoke() {
     let unnamed = server.post_json(&keys_path(&ns), &admin, &json!({})).await;
     let unnamed_id = unnamed.expect(201)["id"].as_str().unwrap().to_string();
     assert_ne!(unnamed_id, id);
+    // So is the body, as the OpenAPI document says: none, or null (another
+    // namespace, so that the listing below stays as it is).
+    let other = keys_path(&format!("{ns}-b"));
+    let bodiless = server.send(server.client().post(server.url(&other)), &admin).await;
+    assert_eq!(bodiless.expect(201)["name"], Value::Null);
+    let null_body = server.post_json(&other, &admin, &Value::Null).await;
+    assert_eq!(null_body.expect(201)["name"], Value::Null);
 
     // The key works.
     server.ingest_ok(&Auth::Key(key.clone()), &[event("a.b", "k-1")]).await;

@@ -92,7 +92,7 @@ pub struct KeyList {
 /// Creates an API key for a namespace.
 #[utoipa::path(post, path = "/admin/namespaces/{ns}/keys", tag = "admin",
     params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$")),
-    request_body = CreateKeyRequest,
+    request_body(content = Option<CreateKeyRequest>, description = "Optional: without a body the key has no label"),
     responses((status = 201, description = "Created", body = CreatedKey)),
     security(("bearerAuth" = [])))]
 pub async fn create_key(
@@ -104,12 +104,13 @@ pub async fn create_key(
     admin(&state, &headers).await?;
     validate_namespace(&ns)?;
     let body = body.bytes()?;
-    // The body is optional: no body means no label.
+    // The body is optional (none, or null): no body means no label.
     let request: CreateKeyRequest = if body.iter().all(u8::is_ascii_whitespace) {
         CreateKeyRequest::default()
     } else {
-        serde_json::from_slice(&body)
+        serde_json::from_slice::<Option<CreateKeyRequest>>(&body)
             .map_err(|e| ApiError::new(events_core::ErrorCode::InvalidJson, format!("invalid key request: {e}")))?
+            .unwrap_or_default()
     };
     let name = request.name;
     match state.host.call_object::<Tenant>(&ns, TenantRequest::CreateKey { name }).await? {
