@@ -427,7 +427,7 @@ mod tests {
             let mut h = HeaderMap::new();
             h.insert("stripe-signature", HeaderValue::from_str(&format!("t={t},v1={sig}")).unwrap());
             let config = WebhookConfig { secrets: vec!["s3cret".into()], header: None, encoding: None };
-            let err = verify(Provider::Stripe, &config, &h, body, now).err().expect("out of the window");
+            let err = verify(Provider::Stripe, &config, &h, body, now).expect_err("out of the window");
             assert_eq!(err.code, ErrorCode::InvalidSignature);
         }
         // And a clock far from any plausible time does not overflow either.
