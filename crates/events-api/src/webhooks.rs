@@ -122,7 +122,8 @@ fn any_match(expected: &[Vec<u8>], presented: &[Vec<u8>]) -> bool {
 }
 
 fn check_time(ts_secs: i64, now_secs: i64) -> Result<(), ApiError> {
-    if (now_secs - ts_secs).abs() > TIMESTAMP_TOLERANCE_SECS {
+    // `abs_diff`: a signed timestamp may be any i64, and `now - ts` overflows.
+    if now_secs.abs_diff(ts_secs) > TIMESTAMP_TOLERANCE_SECS.unsigned_abs() {
         return Err(unauthorized(format!(
             "the signed timestamp is more than {TIMESTAMP_TOLERANCE_SECS} seconds from now"
         ))
@@ -411,5 +412,31 @@ mod tests {
         assert_eq!(verify(Provider::Stripe, &c, &h, body, t + 300).unwrap().event_type, "charge.succeeded");
         assert!(verify(Provider::Stripe, &c, &h, body, t + 301).is_err());
         assert!(verify(Provider::Stripe, &c, &h, body, t - 301).is_err());
+    }
+
+    /// Found by the fuzz target `signed_deliveries_verify_and_tampered_ones_do_not`: a
+    /// correctly signed timestamp about 2^63 seconds away from now overflowed
+    /// the window check (a panic in debug builds; in release builds the
+    /// wrapped difference passed the window).
+    #[test]
+    fn an_extreme_signed_timestamp_is_refused_not_overflowed() {
+        let body = br#"{"id":"evt_1","type":"charge.succeeded"}"#;
+        let now = 1_800_000_000i64;
+        for t in [i64::MIN, now.wrapping_add(i64::MIN), i64::MAX, -now] {
+            let sig = hex::encode(hmac_sha256(b"s3cret", &[t.to_string().as_bytes(), b".", body]));
+            let mut h = HeaderMap::new();
+            h.insert("stripe-signature", HeaderValue::from_str(&format!("t={t},v1={sig}")).unwrap());
+            let config = WebhookConfig { secrets: vec!["s3cret".into()], header: None, encoding: None };
+            let err = verify(Provider::Stripe, &config, &h, body, now).expect_err("out of the window");
+            assert_eq!(err.code, ErrorCode::InvalidSignature);
+        }
+        // And a clock far from any plausible time does not overflow either.
+        let t = 0i64;
+        let sig = hex::encode(hmac_sha256(b"s3cret", &[b"v0:", t.to_string().as_bytes(), b":", body]));
+        let mut h = HeaderMap::new();
+        h.insert("x-slack-request-timestamp", HeaderValue::from_static("0"));
+        h.insert("x-slack-signature", HeaderValue::from_str(&format!("v0={sig}")).unwrap());
+        let config = WebhookConfig { secrets: vec!["s3cret".into()], header: None, encoding: None };
+        assert!(verify(Provider::Slack, &config, &h, body, i64::MIN).is_err());
     }
 }

@@ -317,6 +317,10 @@ pub fn apply_commit(
                 meta.default_sort_order_id = id;
             }
             TableUpdate::AddSnapshot { snapshot } => {
+                // -1 stands for "no snapshot" in metadata files (current-snapshot-id).
+                if snapshot.snapshot_id == -1 {
+                    return invalid("snapshot id -1 is reserved (it means no snapshot)".into());
+                }
                 if meta.snapshot(snapshot.snapshot_id).is_some() {
                     return invalid(format!("snapshot {} already exists", snapshot.snapshot_id));
                 }
@@ -413,6 +417,19 @@ mod tests {
                 },
             },
         ]
+    }
+
+    /// Found by the fuzz target `commits_are_all_or_nothing`: a snapshot
+    /// with id -1 could be added and made current, and the metadata file
+    /// written for it read back with no current snapshot.
+    #[test]
+    fn snapshot_id_minus_one_is_refused() {
+        let base = table();
+        let err = apply_commit(&base, &[], &append(-1, None, 1), 2000).unwrap_err();
+        assert!(matches!(err, IcebergError::Invalid(_)), "{err:?}");
+        let ok = apply_commit(&base, &[], &append(-2, None, 1), 2000).unwrap();
+        let back: TableMetadata = serde_json::from_str(&serde_json::to_string(&ok).unwrap()).unwrap();
+        assert_eq!(back, ok);
     }
 
     #[test]

@@ -359,8 +359,8 @@ impl Compare<'_> {
             }
         }
         if a_enum.is_some() {
-            // Value-level checks above cover enums; bounds of the wide side on enum values are
-            // not evaluated, so any change there is reported as unsupported.
+            // Value-level checks above cover enums; bounds and structure of the wide side on
+            // enum values are not evaluated, so any change there is reported as unsupported.
             for k in [
                 "minimum",
                 "maximum",
@@ -371,6 +371,15 @@ impl Compare<'_> {
                 "maxLength",
                 "pattern",
                 "format",
+                "properties",
+                "required",
+                "additionalProperties",
+                "minProperties",
+                "maxProperties",
+                "items",
+                "minItems",
+                "maxItems",
+                "uniqueItems",
             ] {
                 if let Some(bv) = b.get(k)
                     && a.get(k) != Some(bv)
@@ -600,6 +609,10 @@ mod tests {
             kinds(json!({"type":"integer","minimum":1,"maximum":5}), json!({"type":"number","minimum":0})).is_empty()
         );
         assert!(kinds(json!({"enum":["a","b"]}), json!({"type":"string"})).is_empty());
+        // Found by the fuzz target `compatible_schemas_accept_what_they_promise`: the wide
+        // side's object and array keywords were not checked against enumerated values.
+        assert_eq!(kinds(json!({"enum":[{}]}), json!({"properties":{},"required":["a"]})), ["UNSUPPORTED_CHANGE"; 2]);
+        assert_eq!(kinds(json!({"const":[1,1]}), json!({"uniqueItems":true})), ["UNSUPPORTED_CHANGE"]);
         assert!(kinds(json!({"enum":["a","b"]}), json!({"enum":["a","b","c"]})).is_empty());
     }
 
