@@ -41,11 +41,11 @@ use events_iceberg::metadata::{
     MAIN_BRANCH, MetadataLogEntry, NAME_MAPPING_PROPERTY, NestedField, Schema, Snapshot, SnapshotRef, TableMetadata,
 };
 use events_lake::{ColumnKind, DataColumn};
-use events_runtime::context::ObjectStorage;
 use events_runtime::{BlobStore, DurableObject, Host, Migration, ObjectContext, ObjectResult, SqlStorage};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::alarm::AlarmSlot;
 use crate::var_or;
 
 /// The managed table of a namespace's events.
@@ -408,7 +408,7 @@ type LiveFile = (String, i64, i64, i64, i64);
 pub struct Catalog {
     ns: String,
     config: CatalogConfig,
-    alarm_at: Option<i64>,
+    alarm: AlarmSlot,
 }
 
 fn iceberg_err(e: IcebergError) -> ApiError {
@@ -841,7 +841,7 @@ impl Catalog {
             ],
         )?;
         self.store(cx, table, true, Some((version, &loaded)), next).await?;
-        self.arm(cx, now + self.config.maintenance_interval_ms).await?;
+        self.alarm.arm(cx.storage(), now + self.config.maintenance_interval_ms).await?;
         Ok(Some(snapshot_id))
     }
 
@@ -873,14 +873,6 @@ impl Catalog {
                 ErrorCode::Overloaded,
                 format!("{pending} files await their commit (at most {MAX_PENDING_INTENTS}); retry later"),
             ));
-        }
-        Ok(())
-    }
-
-    async fn arm<H: Host>(&mut self, cx: &ObjectContext<H>, at: i64) -> ObjectResult<()> {
-        if self.alarm_at.is_none_or(|current| at < current) {
-            cx.storage().set_alarm(events_core::Timestamp(at)).await?;
-            self.alarm_at = Some(at);
         }
         Ok(())
     }
@@ -1248,11 +1240,7 @@ impl DurableObject for Catalog {
                 .var("lake.events_prefix")
                 .unwrap_or_else(|| events_lake::EVENTS_TABLE_PREFIX.to_string()),
         };
-        Ok(Catalog {
-            ns: cx.name().to_string(),
-            config,
-            alarm_at: cx.storage().get_alarm().await?.map(|t| t.as_millis()),
-        })
+        Ok(Catalog { ns: cx.name().to_string(), config, alarm: AlarmSlot::load(cx.storage()).await? })
     }
 
     async fn handle<H: Host>(&mut self, cx: &ObjectContext<H>, req: CatalogRequest) -> ObjectResult<CatalogResponse> {
@@ -1423,7 +1411,7 @@ impl DurableObject for Catalog {
     }
 
     async fn alarm<H: Host>(&mut self, cx: &ObjectContext<H>) -> ObjectResult<()> {
-        self.alarm_at = None;
+        self.alarm.fired();
         // Compaction of closed hours is the writers' trigger; the alarm expires and cleans.
         let options = MaintainOptions { expire: true, remove_orphans: true, ..Default::default() };
         for t in Self::managed_tables(cx.storage())? {

@@ -35,10 +35,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use events_core::limits::BATCH_ID_TTL_MS;
 use events_core::pattern::Pattern;
 use events_core::{ApiError, ErrorCode, Event, Timestamp};
-use events_runtime::context::ObjectStorage;
 use events_runtime::{DurableObject, Host, Migration, ObjectContext, ObjectResult, SqlStorage, SqlValue};
 use serde::{Deserialize, Serialize};
 
+use crate::alarm::AlarmSlot;
 use crate::fanout::{self, LAKE};
 use crate::outbox_relay::{OutboxRelay, RelayRequest, relay_name};
 use crate::var_or;
@@ -323,7 +323,7 @@ pub struct EventWriter {
     buffered: u64,
     buffered_bytes: u64,
     oldest_received: Option<i64>,
-    alarm_at: Option<i64>,
+    alarm: AlarmSlot,
     /// Highest sequence number assigned.
     last_seq: u64,
     /// Cursors of the built-in fan-out consumers.
@@ -372,15 +372,6 @@ impl EventWriter {
         self.buffered >= self.config.max_events
             || self.buffered_bytes >= self.config.max_bytes
             || self.oldest_received.is_some_and(|t| now - t >= self.config.max_age_ms)
-    }
-
-    /// Arms the alarm no later than `at`.
-    async fn arm<H: Host>(&mut self, cx: &ObjectContext<H>, at: i64) -> ObjectResult<()> {
-        if self.alarm_at.is_none_or(|current| at < current) {
-            cx.storage().set_alarm(Timestamp(at)).await?;
-            self.alarm_at = Some(at);
-        }
-        Ok(())
     }
 
     /// The open flush plan, if any.
@@ -655,7 +646,7 @@ impl DurableObject for EventWriter {
             buffered: 0,
             buffered_bytes: 0,
             oldest_received: None,
-            alarm_at: cx.storage().get_alarm().await?.map(|t| t.as_millis()),
+            alarm: AlarmSlot::load(cx.storage()).await?,
             last_seq: 0,
             cursors: BTreeMap::new(),
             awake: BTreeSet::new(),
@@ -674,7 +665,7 @@ impl DurableObject for EventWriter {
         writer.report_backlog();
         // Work left from before a restart: the alarm wakes the relays.
         if fanout::RELAYED.iter().any(|c| writer.backlog(c) > 0) {
-            writer.arm(cx, cx.now().as_millis()).await?;
+            writer.alarm.arm(cx.storage(), cx.now().as_millis()).await?;
         }
         Ok(writer)
     }
@@ -697,7 +688,7 @@ impl DurableObject for EventWriter {
                 if self.needs_flush(now) {
                     self.wake(cx, LAKE, false);
                 } else if let Some(oldest) = self.oldest_received {
-                    self.arm(cx, oldest + self.config.max_age_ms).await?;
+                    self.alarm.arm(cx.storage(), oldest + self.config.max_age_ms).await?;
                 }
                 self.report_backlog();
                 Ok(WriterResponse::Appended(result))
@@ -836,7 +827,7 @@ impl DurableObject for EventWriter {
     async fn alarm<H: Host>(&mut self, cx: &ObjectContext<H>) -> ObjectResult<()> {
         let db = cx.storage();
         let now = cx.now().as_millis();
-        self.alarm_at = None;
+        self.alarm.fired();
         let mut next = BTreeMap::new();
         let compact_at = db
             .query_one("SELECT MIN(hour) FROM dirty_hours", &[])?
@@ -867,7 +858,7 @@ impl DurableObject for EventWriter {
             next.insert(at + BATCH_ID_TTL_MS, ());
         }
         if let Some((&at, _)) = next.first_key_value() {
-            self.arm(cx, at.max(now + 1)).await?;
+            self.alarm.arm(cx.storage(), at.max(now + 1)).await?;
         }
         Ok(())
     }

@@ -19,6 +19,7 @@
 //! | [`CdcProcessor`] | `<ns>/<collection>` | change capture: document state, history, delta files, compaction, snapshots, point-in-time reads |
 //! | [`CdcCollections`] | `<ns>` | the namespace's collections that received changes |
 
+mod alarm;
 pub mod catalog;
 pub mod cdc;
 pub mod cdc_fanout;

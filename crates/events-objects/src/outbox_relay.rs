@@ -18,10 +18,10 @@
 
 use events_core::{ApiError, ErrorCode};
 use events_lake::{encode_events_with, event_file_key, hour_prefix, observe_columns, partition_by_hour};
-use events_runtime::context::ObjectStorage;
-use events_runtime::{BlobStore, DurableObject, Host, Migration, ObjectContext, ObjectResult, Timestamp};
+use events_runtime::{BlobStore, DurableObject, Host, Migration, ObjectContext, ObjectResult};
 use serde::{Deserialize, Serialize};
 
+use crate::alarm::AlarmSlot;
 use crate::catalog::{CatalogRequest, CatalogResponse, EVENTS_TABLE, MaintainOptions, NewFile};
 use crate::event_writer::{FlushPlan, MAX_OUTBOX_READ, OutboxEvent, WriterConfig, WriterRequest, WriterResponse};
 use crate::fanout::{self, LAKE};
@@ -82,7 +82,7 @@ pub struct OutboxRelay {
     shard: String,
     consumer: &'static str,
     config: WriterConfig,
-    alarm_at: Option<i64>,
+    alarm: AlarmSlot,
     /// Delay before the next retry after consecutive failures (0: none failed).
     retry_ms: i64,
 }
@@ -98,15 +98,6 @@ impl OutboxRelay {
 
     async fn catalog<H: Host>(&self, cx: &ObjectContext<H>, req: CatalogRequest) -> ObjectResult<CatalogResponse> {
         cx.stub::<Catalog>(self.ns.clone()).call(req).await
-    }
-
-    /// Arms the alarm no later than `at`.
-    async fn arm<H: Host>(&mut self, cx: &ObjectContext<H>, at: i64) -> ObjectResult<()> {
-        if self.alarm_at.is_none_or(|current| at < current) {
-            cx.storage().set_alarm(Timestamp(at)).await?;
-            self.alarm_at = Some(at);
-        }
-        Ok(())
     }
 
     fn require_lake(&self) -> ObjectResult<()> {
@@ -267,7 +258,7 @@ impl DurableObject for OutboxRelay {
             shard: format!("{:04}", shard.parse::<u32>().map_err(|_| bad_name())?),
             consumer,
             config: WriterConfig::from_host(cx.host()),
-            alarm_at: cx.storage().get_alarm().await?.map(|t| t.as_millis()),
+            alarm: AlarmSlot::load(cx.storage()).await?,
             retry_ms: 0,
         })
     }
@@ -278,7 +269,7 @@ impl DurableObject for OutboxRelay {
                 // During a retry back-off the relay keeps its later alarm.
                 let now = cx.now().as_millis();
                 if self.retry_ms == 0 {
-                    self.arm(cx, now).await?;
+                    self.alarm.arm(cx.storage(), now).await?;
                 }
                 Ok(RelayResponse::Ok)
             }
@@ -301,14 +292,14 @@ impl DurableObject for OutboxRelay {
     }
 
     async fn alarm<H: Host>(&mut self, cx: &ObjectContext<H>) -> ObjectResult<()> {
-        self.alarm_at = None;
+        self.alarm.fired();
         let outcome = if self.consumer == LAKE { self.run_lake(cx).await } else { self.run_fanout(cx).await };
         let now = cx.now().as_millis();
         match outcome {
             Ok(more) => {
                 self.retry_ms = 0;
                 if more {
-                    self.arm(cx, now).await?;
+                    self.alarm.arm(cx.storage(), now).await?;
                 }
             }
             Err(e) => {
@@ -319,7 +310,7 @@ impl DurableObject for OutboxRelay {
                 // Best effort: the error is only shown in the writer's stats.
                 let _ = self.writer(cx, report).await;
                 self.retry_ms = (self.retry_ms * 2).clamp(fanout::FANOUT_RETRY_MS, MAX_RETRY_MS);
-                self.arm(cx, now + self.retry_ms).await?;
+                self.alarm.arm(cx.storage(), now + self.retry_ms).await?;
             }
         }
         Ok(())

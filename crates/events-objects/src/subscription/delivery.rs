@@ -2,8 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use events_core::{ErrorCode, Timestamp};
-use events_runtime::context::ObjectStorage;
+use events_core::ErrorCode;
 use events_runtime::{Host, HttpRequest, HttpResponse, ObjectContext, ObjectResult, Row, SqlStorage};
 use serde_json::Value;
 
@@ -26,15 +25,6 @@ pub(super) struct Sent {
 }
 
 impl Subscriptions {
-    /// Arms the alarm no later than `at`.
-    pub(super) async fn arm<H: Host>(&mut self, cx: &ObjectContext<H>, at: i64) -> ObjectResult<()> {
-        if self.alarm_at.is_none_or(|current| at < current) {
-            cx.storage().set_alarm(Timestamp(at)).await?;
-            self.alarm_at = Some(at);
-        }
-        Ok(())
-    }
-
     /// The earliest time a delivery is due (respecting ordering), if any.
     pub(super) fn next_due<S: SqlStorage>(db: &S) -> ObjectResult<Option<i64>> {
         Ok(db

@@ -175,7 +175,7 @@ pub struct Subscriptions {
     /// Sub-shard number: 0 for the main object `<ns>`, `k` for `<ns>/<k>`.
     shard: u32,
     routes: Vec<Route>,
-    alarm_at: Option<i64>,
+    alarm: crate::alarm::AlarmSlot,
     /// The sub-shard layout new deliveries follow (main object).
     layout: LayoutCache,
     /// Last load report to the coordinator (ms; 0 = never).

@@ -23,7 +23,7 @@ impl DurableObject for Subscriptions {
             ns,
             shard,
             routes: Vec::new(),
-            alarm_at: cx.storage().get_alarm().await?.map(|t| t.as_millis()),
+            alarm: crate::alarm::AlarmSlot::load(cx.storage()).await?,
             layout,
             reported_at: 0,
             delivered_since_report: 0,
@@ -47,7 +47,7 @@ impl DurableObject for Subscriptions {
                 if enqueued > 0
                     && let Some(at) = self.wake_at(db, now)?
                 {
-                    self.arm(cx, at.max(now)).await?;
+                    self.alarm.arm(cx.storage(), at.max(now)).await?;
                 }
                 Ok(SubsResponse::Routed { enqueued })
             }
@@ -97,7 +97,7 @@ impl DurableObject for Subscriptions {
                     )?;
                     self.load_routes(db)?;
                     if let Some(at) = self.wake_at(db, now)? {
-                        self.arm(cx, at.max(now)).await?;
+                        self.alarm.arm(cx.storage(), at.max(now)).await?;
                     }
                 } else {
                     db.execute(
@@ -220,7 +220,7 @@ impl DurableObject for Subscriptions {
                     None => db.execute(reset, &[id.as_str().into(), now.into()])?,
                 };
                 if local > 0 {
-                    self.arm(cx, now).await?;
+                    self.alarm.arm(cx.storage(), now).await?;
                 }
                 let mut count = local as usize;
                 if !(local > 0 && dl_id.is_some()) {
@@ -271,7 +271,7 @@ impl DurableObject for Subscriptions {
                         lake_end.into(),
                     ],
                 )?;
-                self.arm(cx, now).await?;
+                self.alarm.arm(cx.storage(), now).await?;
                 Ok(SubsResponse::Job(Self::job(db, &id, &job)?))
             }
             SubsRequest::Job { id, job_id } => Ok(SubsResponse::Job(Self::job(db, &id, &job_id)?)),
@@ -296,7 +296,7 @@ impl DurableObject for Subscriptions {
                 }
                 let enqueued = self.accept(db, &configs, &items)?;
                 if let Some(at) = self.wake_at(db, now)? {
-                    self.arm(cx, at.max(now)).await?;
+                    self.alarm.arm(cx.storage(), at.max(now)).await?;
                 }
                 Ok(SubsResponse::Routed { enqueued })
             }
@@ -317,7 +317,7 @@ impl DurableObject for Subscriptions {
                 }
                 self.load_routes(db)?;
                 if let Some(at) = self.wake_at(db, now)? {
-                    self.arm(cx, at.max(now)).await?;
+                    self.alarm.arm(cx.storage(), at.max(now)).await?;
                 }
                 Ok(SubsResponse::Ok)
             }
@@ -333,7 +333,7 @@ impl DurableObject for Subscriptions {
     async fn alarm<H: Host>(&mut self, cx: &ObjectContext<H>) -> ObjectResult<()> {
         let db = cx.storage();
         let start = cx.now().as_millis();
-        self.alarm_at = None;
+        self.alarm.fired();
         // Load reports are advisory: a failed one is tried again at the next interval.
         if self.report_load(cx, start).await.is_err() {
             self.reported_at = start;
@@ -367,7 +367,7 @@ impl DurableObject for Subscriptions {
             next = Some(next.map_or(prune_at, |n| n.min(prune_at)));
         }
         match next {
-            Some(at) => self.arm(cx, at.max(now)).await?,
+            Some(at) => self.alarm.arm(cx.storage(), at.max(now)).await?,
             None => cx.storage().delete_alarm().await?,
         }
         Ok(())
