@@ -6,15 +6,25 @@
 //! [`crate::OutboxRelay`]s, which do the slow work (Parquet files, the
 //! catalog, subscriptions, CDC) on their own threads and report back.
 //!
+//! # Storage: one row per append
+//! An append is one row of the `log` table, whatever its size: the events as
+//! one JSON array under the row's last sequence number (the row holds
+//! `count` consecutive numbers). So an append costs one B-tree insert and
+//! one serialization pass, plus one dedup entry per client-given event id;
+//! no per-event index is kept. Flushed rows are a prefix of the log, marked
+//! by a watermark (`flushed_upto`) rather than a flag per row. Readers that
+//! stop inside a row (a page limit, a consumer cursor) skip the events up to
+//! their position when they read the row again.
+//!
 //! # Flush protocol (exactly once, across crashes)
 //! 1. The lake relay asks for a flush ([`WriterRequest::TakeFlush`]); the
 //!    writer writes a **flush plan**, the sequence range `[first, last]` of
 //!    the oldest unflushed rows, and answers it. The plan commits first.
-//! 2. The relay reads exactly those rows, encodes one Parquet file per
+//! 2. The relay reads exactly those events, encodes one Parquet file per
 //!    (namespace, event hour) under keys derived only from the plan's first
 //!    sequence number (`<shard>-<first>.parquet`), puts them, commits them to
 //!    the catalog, and then reports [`WriterRequest::FlushCommitted`]: the
-//!    writer marks the rows flushed and deletes the plan, in one commit.
+//!    writer moves its flush watermark past them and deletes the plan, in one commit.
 //!
 //! A crash anywhere before step 2's report leaves the plan: the retry covers
 //! the same rows and writes under the same keys, replacing any file already
@@ -66,6 +76,9 @@ pub const RELAY_NUDGE_MS: i64 = 2_000;
 pub const MAX_ERROR_CHARS: usize = 1_000;
 /// Longest consumer name.
 pub const MAX_CONSUMER_NAME_LEN: usize = 128;
+/// Largest body of one log row; a bigger batch is stored as several rows
+/// (Durable Object storage caps a value at 2 MB).
+pub const MAX_LOG_ROW_BYTES: usize = 1 << 20;
 /// Dedup entries pruned per alarm run.
 const PRUNE_BATCH: i64 = 10_000;
 
@@ -314,6 +327,32 @@ const MIGRATIONS: &[Migration] = &[
         name: "consumer errors",
         sql: "ALTER TABLE consumers ADD COLUMN last_error TEXT;",
     },
+    Migration {
+        version: 3,
+        name: "one log row per appended batch, a flush watermark",
+        // Old rows become one-event rows under their own sequence number; the
+        // flushed ones form a prefix, so a watermark replaces the flag. With
+        // no rows left, the highest cursor is at least the last sequence
+        // number ever assigned (rows go only once every cursor passed them),
+        // so sequence numbers (and the file keys named by them) never repeat.
+        sql: "CREATE TABLE log (
+                  last_seq INTEGER PRIMARY KEY,
+                  count INTEGER NOT NULL CHECK (count > 0),
+                  bytes INTEGER NOT NULL,
+                  min_ts INTEGER NOT NULL,
+                  max_ts INTEGER NOT NULL,
+                  received_at INTEGER NOT NULL,
+                  body BLOB NOT NULL
+              );
+              INSERT INTO log (last_seq, count, bytes, min_ts, max_ts, received_at, body)
+                  SELECT seq, 1, bytes, ts, ts, received_at, CAST('[' || body || ']' AS BLOB) FROM buffer;
+              INSERT INTO counters (name, value) VALUES ('flushed_upto', COALESCE(
+                  (SELECT MIN(seq) - 1 FROM buffer WHERE flushed = 0),
+                  (SELECT MAX(seq) FROM buffer),
+                  (SELECT MAX(cursor) FROM consumers),
+                  0)) ON CONFLICT(name) DO UPDATE SET value = excluded.value;
+              DROP TABLE buffer;",
+    },
 ];
 
 /// The writer object.
@@ -326,6 +365,8 @@ pub struct EventWriter {
     alarm: AlarmSlot,
     /// Highest sequence number assigned.
     last_seq: u64,
+    /// Every event up to this sequence number is in the lake.
+    flushed_upto: u64,
     /// Cursors of the built-in fan-out consumers.
     cursors: BTreeMap<&'static str, u64>,
     /// Relays (by consumer, [`LAKE`] included) woken since they last found
@@ -368,6 +409,14 @@ impl EventWriter {
         Ok(())
     }
 
+    fn set_counter<S: SqlStorage>(db: &S, name: &str, value: u64) -> ObjectResult<()> {
+        db.execute(
+            "INSERT INTO counters (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            &[name.into(), (value as i64).into()],
+        )?;
+        Ok(())
+    }
+
     fn needs_flush(&self, now: i64) -> bool {
         self.buffered >= self.config.max_events
             || self.buffered_bytes >= self.config.max_bytes
@@ -381,29 +430,35 @@ impl EventWriter {
             .map(|r| FlushPlan { first: r.i64(0) as u64, last: r.i64(1) as u64 }))
     }
 
-    /// Writes a flush plan for the oldest unflushed rows, if none exists.
-    fn plan_flush<S: SqlStorage>(db: &S) -> ObjectResult<Option<FlushPlan>> {
+    /// Writes a flush plan for the oldest unflushed rows (whole rows, about
+    /// [`MAX_ROWS_PER_FLUSH`] events), if none exists.
+    fn plan_flush<S: SqlStorage>(&self, db: &S) -> ObjectResult<Option<FlushPlan>> {
         if let Some(plan) = Self::open_plan(db)? {
             return Ok(Some(plan));
         }
-        let range = db.query_one(
-            "SELECT MIN(seq), MAX(seq) FROM (SELECT seq FROM buffer WHERE flushed = 0 ORDER BY seq LIMIT ?1)",
-            &[MAX_ROWS_PER_FLUSH.into()],
+        let (mut first, mut last, mut events) = (None, 0, 0);
+        db.query_each(
+            "SELECT last_seq, count FROM log WHERE last_seq > ?1 ORDER BY last_seq",
+            &[(self.flushed_upto as i64).into()],
+            &mut |r| {
+                let (row_last, count) = (r.i64(0), r.i64(1));
+                first.get_or_insert(row_last - count + 1);
+                last = row_last;
+                events += count;
+                events < MAX_ROWS_PER_FLUSH
+            },
         )?;
-        match range.and_then(|r| Some((r.opt_i64(0)?, r.opt_i64(1)?))) {
-            Some((first, last)) => {
-                db.execute(
-                    "INSERT INTO flush_plan (id, first_seq, last_seq) VALUES (1, ?1, ?2)",
-                    &[first.into(), last.into()],
-                )?;
-                Ok(Some(FlushPlan { first: first as u64, last: last as u64 }))
-            }
-            None => Ok(None),
-        }
+        let Some(first) = first else { return Ok(None) };
+        assert!(first as u64 > self.flushed_upto, "a plan starts after the flushed rows");
+        db.execute(
+            "INSERT INTO flush_plan (id, first_seq, last_seq) VALUES (1, ?1, ?2)",
+            &[first.into(), last.into()],
+        )?;
+        Ok(Some(FlushPlan { first: first as u64, last: last as u64 }))
     }
 
-    /// Marks a committed plan's rows flushed; a report of a plan that is no
-    /// longer open (a retry that already got through) changes nothing.
+    /// Moves the flush watermark past a committed plan; a report of a plan
+    /// that is no longer open (a retry that already got through) changes nothing.
     fn complete_flush<S: SqlStorage>(
         &mut self,
         db: &S,
@@ -415,10 +470,9 @@ impl EventWriter {
         if Self::open_plan(db)? != Some(plan) {
             return Ok(());
         }
-        db.execute(
-            "UPDATE buffer SET flushed = 1 WHERE seq BETWEEN ?1 AND ?2",
-            &[(plan.first as i64).into(), (plan.last as i64).into()],
-        )?;
+        assert!(plan.last >= self.flushed_upto, "flushes go forward");
+        self.flushed_upto = plan.last;
+        Self::set_counter(db, "flushed_upto", plan.last)?;
         db.execute("DELETE FROM flush_plan", &[])?;
         for (prefix, hour) in hours {
             db.execute(
@@ -477,11 +531,23 @@ impl EventWriter {
         }
     }
 
-    /// Reloads the highest sequence number and the built-in consumers' cursors.
+    /// Reloads the flush watermark and the highest sequence number assigned
+    /// (at least every row's, the watermark and every cursor: rows leave the
+    /// log only once flushed and passed by every cursor).
     fn load_positions<S: SqlStorage>(&mut self, db: &S) -> ObjectResult<()> {
-        self.last_seq = db
-            .query_one("SELECT MAX(COALESCE((SELECT MAX(seq) FROM buffer), 0), (SELECT COALESCE(MAX(cursor), 0) FROM consumers))", &[])?
+        self.flushed_upto = Self::counter(db, "flushed_upto")?;
+        let highest = db
+            .query_one(
+                "SELECT MAX(COALESCE((SELECT MAX(last_seq) FROM log), 0), (SELECT COALESCE(MAX(cursor), 0) FROM consumers))",
+                &[],
+            )?
             .map_or(0, |r| r.i64(0) as u64);
+        self.last_seq = highest.max(self.flushed_upto);
+        Ok(())
+    }
+
+    /// Reloads the built-in consumers' cursors.
+    fn load_cursors<S: SqlStorage>(&mut self, db: &S) -> ObjectResult<()> {
         for &consumer in fanout::CONSUMERS {
             let cursor = db
                 .query_one("SELECT cursor FROM consumers WHERE name = ?1", &[consumer.into()])?
@@ -494,8 +560,8 @@ impl EventWriter {
     /// Deletes flushed rows every consumer has acknowledged.
     fn trim<S: SqlStorage>(&self, db: &S) -> ObjectResult<()> {
         db.execute(
-            "DELETE FROM buffer WHERE flushed = 1 AND seq <= (SELECT COALESCE(MIN(cursor), 9223372036854775807) FROM consumers)",
-            &[],
+            "DELETE FROM log WHERE last_seq <= MIN(?1, (SELECT COALESCE(MIN(cursor), 9223372036854775807) FROM consumers))",
+            &[(self.flushed_upto as i64).into()],
         )?;
         Ok(())
     }
@@ -503,7 +569,10 @@ impl EventWriter {
     /// Reloads the unflushed totals from storage.
     fn refresh<S: SqlStorage>(&mut self, db: &S) -> ObjectResult<()> {
         let r = db
-            .query_one("SELECT COUNT(*), COALESCE(SUM(bytes), 0), MIN(received_at) FROM buffer WHERE flushed = 0", &[])?
+            .query_one(
+                "SELECT COALESCE(SUM(count), 0), COALESCE(SUM(bytes), 0), MIN(received_at) FROM log WHERE last_seq > ?1",
+                &[(self.flushed_upto as i64).into()],
+            )?
             .expect("aggregate row");
         self.buffered = r.i64(0) as u64;
         self.buffered_bytes = r.i64(1) as u64;
@@ -521,16 +590,21 @@ impl EventWriter {
         let db = cx.storage();
         let now = cx.now().as_millis();
         let received = events.len();
-        if let Some(batch) = &batch_id
-            && let Some(r) = db.query_one(
+        if let Some(batch) = &batch_id {
+            if let Some(r) = db.query_one(
                 "SELECT received FROM batches WHERE batch_id = ?1 AND at >= ?2",
                 &[batch.as_str().into(), (now - BATCH_ID_TTL_MS).into()],
-            )?
-        {
-            return Ok(Appended { received: r.i64(0) as usize, stored: 0, duplicates: 0, deduplicated: true });
+            )? {
+                return Ok(Appended { received: r.i64(0) as usize, stored: 0, duplicates: 0, deduplicated: true });
+            }
+            db.execute(
+                "INSERT INTO batches (batch_id, received, at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(batch_id) DO UPDATE SET received = excluded.received, at = excluded.at",
+                &[batch.as_str().into(), received.into(), now.into()],
+            )?;
         }
-        let mut stored = 0;
-        for (index, event) in events.iter().enumerate() {
+        let mut kept = Vec::with_capacity(events.len());
+        for (index, event) in events.into_iter().enumerate() {
             let server_id = server_ids.get(index).copied().unwrap_or(false);
             if !server_id {
                 let fresh = db.execute(
@@ -541,39 +615,83 @@ impl EventWriter {
                     continue;
                 }
             }
-            let body = serde_json::to_string(event).map_err(corrupt)?;
-            let bytes = body.len() as u64;
-            db.execute(
-                "INSERT INTO buffer (ts, bytes, body, received_at) VALUES (?1, ?2, ?3, ?4)",
-                &[event.ts.as_millis().into(), (bytes as i64).into(), SqlValue::Text(body), now.into()],
-            )?;
-            stored += 1;
-            self.buffered += 1;
-            self.buffered_bytes += bytes;
-            self.oldest_received.get_or_insert(now);
+            kept.push(event);
         }
-        if let Some(batch) = batch_id {
-            db.execute(
-                "INSERT INTO batches (batch_id, received, at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(batch_id) DO UPDATE SET received = excluded.received, at = excluded.at",
-                &[batch.into(), received.into(), now.into()],
-            )?;
+        if !kept.is_empty() {
+            self.insert_rows(db, &kept, now)?;
         }
-        if stored > 0 {
-            self.last_seq =
-                db.query_one("SELECT MAX(seq) FROM buffer", &[])?.map_or(self.last_seq, |r| r.i64(0) as u64);
-        }
+        let stored = kept.len();
         Ok(Appended { received, stored, duplicates: received - stored, deduplicated: false })
     }
 
-    /// Up to `limit` buffered events after sequence number `cursor`, in order.
-    fn outbox_after<S: SqlStorage>(db: &S, cursor: i64, limit: usize) -> ObjectResult<Vec<OutboxEvent>> {
-        db.query("SELECT seq, body FROM buffer WHERE seq > ?1 ORDER BY seq LIMIT ?2", &[cursor.into(), limit.into()])?
+    /// Stores `events` as one log row (or, past [`MAX_LOG_ROW_BYTES`], as
+    /// several) under the next sequence numbers.
+    fn insert_rows<S: SqlStorage>(&mut self, db: &S, events: &[Event], now: i64) -> ObjectResult<()> {
+        let body = serde_json::to_vec(events).map_err(corrupt)?;
+        if body.len() > MAX_LOG_ROW_BYTES && events.len() > 1 {
+            let (head, tail) = events.split_at(events.len() / 2);
+            self.insert_rows(db, head, now)?;
+            return self.insert_rows(db, tail, now);
+        }
+        let (min_ts, max_ts) = events
             .iter()
-            .map(|r| {
-                Ok(OutboxEvent { seq: r.i64(0) as u64, event: serde_json::from_slice(r.bytes(1)).map_err(corrupt)? })
-            })
-            .collect()
+            .fold((i64::MAX, i64::MIN), |(lo, hi), e| (lo.min(e.ts.as_millis()), hi.max(e.ts.as_millis())));
+        let bytes = body.len() as u64;
+        let last_seq = self.last_seq + events.len() as u64;
+        db.execute(
+            "INSERT INTO log (last_seq, count, bytes, min_ts, max_ts, received_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            &[
+                (last_seq as i64).into(),
+                events.len().into(),
+                (bytes as i64).into(),
+                min_ts.into(),
+                max_ts.into(),
+                now.into(),
+                SqlValue::Blob(body),
+            ],
+        )?;
+        self.last_seq = last_seq;
+        self.buffered += events.len() as u64;
+        self.buffered_bytes += bytes;
+        self.oldest_received.get_or_insert(now);
+        Ok(())
+    }
+
+    /// Up to `limit` events with sequence numbers in `(after, upto]`, in order.
+    fn read_range<S: SqlStorage>(db: &S, after: u64, upto: u64, limit: usize) -> ObjectResult<Vec<OutboxEvent>> {
+        let mut out = Vec::new();
+        let mut failure = None;
+        if limit == 0 || after >= upto {
+            return Ok(out);
+        }
+        db.query_each(
+            "SELECT last_seq, count, body FROM log WHERE last_seq > ?1 AND last_seq - count < ?2 ORDER BY last_seq",
+            &[(after as i64).into(), (upto.min(events_runtime::MAX_EXACT_INTEGER as u64) as i64).into()],
+            &mut |r| {
+                let (last, count) = (r.i64(0) as u64, r.i64(1) as u64);
+                let events = match decode_row(r.bytes(2), count) {
+                    Ok(events) => events,
+                    Err(e) => {
+                        failure = Some(e);
+                        return false;
+                    }
+                };
+                let first = last + 1 - count;
+                for (seq, event) in (first..).zip(events) {
+                    if seq > after && seq <= upto {
+                        out.push(OutboxEvent { seq, event });
+                        if out.len() >= limit {
+                            return false;
+                        }
+                    }
+                }
+                true
+            },
+        )?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
     }
 
     fn prune<S: SqlStorage>(db: &S, now: i64) -> ObjectResult<()> {
@@ -589,44 +707,53 @@ impl EventWriter {
         Ok(())
     }
 
-    fn read_recent<S: SqlStorage>(db: &S, filter: &ReadFilter, limit: usize) -> ObjectResult<Vec<Event>> {
+    /// Unflushed events matching `filter`, newest first (by `ts`, then id).
+    /// Rows are visited newest `max_ts` first and the visit stops once no
+    /// remaining row can hold an event that would make the first `limit`.
+    fn read_recent<S: SqlStorage>(&self, db: &S, filter: &ReadFilter, limit: usize) -> ObjectResult<Vec<Event>> {
         let pattern = filter.pattern.as_deref().map(Pattern::parse).transpose()?;
-        let (before_ts, before_id) = match &filter.before {
-            Some((ts, id)) => (ts.as_millis(), id.clone()),
-            None => (events_runtime::MAX_EXACT_INTEGER, String::new()),
+        let from = filter.from.map_or(events_runtime::MIN_EXACT_INTEGER, |t| t.as_millis());
+        let to = filter.to.map_or(events_runtime::MAX_EXACT_INTEGER, |t| t.as_millis());
+        let mut rows: Vec<(i64, i64)> = db
+            .query(
+                "SELECT last_seq, max_ts FROM log WHERE last_seq > ?1 AND max_ts >= ?2 AND min_ts <= ?3",
+                &[(self.flushed_upto as i64).into(), from.into(), to.into()],
+            )?
+            .iter()
+            .map(|r| (r.i64(0), r.i64(1)))
+            .collect();
+        rows.sort_by_key(|&(seq, max_ts)| std::cmp::Reverse((max_ts, seq)));
+        let newer = |event: &Event| match &filter.before {
+            None => true,
+            Some((ts, id)) => (event.ts, &event.id) < (*ts, id),
         };
-        let mut out = Vec::new();
-        let mut failure = None;
-        db.query_each(
-            "SELECT body FROM buffer WHERE flushed = 0 AND ts BETWEEN ?1 AND ?2 ORDER BY ts DESC, seq DESC",
-            &[
-                filter.from.map_or(events_runtime::MIN_EXACT_INTEGER, |t| t.as_millis()).into(),
-                filter.to.map_or(events_runtime::MAX_EXACT_INTEGER, |t| t.as_millis()).into(),
-            ],
-            &mut |r| {
-                let event: Event = match serde_json::from_slice(r.bytes(0)) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        failure = Some(corrupt(e));
-                        return false;
-                    }
-                };
-                let before = filter.before.is_none()
-                    || event.ts.as_millis() < before_ts
-                    || (event.ts.as_millis() == before_ts && event.id < before_id);
-                if before && pattern.as_ref().is_none_or(|p| p.matches(&event.event_type)) {
-                    out.push(event);
-                }
-                out.len() < limit
-            },
-        )?;
-        if let Some(e) = failure {
-            return Err(e);
+        let mut out: Vec<Event> = Vec::new();
+        for (seq, max_ts) in rows {
+            if limit == 0 || (out.len() >= limit && out.last().is_some_and(|e| e.ts.as_millis() > max_ts)) {
+                break;
+            }
+            let Some(row) = db.query_one("SELECT count, body FROM log WHERE last_seq = ?1", &[seq.into()])? else {
+                continue;
+            };
+            out.extend(decode_row(row.bytes(1), row.i64(0) as u64)?.into_iter().filter(|e| {
+                (from..=to).contains(&e.ts.as_millis())
+                    && newer(e)
+                    && pattern.as_ref().is_none_or(|p| p.matches(&e.event_type))
+            }));
+            out.sort_by(|a, b| (b.ts, &b.id).cmp(&(a.ts, &a.id)));
+            out.truncate(limit);
         }
-        // Same-millisecond events: order by id descending, as the lake reader does.
-        out.sort_by(|a, b| (b.ts, &b.id).cmp(&(a.ts, &a.id)));
         Ok(out)
     }
+}
+
+/// The events of one log row, checked against its count.
+fn decode_row(body: &[u8], count: u64) -> ObjectResult<Vec<Event>> {
+    let events: Vec<Event> = serde_json::from_slice(body).map_err(corrupt)?;
+    if events.len() as u64 != count {
+        return Err(corrupt(format!("a log row of {count} events holds {}", events.len())));
+    }
+    Ok(events)
 }
 
 impl DurableObject for EventWriter {
@@ -648,20 +775,21 @@ impl DurableObject for EventWriter {
             oldest_received: None,
             alarm: AlarmSlot::load(cx.storage()).await?,
             last_seq: 0,
+            flushed_upto: 0,
             cursors: BTreeMap::new(),
             awake: BTreeSet::new(),
             reported: BTreeMap::new(),
             lake_error: None,
         };
-        writer.refresh(cx.storage())?;
+        writer.load_positions(cx.storage())?;
         for consumer in fanout::CONSUMERS {
             cx.storage().execute(
-                "INSERT INTO consumers (name, cursor, registered_at)
-                 VALUES (?1, (SELECT COALESCE(MAX(seq), 0) FROM buffer), ?2) ON CONFLICT(name) DO NOTHING",
-                &[(*consumer).into(), cx.now().as_millis().into()],
+                "INSERT INTO consumers (name, cursor, registered_at) VALUES (?1, ?2, ?3) ON CONFLICT(name) DO NOTHING",
+                &[(*consumer).into(), (writer.last_seq as i64).into(), cx.now().as_millis().into()],
             )?;
         }
-        writer.load_positions(cx.storage())?;
+        writer.load_cursors(cx.storage())?;
+        writer.refresh(cx.storage())?;
         writer.report_backlog();
         // Work left from before a restart: the alarm wakes the relays.
         if fanout::RELAYED.iter().any(|c| writer.backlog(c) > 0) {
@@ -696,7 +824,7 @@ impl DurableObject for EventWriter {
             WriterRequest::TakeFlush { force } => {
                 let plan = match Self::open_plan(db)? {
                     Some(plan) => Some(plan),
-                    None if force || self.needs_flush(now) => Self::plan_flush(db)?,
+                    None if force || self.needs_flush(now) => self.plan_flush(db)?,
                     None => None,
                 };
                 if plan.is_none() {
@@ -708,18 +836,8 @@ impl DurableObject for EventWriter {
                 if Self::open_plan(db)? != Some(plan) {
                     return Err(ApiError::new(ErrorCode::Conflict, format!("flush plan {plan:?} is not open")));
                 }
-                let rows = db.query(
-                    "SELECT seq, body FROM buffer WHERE seq > ?1 AND seq <= ?2 AND flushed = 0 ORDER BY seq LIMIT ?3",
-                    &[(after as i64).into(), (plan.last as i64).into(), limit.min(MAX_OUTBOX_READ).into()],
-                )?;
-                let events = rows
-                    .iter()
-                    .map(|r| {
-                        let event = serde_json::from_slice(r.bytes(1)).map_err(corrupt)?;
-                        Ok(OutboxEvent { seq: r.i64(0) as u64, event })
-                    })
-                    .collect::<ObjectResult<_>>()?;
-                Ok(WriterResponse::Outbox(events))
+                let after = after.max(self.flushed_upto);
+                Ok(WriterResponse::Outbox(Self::read_range(db, after, plan.last, limit.min(MAX_OUTBOX_READ))?))
             }
             WriterRequest::FlushCommitted { plan, files, events, hours } => {
                 self.complete_flush(db, plan, files, events, &hours)?;
@@ -737,7 +855,7 @@ impl DurableObject for EventWriter {
                 Ok(WriterResponse::Ok)
             }
             WriterRequest::Recent { filter, limit } => {
-                Ok(WriterResponse::Events(Self::read_recent(db, &filter, limit)?))
+                Ok(WriterResponse::Events(self.read_recent(db, &filter, limit)?))
             }
             WriterRequest::Stats => {
                 let mut consumers = Vec::new();
@@ -749,8 +867,12 @@ impl DurableObject for EventWriter {
                         consumer_errors.push((r.str(0).to_string(), error.to_string()));
                     }
                 }
-                let retained =
-                    db.query_one("SELECT COUNT(*) FROM buffer WHERE flushed = 1", &[])?.map_or(0, |r| r.i64(0));
+                let retained = db
+                    .query_one(
+                        "SELECT COALESCE(SUM(count), 0) FROM log WHERE last_seq <= ?1",
+                        &[(self.flushed_upto as i64).into()],
+                    )?
+                    .map_or(0, |r| r.i64(0));
                 Ok(WriterResponse::Stats(WriterStats {
                     buffered: self.buffered,
                     buffered_bytes: self.buffered_bytes,
@@ -769,7 +891,11 @@ impl DurableObject for EventWriter {
                     return Err(ApiError::new(ErrorCode::InvalidRequest, "consumer names are 1-128 characters"));
                 }
                 let start = if from_start {
-                    db.query_one("SELECT COALESCE(MIN(seq) - 1, 0) FROM buffer", &[])?.map_or(0, |r| r.i64(0))
+                    db.query_one(
+                        "SELECT COALESCE(MIN(last_seq - count), ?1) FROM log",
+                        &[(self.last_seq as i64).into()],
+                    )?
+                    .map_or(0, |r| r.i64(0))
                 } else {
                     self.last_seq as i64
                 };
@@ -784,7 +910,12 @@ impl DurableObject for EventWriter {
                     .query_one("SELECT cursor FROM consumers WHERE name = ?1", &[consumer.as_str().into()])?
                     .ok_or_else(|| ApiError::not_found(format!("no outbox consumer {consumer}")))?
                     .i64(0);
-                let events = Self::outbox_after(db, cursor, limit.min(MAX_OUTBOX_READ))?;
+                let events = Self::read_range(
+                    db,
+                    cursor as u64,
+                    events_runtime::MAX_EXACT_INTEGER as u64,
+                    limit.min(MAX_OUTBOX_READ),
+                )?;
                 if events.is_empty() {
                     // The relay goes idle now; the next append wakes it.
                     self.awake.retain(|c| *c != consumer);

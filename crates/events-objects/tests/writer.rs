@@ -254,3 +254,171 @@ async fn only_client_given_ids_take_a_dedup_entry() {
     assert_eq!(lake_ids(&h).await, ["01SERVERMADE", "client-1"]);
     h.shutdown().await;
 }
+
+fn outbox(response: WriterResponse) -> Vec<events_objects::event_writer::OutboxEvent> {
+    match response {
+        WriterResponse::Outbox(o) => o,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn stats(response: WriterResponse) -> events_objects::event_writer::WriterStats {
+    match response {
+        WriterResponse::Stats(s) => s,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_larger_than_one_log_row_is_stored_whole_and_in_order() {
+    use events_objects::event_writer::MAX_LOG_ROW_BYTES;
+    let dir = tempfile::tempdir().unwrap();
+    let h = host(dir.path(), Arc::new(ManualClock::new(Timestamp(T0))), &[]).await;
+    call(&h, WriterRequest::RegisterConsumer { name: "archive".into(), from_start: true }).await;
+    // Three rows' worth of bytes in one append.
+    let filler = "x".repeat(10_000);
+    let count = 3 * MAX_LOG_ROW_BYTES / filler.len();
+    let batch: Vec<Event> = (0..count)
+        .map(|i| {
+            let mut e = event("acme", &format!("big-{i:05}"), T0 + i as i64, "a");
+            e.data.insert("filler".into(), serde_json::json!(filler));
+            e
+        })
+        .collect();
+    assert_eq!(append(&h, batch, None).await.stored, count);
+    // Read in pages that end inside rows: every event once, in sequence order.
+    let mut seen = Vec::new();
+    loop {
+        let page = outbox(call(&h, WriterRequest::ReadOutbox { consumer: "archive".into(), limit: 77 }).await);
+        let Some(last) = page.last() else { break };
+        call(&h, WriterRequest::AckOutbox { consumer: "archive".into(), upto: last.seq }).await;
+        seen.extend(page.into_iter().map(|o| (o.seq, o.event.id)));
+    }
+    assert_eq!(seen.len(), count);
+    assert!(seen.windows(2).all(|w| w[1].0 == w[0].0 + 1), "consecutive sequence numbers");
+    assert_eq!(
+        seen.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>(),
+        (0..count).map(|i| format!("big-{i:05}")).collect::<Vec<_>>()
+    );
+    // Recent reads span the rows too, newest first.
+    let recent = match call(&h, WriterRequest::Recent { filter: ReadFilter::default(), limit: 3 }).await {
+        WriterResponse::Events(events) => events,
+        other => panic!("{other:?}"),
+    };
+    let newest: Vec<String> = (count - 3..count).rev().map(|i| format!("big-{i:05}")).collect();
+    assert_eq!(recent.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), newest);
+    flush(&h).await;
+    assert_eq!(lake_ids(&h).await.len(), count);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recent_reads_order_events_across_batches_by_time_not_arrival() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = host(dir.path(), Arc::new(ManualClock::new(Timestamp(T0))), &[]).await;
+    // Client-given times arrive out of order across and within batches.
+    append(&h, vec![event("acme", "e5", T0 + 5, "a"), event("acme", "e1", T0 + 1, "b")], None).await;
+    append(&h, vec![event("acme", "e9", T0 + 9, "a"), event("acme", "e3", T0 + 3, "a")], None).await;
+    append(&h, vec![event("acme", "e7", T0 + 7, "b")], None).await;
+    let recent = |filter: ReadFilter, limit| {
+        let h = h.clone();
+        async move {
+            match call(&h, WriterRequest::Recent { filter, limit }).await {
+                WriterResponse::Events(events) => events.into_iter().map(|e| e.id).collect::<Vec<_>>(),
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    assert_eq!(recent(ReadFilter::default(), 10).await, ["e9", "e7", "e5", "e3", "e1"]);
+    assert_eq!(recent(ReadFilter::default(), 2).await, ["e9", "e7"]);
+    let typed = ReadFilter { pattern: Some("a".into()), ..ReadFilter::default() };
+    assert_eq!(recent(typed, 10).await, ["e9", "e5", "e3"]);
+    let window = ReadFilter { from: Some(Timestamp(T0 + 2)), to: Some(Timestamp(T0 + 7)), ..ReadFilter::default() };
+    assert_eq!(recent(window, 10).await, ["e7", "e5", "e3"]);
+    let page = ReadFilter { before: Some((Timestamp(T0 + 5), "e5".into())), ..ReadFilter::default() };
+    assert_eq!(recent(page, 10).await, ["e3", "e1"]);
+    h.shutdown().await;
+}
+
+/// Where the native host keeps an object's SQLite file.
+fn object_db_path(data: &std::path::Path, class: &str, name: &str) -> std::path::PathBuf {
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(name.as_bytes()));
+    data.join("objects").join(class).join(&digest[..2]).join(format!("{}.sqlite", &digest[..40]))
+}
+
+/// Builds the database a writer at schema version 2 (one buffer row per
+/// event, a `flushed` flag, AUTOINCREMENT sequence numbers) left behind.
+fn write_version_2_writer(data: &std::path::Path, rows: &[(i64, &Event, bool)], cursors: &[(&str, i64)]) {
+    use events_runtime::DurableObject;
+    let path = object_db_path(data, EventWriter::CLASS, &writer_name("acme", 0));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(events_runtime::migrate::SYSTEM_MIGRATIONS).unwrap();
+    for m in &EventWriter::migrations()[..2] {
+        db.execute_batch(m.sql).unwrap();
+        db.execute(
+            "INSERT INTO _migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            rusqlite::params![m.version, m.name, T0],
+        )
+        .unwrap();
+    }
+    for (seq, event, flushed) in rows {
+        let body = serde_json::to_string(event).unwrap();
+        db.execute(
+            "INSERT INTO buffer (seq, ts, bytes, body, flushed, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            rusqlite::params![seq, event.ts.as_millis(), body.len() as i64, body, *flushed as i64, T0],
+        )
+        .unwrap();
+    }
+    for (name, cursor) in cursors {
+        db.execute(
+            "INSERT INTO consumers (name, cursor, registered_at) VALUES (?1, ?2, ?3)",
+            rusqlite::params![name, cursor, T0],
+        )
+        .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_2_buffer_upgrades_to_batch_rows_without_losing_or_repeating_an_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let events: Vec<Event> = (1..=6).map(|i| event("acme", &format!("old{i}"), T0, "a")).collect();
+    // Rows 1-2 were flushed and trimmed, 3 is flushed but kept for "archive", 4-6 wait for the flush.
+    let rows: Vec<(i64, &Event, bool)> = (3..=6).map(|seq| (seq, &events[seq as usize - 1], seq == 3)).collect();
+    write_version_2_writer(dir.path(), &rows, &[("subscriptions", 6), ("cdc", 6), ("archive", 2)]);
+    let h = host(dir.path(), Arc::new(ManualClock::new(Timestamp(T0))), &[]).await;
+    let s = stats(call(&h, WriterRequest::Stats).await);
+    assert_eq!((s.buffered, s.retained, s.last_seq), (3, 1, 6), "{s:?}");
+    let read = outbox(call(&h, WriterRequest::ReadOutbox { consumer: "archive".into(), limit: 100 }).await);
+    assert_eq!(
+        read.iter().map(|o| (o.seq, o.event.id.as_str())).collect::<Vec<_>>(),
+        [(3, "old3"), (4, "old4"), (5, "old5"), (6, "old6")]
+    );
+    // Only the unflushed rows go to the lake, in a file named by their first sequence number.
+    let files = flush(&h).await;
+    assert!(!files.is_empty() && files.iter().all(|f| f.ends_with(&format!("-{:016}.parquet", 4))), "{files:?}");
+    assert_eq!(lake_ids(&h).await, ["old4", "old5", "old6"]);
+    // New events continue the sequence.
+    append(&h, vec![event("acme", "new7", T0, "a"), event("acme", "new8", T0, "a")], None).await;
+    call(&h, WriterRequest::AckOutbox { consumer: "archive".into(), upto: 6 }).await;
+    let read = outbox(call(&h, WriterRequest::ReadOutbox { consumer: "archive".into(), limit: 100 }).await);
+    assert_eq!(read.iter().map(|o| (o.seq, o.event.id.as_str())).collect::<Vec<_>>(), [(7, "new7"), (8, "new8")]);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_version_2_buffer_never_reuses_a_sequence_number() {
+    let dir = tempfile::tempdir().unwrap();
+    // Everything up to 9 was flushed, read by every consumer and trimmed.
+    write_version_2_writer(dir.path(), &[], &[("subscriptions", 9), ("cdc", 9)]);
+    let h = host(dir.path(), Arc::new(ManualClock::new(Timestamp(T0))), &[]).await;
+    append(&h, vec![event("acme", "next", T0, "a")], None).await;
+    assert_eq!(stats(call(&h, WriterRequest::Stats).await).last_seq, 10);
+    let files = flush(&h).await;
+    assert!(
+        !files.is_empty() && files.iter().all(|f| f.ends_with(&format!("-{:016}.parquet", 10))),
+        "a new file key, never an old one: {files:?}"
+    );
+    h.shutdown().await;
+}
