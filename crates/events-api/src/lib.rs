@@ -8,6 +8,7 @@
 //! - [`cdc`]: the `/cdc/...` API (query parsing, collection processor calls,
 //!   the restore loop, the JSON answers);
 //! - [`ingest`]: decoding an ingest body and validating its events;
+//! - [`limits`]: rate limits and quotas counted in process, merged into the limiter objects in the background;
 //! - [`reader`]: reading events back from writer buffers and Parquet files;
 //! - [`schemas`]: reporting schema validation failures;
 //! - [`subscriptions`]: the `/subscriptions` API (query and body parsing,
@@ -20,6 +21,7 @@
 pub mod auth;
 pub mod cdc;
 pub mod ingest;
+pub mod limits;
 pub mod reader;
 pub mod schemas;
 pub mod subscriptions;

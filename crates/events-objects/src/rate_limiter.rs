@@ -9,6 +9,11 @@
 //! events fit under both limits; a refused request is not counted.
 //!
 //! Counters are soft state: the class runs with relaxed durability.
+//!
+//! Hosts count in process ([`WindowCounts`] per subject, see
+//! `events_api::limits`) and reconcile with the object in the background
+//! ([`LimitRequest::Merge`]): the object sums what every process counted and
+//! answers the totals.
 
 use events_core::Timestamp;
 use events_runtime::{Durability, DurableObject, Host, Migration, ObjectContext, ObjectResult, SqlStorage};
@@ -40,6 +45,125 @@ pub enum LimitRequest {
     },
     /// Today's quota usage.
     QuotaUsage,
+    /// Adds what a process counted locally since its last merge and answers
+    /// the totals ([`LimitResponse::Counts`]). Counts of a window or day that
+    /// is no longer current or previous are dropped.
+    Merge {
+        /// Requests and events counted per window (by window start, ms).
+        windows: Vec<(i64, u64, u64)>,
+        /// Events counted per quota day (by day start, ms).
+        days: Vec<(i64, u64)>,
+    },
+}
+
+/// Sliding-window counts over one-minute buckets (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowCounts {
+    /// Start of the current window (ms).
+    pub window_start: i64,
+    /// Requests and events of the current window.
+    pub current: (u64, u64),
+    /// Requests and events of the window before it.
+    pub previous: (u64, u64),
+}
+
+impl WindowCounts {
+    /// Empty counts with the window of `now` current.
+    pub fn new(now: Timestamp) -> Self {
+        WindowCounts { window_start: now.floor_to(WINDOW_MS).as_millis(), current: (0, 0), previous: (0, 0) }
+    }
+
+    /// Makes the window of `now` current.
+    pub fn roll(&mut self, now: Timestamp) {
+        let start = now.floor_to(WINDOW_MS).as_millis();
+        if start <= self.window_start {
+            return;
+        }
+        self.previous = if start - self.window_start == WINDOW_MS { self.current } else { (0, 0) };
+        self.current = (0, 0);
+        self.window_start = start;
+    }
+
+    /// Adds counts made in the window starting at `window_start` (dropped
+    /// when that window is neither the current nor the previous one).
+    pub fn add(&mut self, window_start: i64, requests: u64, events: u64) {
+        let slot = if window_start == self.window_start {
+            &mut self.current
+        } else if window_start == self.window_start - WINDOW_MS {
+            &mut self.previous
+        } else {
+            return;
+        };
+        slot.0 += requests;
+        slot.1 += events;
+    }
+
+    /// Counts one request of `events` events if it fits under both limits.
+    pub fn check(&mut self, now: Timestamp, rpm: u64, epm: u64, events: u64) -> RateDecision {
+        self.roll(now);
+        let elapsed = (now.as_millis() - self.window_start) as f64 / WINDOW_MS as f64;
+        let weight = 1.0 - elapsed;
+        let est_requests = self.current.0 as f64 + self.previous.0 as f64 * weight;
+        let est_events = self.current.1 as f64 + self.previous.1 as f64 * weight;
+        let allowed = est_requests + 1.0 <= rpm as f64 && est_events + events as f64 <= epm as f64;
+        if allowed {
+            self.current.0 += 1;
+            self.current.1 += events;
+        }
+        let used_requests = (est_requests + if allowed { 1.0 } else { 0.0 }).ceil() as u64;
+        let used_events = (est_events + if allowed { events as f64 } else { 0.0 }).ceil() as u64;
+        let reset_ms = self.window_start + WINDOW_MS - now.as_millis();
+        let reset_seconds = ((reset_ms + 999) / 1000).max(1) as u64;
+        RateDecision {
+            allowed,
+            request_limit: rpm,
+            requests_remaining: rpm.saturating_sub(used_requests),
+            event_limit: epm,
+            events_remaining: epm.saturating_sub(used_events),
+            reset_seconds,
+            retry_after_seconds: if allowed { 0 } else { reset_seconds },
+        }
+    }
+}
+
+/// Daily quota counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayCounts {
+    /// Start of the quota day (UTC, ms).
+    pub day: i64,
+    /// Events counted that day.
+    pub events: u64,
+}
+
+impl DayCounts {
+    /// Empty counts for the day of `now`.
+    pub fn new(now: Timestamp) -> Self {
+        DayCounts { day: now.floor_to(DAY_MS).as_millis(), events: 0 }
+    }
+
+    /// Makes the day of `now` current.
+    pub fn roll(&mut self, now: Timestamp) {
+        let day = now.floor_to(DAY_MS).as_millis();
+        if day > self.day {
+            *self = DayCounts { day, events: 0 };
+        }
+    }
+
+    /// Counts `events` against `events_per_day` (0 = unlimited) if they fit.
+    pub fn check(&mut self, now: Timestamp, events_per_day: u64, events: u64) -> QuotaDecision {
+        self.roll(now);
+        let allowed = events_per_day == 0 || self.events + events <= events_per_day;
+        if allowed {
+            self.events += events;
+        }
+        self.decision(now, events_per_day, allowed)
+    }
+
+    /// The quota state as a decision.
+    pub fn decision(&self, now: Timestamp, limit: u64, allowed: bool) -> QuotaDecision {
+        let reset_ms = self.day + DAY_MS - now.as_millis();
+        QuotaDecision { allowed, used: self.events, limit, reset_seconds: ((reset_ms + 999) / 1000).max(1) as u64 }
+    }
 }
 
 /// The outcome of a [`LimitRequest::Check`].
@@ -81,15 +205,19 @@ pub enum LimitResponse {
     Rate(RateDecision),
     /// A quota decision.
     Quota(QuotaDecision),
+    /// Totals after a [`LimitRequest::Merge`].
+    Counts {
+        /// The sliding window.
+        window: WindowCounts,
+        /// The quota day.
+        day: DayCounts,
+    },
 }
 
 /// The rate-limiter object.
 pub struct RateLimiter {
-    window_start: i64,
-    current: (u64, u64),
-    previous: (u64, u64),
-    day: i64,
-    day_events: u64,
+    window: WindowCounts,
+    day: DayCounts,
 }
 
 const MIGRATIONS: &[Migration] = &[Migration {
@@ -100,40 +228,23 @@ const MIGRATIONS: &[Migration] = &[Migration {
 }];
 
 impl RateLimiter {
-    fn roll(&mut self, now: Timestamp) {
-        let start = now.floor_to(WINDOW_MS).as_millis();
-        if start == self.window_start {
-            return;
+    /// Stores the current window and day.
+    fn save<S: SqlStorage>(&self, db: &S) -> ObjectResult<()> {
+        let w = &self.window;
+        for (start, (requests, events)) in [(w.window_start - WINDOW_MS, w.previous), (w.window_start, w.current)] {
+            db.execute(
+                "INSERT INTO windows (window_start, requests, events) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(window_start) DO UPDATE SET requests = excluded.requests, events = excluded.events",
+                &[start.into(), (requests as i64).into(), (events as i64).into()],
+            )?;
         }
-        self.previous = if start - self.window_start == WINDOW_MS { self.current } else { (0, 0) };
-        self.current = (0, 0);
-        self.window_start = start;
-    }
-
-    fn check(&mut self, cx_now: Timestamp, rpm: u64, epm: u64, events: u64) -> RateDecision {
-        self.roll(cx_now);
-        let elapsed = (cx_now.as_millis() - self.window_start) as f64 / WINDOW_MS as f64;
-        let weight = 1.0 - elapsed;
-        let est_requests = self.current.0 as f64 + self.previous.0 as f64 * weight;
-        let est_events = self.current.1 as f64 + self.previous.1 as f64 * weight;
-        let allowed = est_requests + 1.0 <= rpm as f64 && est_events + events as f64 <= epm as f64;
-        if allowed {
-            self.current.0 += 1;
-            self.current.1 += events;
-        }
-        let used_requests = (est_requests + if allowed { 1.0 } else { 0.0 }).ceil() as u64;
-        let used_events = (est_events + if allowed { events as f64 } else { 0.0 }).ceil() as u64;
-        let reset_ms = self.window_start + WINDOW_MS - cx_now.as_millis();
-        let reset_seconds = ((reset_ms + 999) / 1000).max(1) as u64;
-        RateDecision {
-            allowed,
-            request_limit: rpm,
-            requests_remaining: rpm.saturating_sub(used_requests),
-            event_limit: epm,
-            events_remaining: epm.saturating_sub(used_events),
-            reset_seconds,
-            retry_after_seconds: if allowed { 0 } else { reset_seconds },
-        }
+        db.execute("DELETE FROM windows WHERE window_start < ?1", &[(w.window_start - WINDOW_MS).into()])?;
+        db.execute(
+            "INSERT INTO days (day, events) VALUES (?1, ?2) ON CONFLICT(day) DO UPDATE SET events = excluded.events",
+            &[self.day.day.into(), (self.day.events as i64).into()],
+        )?;
+        db.execute("DELETE FROM days WHERE day < ?1", &[(self.day.day - 30 * DAY_MS).into()])?;
+        Ok(())
     }
 }
 
@@ -150,27 +261,16 @@ impl DurableObject for RateLimiter {
     async fn load<H: Host>(cx: &ObjectContext<H>) -> ObjectResult<Self> {
         let db = cx.storage();
         let now = cx.now();
-        let start = now.floor_to(WINDOW_MS).as_millis();
-        let mut limiter = RateLimiter {
-            window_start: start,
-            current: (0, 0),
-            previous: (0, 0),
-            day: now.floor_to(DAY_MS).as_millis(),
-            day_events: 0,
-        };
+        let mut limiter = RateLimiter { window: WindowCounts::new(now), day: DayCounts::new(now) };
+        let start = limiter.window.window_start;
         for r in db.query(
             "SELECT window_start, requests, events FROM windows WHERE window_start >= ?1",
             &[(start - WINDOW_MS).into()],
         )? {
-            let counts = (r.i64(1) as u64, r.i64(2) as u64);
-            if r.i64(0) == start {
-                limiter.current = counts;
-            } else {
-                limiter.previous = counts;
-            }
+            limiter.window.add(r.i64(0), r.i64(1) as u64, r.i64(2) as u64);
         }
-        if let Some(r) = db.query_one("SELECT events FROM days WHERE day = ?1", &[limiter.day.into()])? {
-            limiter.day_events = r.i64(0) as u64;
+        if let Some(r) = db.query_one("SELECT events FROM days WHERE day = ?1", &[limiter.day.day.into()])? {
+            limiter.day.events = r.i64(0) as u64;
         }
         Ok(limiter)
     }
@@ -180,46 +280,38 @@ impl DurableObject for RateLimiter {
         let now = cx.now();
         match req {
             LimitRequest::Check { requests_per_minute, events_per_minute, events } => {
-                let decision = self.check(now, requests_per_minute, events_per_minute, events);
+                let decision = self.window.check(now, requests_per_minute, events_per_minute, events);
                 if decision.allowed {
-                    db.execute(
-                        "INSERT INTO windows (window_start, requests, events) VALUES (?1, ?2, ?3)
-                         ON CONFLICT(window_start) DO UPDATE SET requests = excluded.requests, events = excluded.events",
-                        &[self.window_start.into(), (self.current.0 as i64).into(), (self.current.1 as i64).into()],
-                    )?;
-                    db.execute(
-                        "DELETE FROM windows WHERE window_start < ?1",
-                        &[(self.window_start - WINDOW_MS).into()],
-                    )?;
+                    self.save(db)?;
                 }
                 Ok(LimitResponse::Rate(decision))
             }
             LimitRequest::Quota { events_per_day, events } => {
-                let day = now.floor_to(DAY_MS).as_millis();
-                if day != self.day {
-                    self.day = day;
-                    self.day_events = 0;
+                let decision = self.day.check(now, events_per_day, events);
+                if decision.allowed {
+                    self.save(db)?;
                 }
-                let allowed = events_per_day == 0 || self.day_events + events <= events_per_day;
-                if allowed {
-                    self.day_events += events;
-                    db.execute(
-                        "INSERT INTO days (day, events) VALUES (?1, ?2) ON CONFLICT(day) DO UPDATE SET events = excluded.events",
-                        &[day.into(), (self.day_events as i64).into()],
-                    )?;
-                    db.execute("DELETE FROM days WHERE day < ?1", &[(day - 30 * DAY_MS).into()])?;
-                }
-                Ok(LimitResponse::Quota(self.quota(now, events_per_day, allowed)))
+                Ok(LimitResponse::Quota(decision))
             }
-            LimitRequest::QuotaUsage => Ok(LimitResponse::Quota(self.quota(now, 0, true))),
+            LimitRequest::QuotaUsage => {
+                self.day.roll(now);
+                Ok(LimitResponse::Quota(self.day.decision(now, 0, true)))
+            }
+            LimitRequest::Merge { windows, days } => {
+                self.window.roll(now);
+                self.day.roll(now);
+                for (start, requests, events) in windows {
+                    self.window.add(start, requests, events);
+                }
+                for (day, events) in days {
+                    if day == self.day.day {
+                        self.day.events += events;
+                    }
+                }
+                self.save(db)?;
+                Ok(LimitResponse::Counts { window: self.window, day: self.day })
+            }
         }
-    }
-}
-
-impl RateLimiter {
-    fn quota(&self, now: Timestamp, limit: u64, allowed: bool) -> QuotaDecision {
-        let reset_ms = self.day + DAY_MS - now.as_millis();
-        QuotaDecision { allowed, used: self.day_events, limit, reset_seconds: ((reset_ms + 999) / 1000).max(1) as u64 }
     }
 }
 
@@ -227,8 +319,8 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
-    fn limiter(start: i64) -> RateLimiter {
-        RateLimiter { window_start: start, current: (0, 0), previous: (0, 0), day: 0, day_events: 0 }
+    fn limiter(start: i64) -> WindowCounts {
+        WindowCounts { window_start: start, current: (0, 0), previous: (0, 0) }
     }
 
     #[test]

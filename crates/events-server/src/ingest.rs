@@ -5,6 +5,10 @@
 //! ([`events_core::cdc::check_batch`]) → schemas ([`crate::schemas`]) → daily quota → reserve the `batchId`
 //! → append to a writer shard (fsynced) → answer. Each step that refuses
 //! returns before anything is written, so a refused batch leaves no trace.
+//!
+//! Rate limits and quotas are counted in process ([`events_api::limits`]) and
+//! merged into the limiter objects by background tasks, so the writer append
+//! is the only object call of a request (after a subject's first).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,15 +18,16 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use bytes::Bytes;
+use events_api::limits::{LocalLimits, SyncJob};
 use events_core::event::EventLimits;
 use events_core::name::validate_batch_id;
 use events_core::{ApiError, ErrorCode, Event, Timestamp};
 use events_host_native::NativeHost;
 use events_objects::event_writer::{Appended, WriterRequest, WriterResponse, writer_name};
-use events_objects::rate_limiter::{LimitRequest, LimitResponse, QuotaDecision, RateDecision};
+use events_objects::rate_limiter::{QuotaDecision, RateDecision};
 use events_objects::shard_coordinator::ShardRequest;
 use events_objects::tenant::{NamespaceLimits, TenantRequest, TenantResponse};
-use events_objects::{EventWriter, RateLimiter, ShardCoordinator, Tenant};
+use events_objects::{EventWriter, ShardCoordinator, Tenant};
 use serde_json::value::RawValue;
 
 use crate::auth::Caller;
@@ -134,12 +139,40 @@ pub struct Ingest {
     namespaces: Mutex<HashMap<String, NamespaceState>>,
     /// Schema validation in front of the namespace's registry.
     pub schemas: crate::schemas::SchemaGate,
+    /// Rate-limit and quota counts of this process.
+    pub limits: LocalLimits,
 }
 
 impl Default for Ingest {
     fn default() -> Self {
-        Ingest { namespaces: Mutex::new(HashMap::new()), schemas: Default::default() }
+        Ingest { namespaces: Mutex::new(HashMap::new()), schemas: Default::default(), limits: Default::default() }
     }
+}
+
+/// Merges due limit counts every [`events_api::limits::SYNC_INTERVAL_MS`],
+/// so a quiet subject's last counts reach its object too.
+pub async fn merge_limits_periodically(state: crate::state::AppState) {
+    let period = Duration::from_millis(events_api::limits::SYNC_INTERVAL_MS as u64);
+    let mut ticks = tokio::time::interval(period);
+    loop {
+        ticks.tick().await;
+        let now = events_runtime::Host::now(&state.host);
+        for job in state.ingest.limits.due(now, false) {
+            spawn_sync(&state.host, &state.ingest.limits, Some(job));
+        }
+    }
+}
+
+/// Runs a merge of local limit counts in the background.
+fn spawn_sync(host: &NativeHost, limits: &LocalLimits, job: Option<SyncJob>) {
+    let Some(job) = job else { return };
+    let (host, limits) = (host.clone(), limits.clone());
+    tokio::spawn(async move {
+        if let Err(e) = limits.sync(&host, job).await {
+            metrics::counter!("events_limit_sync_failures_total").increment(1);
+            tracing::warn!(error = %e, "merging rate-limit counts failed; they are sent with the next merge");
+        }
+    });
 }
 
 impl Ingest {
@@ -228,14 +261,21 @@ impl Ingest {
         limits: &NamespaceLimits,
         events: u64,
     ) -> Result<Option<RateHeaders>, ApiError> {
-        let request = LimitRequest::Check {
-            requests_per_minute: limits.requests_per_minute.unwrap_or_default(),
-            events_per_minute: limits.events_per_minute.unwrap_or_default(),
-            events,
-        };
-        match host.call_object::<RateLimiter>(subject, request).await {
-            Ok(LimitResponse::Rate(d)) => Ok(Some(RateHeaders(d))),
-            Ok(_) => Ok(None),
+        let checked = self
+            .limits
+            .check_rate(
+                host,
+                subject,
+                limits.requests_per_minute.unwrap_or_default(),
+                limits.events_per_minute.unwrap_or_default(),
+                events,
+            )
+            .await;
+        match checked {
+            Ok((d, job)) => {
+                spawn_sync(host, &self.limits, job);
+                Ok(Some(RateHeaders(d)))
+            }
             Err(e) if config.ingest.rate_limit_fail_open => {
                 tracing::warn!(error = %e, "rate limiter failed; letting the request through (fail-open)");
                 Ok(None)
@@ -315,14 +355,13 @@ impl Ingest {
 
         let per_day = limits.events_per_day.unwrap_or_default();
         if per_day > 0 {
-            let quota = host
-                .call_object::<RateLimiter>(
-                    &format!("quota:{ns}"),
-                    LimitRequest::Quota { events_per_day: per_day, events: count },
-                )
+            let (quota, job) = self
+                .limits
+                .check_quota(host, &format!("quota:{ns}"), per_day, count)
                 .await
                 .map_err(|e| refuse(e, None))?;
-            if let LimitResponse::Quota(QuotaDecision { allowed: false, used, limit, reset_seconds }) = quota {
+            spawn_sync(host, &self.limits, job);
+            if let QuotaDecision { allowed: false, used, limit, reset_seconds } = quota {
                 metrics::counter!("events_ingest_rejected_total", "code" => "QUOTA_EXCEEDED").increment(1);
                 return Err(refuse(
                     ApiError::new(

@@ -123,9 +123,17 @@ impl Server {
         if config.dev {
             tracing::warn!("dev mode: unauthenticated writes are allowed");
         }
+        let limit_merges = tokio::spawn(crate::ingest::merge_limits_periodically(state.clone()));
         let limits = conn::ConnLimits::new(&config.http, state.host.config().client_fds);
         conn::serve(listener, router(state.clone()), &config.http, limits, shutdown).await;
-        // HTTP is drained: flush the writers and let every object commit and stop.
+        // HTTP is drained: merge the last limit counts, flush the writers and
+        // let every object commit and stop.
+        limit_merges.abort();
+        for job in state.ingest.limits.due(events_runtime::Host::now(&state.host), true) {
+            if let Err(e) = state.ingest.limits.sync(&state.host, job).await {
+                tracing::warn!(error = %e, "merging rate-limit counts on shutdown failed");
+            }
+        }
         crate::objects::stop_host(&state.host).await;
         tracing::info!("events.do stopped");
         Ok(())

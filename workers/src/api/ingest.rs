@@ -11,11 +11,12 @@ use events_core::event::EventLimits;
 use events_core::name::validate_batch_id;
 use events_core::{ApiError, ErrorCode, Event};
 use events_objects::event_writer::{WriterRequest, WriterResponse, writer_name};
-use events_objects::rate_limiter::{LimitRequest, LimitResponse, QuotaDecision, RateDecision};
+use events_api::limits::{LocalLimits, SyncJob};
+use events_objects::rate_limiter::{QuotaDecision, RateDecision};
 use events_objects::schema_registry::{EventFailure, SchemaRequest, SchemaResponse, ValidationMode};
 use events_objects::shard_coordinator::ShardRequest;
 use events_objects::tenant::{NamespaceLimits, TenantRequest, TenantResponse};
-use events_objects::{EventWriter, RateLimiter, SchemaRegistry, ShardCoordinator, Tenant};
+use events_objects::{EventWriter, SchemaRegistry, ShardCoordinator, Tenant};
 use events_runtime::Host;
 use serde_json::json;
 use worker::Response;
@@ -69,15 +70,34 @@ async fn check_rate(
     limits: &NamespaceLimits,
     events: u64,
 ) -> Result<Option<RateDecision>, ApiError> {
-    let request = LimitRequest::Check {
-        requests_per_minute: limits.requests_per_minute.unwrap_or_default(),
-        events_per_minute: limits.events_per_minute.unwrap_or_default(),
-        events,
-    };
-    Ok(match host.call::<RateLimiter>(subject, request).await? {
-        LimitResponse::Rate(d) => Some(d),
-        _ => None,
-    })
+    let (decision, job) = LIMITS
+        .with(|l| l.clone())
+        .check_rate(
+            host,
+            subject,
+            limits.requests_per_minute.unwrap_or_default(),
+            limits.events_per_minute.unwrap_or_default(),
+            events,
+        )
+        .await?;
+    spawn_sync(host, job);
+    Ok(Some(decision))
+}
+
+thread_local! {
+    /// This isolate's rate-limit and quota counts ([`events_api::limits`]).
+    static LIMITS: LocalLimits = LocalLimits::default();
+}
+
+/// Merges local limit counts into the limiter objects in the background.
+fn spawn_sync(host: &CfHost, job: Option<SyncJob>) {
+    let Some(job) = job else { return };
+    let host = host.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        if let Err(e) = LIMITS.with(|l| l.clone()).sync(&host, job).await {
+            worker::console_warn!("merging rate-limit counts failed: {e}");
+        }
+    });
 }
 
 /// Serves `POST /e`; `deprecated` adds the headers of the `/ingest` alias.
@@ -163,10 +183,10 @@ async fn run(call: &mut Call) -> ApiResult {
 
     let per_day = limits.events_per_day.unwrap_or_default();
     if per_day > 0 {
-        let quota = host
-            .call::<RateLimiter>(&format!("quota:{ns}"), LimitRequest::Quota { events_per_day: per_day, events: count })
-            .await?;
-        if let LimitResponse::Quota(QuotaDecision { allowed: false, used, limit, reset_seconds }) = quota {
+        let (quota, job) =
+            LIMITS.with(|l| l.clone()).check_quota(&host, &format!("quota:{ns}"), per_day, count).await?;
+        spawn_sync(&host, job);
+        if let QuotaDecision { allowed: false, used, limit, reset_seconds } = quota {
             let error =
                 ApiError::new(ErrorCode::QuotaExceeded, format!("daily event quota exceeded: {used} of {limit} used"))
                     .with_details(json!({"used": used, "limit": limit, "requested": count}));
