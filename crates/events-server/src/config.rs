@@ -319,7 +319,7 @@ impl Default for ShardsConfig {
         use events_objects::shard_coordinator as s;
         ShardsConfig {
             max: s::MAX_SHARDS,
-            backpressure_inflight: 64,
+            backpressure_inflight: events_api::ingest::pipeline::DEFAULT_BACKPRESSURE_INFLIGHT,
             cooldown_ms: s::COOLDOWN_MS,
             scale_down_quiet_ms: s::SCALE_DOWN_QUIET_MS,
         }

@@ -18,6 +18,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, header};
+use events_api::ingest::pipeline::Background;
 use tokio::net::TcpListener;
 use tower_http::cors::{Any, CorsLayer};
 
@@ -33,7 +34,6 @@ pub mod objects;
 pub mod query_config;
 pub use events_api::reader;
 pub mod routes;
-pub mod schemas;
 pub mod state;
 pub mod telemetry;
 pub use events_api::webhooks;
@@ -130,7 +130,7 @@ impl Server {
         // let every object commit and stop.
         limit_merges.abort();
         for job in state.ingest.limits.due(events_runtime::Host::now(&state.host), true) {
-            if let Err(e) = state.ingest.limits.sync(&state.host, job).await {
+            if let Err(e) = Background::MergeLimits(job).run(&state.host, &state.ingest).await {
                 tracing::warn!(error = %e, "merging rate-limit counts on shutdown failed");
             }
         }

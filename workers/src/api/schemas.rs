@@ -113,7 +113,10 @@ async fn register(call: &mut Call, ns: &str) -> ApiResult {
         description: body.description,
     };
     match registry(call, ns, SchemaRequest::Register(req)).await? {
-        SchemaResponse::Registered { version, created } => json(if created { 201 } else { 200 }, &view(version)),
+        SchemaResponse::Registered { version, created } => {
+            super::ingest::invalidate_schemas(ns);
+            json(if created { 201 } else { 200 }, &view(version))
+        }
         _ => Err(out_of_protocol()),
     }
 }

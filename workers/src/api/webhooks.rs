@@ -44,7 +44,7 @@ pub async fn receive(call: &mut Call, provider: Option<&str>) -> ApiResult {
     let challenge = delivery.challenge.clone();
     let (event, batch_id) = delivery_event(provider, &ns, delivery, now);
     let summary = json!({"type": event.event_type, "id": event.id, "ns": ns});
-    let appended = super::ingest::store(&call.host, &ns, vec![event], Vec::new(), Some(batch_id)).await?;
+    let appended = super::ingest::store(call, &ns, vec![event], Vec::new(), Some(batch_id)).await?;
     let mut body = json!({"ok": true, "accepted": true, "event": summary});
     if appended.deduplicated || appended.stored == 0 {
         body["deduplicated"] = json!(true);

@@ -11,9 +11,9 @@ use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use crate::error::ApiErrorResponse;
-use crate::ingest::Refused;
 use crate::routes::ApiRouter;
 use crate::state::AppState;
+use events_api::ingest::pipeline;
 
 /// Registers this module's routes.
 pub fn register(api: ApiRouter) -> ApiRouter {
@@ -115,8 +115,18 @@ async fn run(state: AppState, peer: SocketAddr, headers: HeaderMap, body: Body) 
         }
     };
     let ip = peer.ip().to_string();
-    match state.ingest.ingest(&state.host, &state.config, &caller, Some(&ip), &headers, bytes).await {
-        Ok((accepted, rate)) => {
+    let started = std::time::Instant::now();
+    let request = pipeline::IngestRequest {
+        namespace: &caller.namespace,
+        limiter_subject: &caller.limiter_subject(Some(&ip)),
+        headers: &headers,
+        body: &bytes,
+    };
+    let outcome = state.ingest.run(&state.host, &(), &crate::ingest::settings(&state.config), request).await;
+    crate::ingest::spawn_background(&state, outcome.background);
+    let mut response = match outcome.result {
+        Ok(accepted) => {
+            metrics::histogram!("events_ingest_ack_seconds").record(started.elapsed().as_secs_f64());
             let body = IngestResponse {
                 ok: true,
                 received: accepted.received,
@@ -124,21 +134,15 @@ async fn run(state: AppState, peer: SocketAddr, headers: HeaderMap, body: Body) 
                 deduplicated: accepted.deduplicated.then_some(true),
                 warnings: (!accepted.warnings.is_empty()).then_some(accepted.warnings),
             };
-            let mut response = (StatusCode::OK, axum::Json(body)).into_response();
-            if let Some(rate) = rate {
-                rate.apply(response.headers_mut());
-            }
-            response
+            (StatusCode::OK, axum::Json(body)).into_response()
         }
-        Err(Refused { error, rate, retry_after }) => {
-            let mut response = ApiErrorResponse(error).into_response();
-            if let Some(rate) = rate {
-                rate.apply(response.headers_mut());
-            }
-            if let Some(secs) = retry_after {
-                response.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
-            }
-            response
-        }
+        Err(error) => ApiErrorResponse(error).into_response(),
+    };
+    if let Some(secs) = outcome.retry_after {
+        response.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
     }
+    if let Some(rate) = &outcome.rate {
+        crate::ingest::apply_rate_headers(rate, response.headers_mut());
+    }
+    response
 }

@@ -185,7 +185,7 @@ pub async fn register_schema(
     };
     match call(&state, &ns, SchemaRequest::Register(req)).await? {
         SchemaResponse::Registered { version, created } => {
-            state.ingest.schemas.invalidate(&ns);
+            state.ingest.invalidate_schemas(&ns);
             Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, ApiJson(version.into())))
         }
         _ => Err(out_of_protocol()),
@@ -268,7 +268,7 @@ pub async fn validate(
     let events = crate::ingest::validate_events(&body.events, &ns, now, &limits)?;
     match call(&state, &ns, SchemaRequest::Validate { events }).await? {
         SchemaResponse::Validated { failures, .. } => {
-            let mut errors = crate::schemas::failure_entries(&failures);
+            let mut errors = events_api::schemas::failure_entries(&failures);
             for (e, f) in errors.iter_mut().zip(failures.iter().flat_map(|f| f.errors.iter().map(move |_| f.mode))) {
                 e["mode"] = serde_json::to_value(f).unwrap_or(Value::Null);
             }

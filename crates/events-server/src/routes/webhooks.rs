@@ -78,11 +78,13 @@ async fn handle(
     let challenge = delivery.challenge.clone();
     let (event, batch_id) = delivery_event(provider, &ns, delivery, Timestamp(now.timestamp_millis()));
     let summary = json!({"type": event.event_type, "id": event.id, "ns": ns});
-    let appended = state
+    let settings = crate::ingest::settings(&state.config);
+    let (appended, _, background) = state
         .ingest
-        .store(&state.host, &state.config, &ns, vec![event], Vec::new(), Some(batch_id))
+        .store(&state.host, &(), &settings, &ns, vec![event], Vec::new(), Some(batch_id))
         .await
-        .map_err(|r| ApiErrorResponse(r.error))?;
+        .map_err(ApiErrorResponse)?;
+    crate::ingest::spawn_background(&state, background);
     metrics::counter!("events_webhooks_accepted_total", "provider" => provider.name()).increment(1);
     Ok(ApiJson(WebhookAccepted {
         ok: true,

@@ -1,5 +1,8 @@
-//! Host-independent parts of the ingest pipeline: decoding a request body
-//! and validating its events. The native server and the Worker both use them.
+//! Ingest: decoding a request body, validating its events, and the whole
+//! pipeline behind `POST /e` ([`pipeline`]). The native server and the
+//! Worker both run it.
+
+pub mod pipeline;
 
 use std::io::Read;
 
