@@ -155,6 +155,12 @@ pub fn is_change_type(event_type: &str) -> bool {
         || event_type.strip_prefix(DEBEZIUM_TYPE).is_some_and(|rest| rest.starts_with('.'))
 }
 
+/// Whether events of this type are read as changes ([`parse_change`]
+/// answers `None` for every other type).
+pub fn may_be_change(event_type: &str) -> bool {
+    event_type.starts_with(COLLECTION_TYPE_PREFIX) || event_type == UNIFIED_CDC_TYPE || is_change_type(event_type)
+}
+
 /// Reads the change carried by `event`: `Ok(None)` when the event is not a
 /// change, `Err` when it has a change format but is malformed.
 pub fn parse_change(event: &Event) -> Result<Option<Change>, ChangeFault> {

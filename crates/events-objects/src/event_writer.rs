@@ -47,6 +47,7 @@ use events_core::pattern::Pattern;
 use events_core::{ApiError, ErrorCode, Event, Timestamp};
 use events_runtime::{DurableObject, Host, Migration, ObjectContext, ObjectResult, SqlStorage, SqlValue};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::alarm::AlarmSlot;
 use crate::fanout::{self, LAKE};
@@ -281,6 +282,52 @@ pub struct OutboxEvent {
     pub event: Event,
 }
 
+/// One log row as a relay reads it: `count` events ending at `last_seq`,
+/// the JSON array the writer stored, passed on undecoded (relays decode on
+/// their own thread, and only what they need).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboxRow {
+    /// Sequence number of the row's last event.
+    pub last_seq: u64,
+    /// Events in the row.
+    pub count: u64,
+    /// The events, a JSON array.
+    pub events: Box<RawValue>,
+}
+
+impl OutboxRow {
+    /// Sequence number of the row's first event.
+    pub fn first_seq(&self) -> u64 {
+        self.last_seq + 1 - self.count
+    }
+
+    /// The row's events with sequence numbers after `after`, undecoded.
+    pub fn raw_events(&self, after: u64) -> ObjectResult<Vec<(u64, &RawValue)>> {
+        let raw: Vec<&RawValue> = serde_json::from_str(self.events.get()).map_err(corrupt)?;
+        if raw.len() as u64 != self.count {
+            return Err(corrupt(format!("a log row of {} events holds {}", self.count, raw.len())));
+        }
+        Ok((self.first_seq()..).zip(raw).filter(|(seq, _)| *seq > after).collect())
+    }
+
+    /// The row's events with sequence numbers after `after`, decoded.
+    pub fn decode(&self, after: u64) -> ObjectResult<Vec<OutboxEvent>> {
+        self.raw_events(after)?
+            .into_iter()
+            .map(|(seq, raw)| Ok(OutboxEvent { seq, event: serde_json::from_str(raw.get()).map_err(corrupt)? }))
+            .collect()
+    }
+}
+
+/// Every event of `rows` after sequence number `after`, decoded, in order.
+pub fn decode_rows(rows: &[OutboxRow], after: u64) -> ObjectResult<Vec<OutboxEvent>> {
+    let mut out = Vec::new();
+    for row in rows {
+        out.extend(row.decode(after)?);
+    }
+    Ok(out)
+}
+
 /// Answers of an [`EventWriter`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum WriterResponse {
@@ -292,8 +339,14 @@ pub enum WriterResponse {
     Prefixes(Vec<String>),
     /// Events read.
     Events(Vec<Event>),
-    /// Outbox events.
-    Outbox(Vec<OutboxEvent>),
+    /// Outbox rows holding the events after `after`.
+    Rows {
+        /// Events up to this sequence number were asked to be left out (the
+        /// first row may hold some).
+        after: u64,
+        /// The rows, in order.
+        rows: Vec<OutboxRow>,
+    },
     /// Counters.
     Stats(WriterStats),
     /// Done.
@@ -657,40 +710,38 @@ impl EventWriter {
         Ok(())
     }
 
-    /// Up to `limit` events with sequence numbers in `(after, upto]`, in order.
-    fn read_range<S: SqlStorage>(db: &S, after: u64, upto: u64, limit: usize) -> ObjectResult<Vec<OutboxEvent>> {
-        let mut out = Vec::new();
+    /// The rows holding the events with sequence numbers in `(after, upto]`,
+    /// in order, whole rows, until they hold at least `limit` such events.
+    fn read_rows<S: SqlStorage>(db: &S, after: u64, upto: u64, limit: usize) -> ObjectResult<Vec<OutboxRow>> {
+        let mut rows = Vec::new();
         let mut failure = None;
         if limit == 0 || after >= upto {
-            return Ok(out);
+            return Ok(rows);
         }
+        let mut events = 0;
         db.query_each(
             "SELECT last_seq, count, body FROM log WHERE last_seq > ?1 AND last_seq - count < ?2 ORDER BY last_seq",
             &[(after as i64).into(), (upto.min(events_runtime::MAX_EXACT_INTEGER as u64) as i64).into()],
             &mut |r| {
-                let (last, count) = (r.i64(0) as u64, r.i64(1) as u64);
-                let events = match decode_row(r.bytes(2), count) {
-                    Ok(events) => events,
+                let (last_seq, count) = (r.i64(0) as u64, r.i64(1) as u64);
+                let body = String::from_utf8(r.bytes(2).to_vec())
+                    .map_err(corrupt)
+                    .and_then(|text| RawValue::from_string(text).map_err(corrupt));
+                match body {
+                    Ok(events) => rows.push(OutboxRow { last_seq, count, events }),
                     Err(e) => {
                         failure = Some(e);
                         return false;
                     }
-                };
-                let first = last + 1 - count;
-                for (seq, event) in (first..).zip(events) {
-                    if seq > after && seq <= upto {
-                        out.push(OutboxEvent { seq, event });
-                        if out.len() >= limit {
-                            return false;
-                        }
-                    }
                 }
-                true
+                let first = last_seq + 1 - count;
+                events += last_seq.min(upto) - first.max(after + 1) + 1;
+                events < limit as u64
             },
         )?;
         match failure {
             Some(e) => Err(e),
-            None => Ok(out),
+            None => Ok(rows),
         }
     }
 
@@ -837,7 +888,8 @@ impl DurableObject for EventWriter {
                     return Err(ApiError::new(ErrorCode::Conflict, format!("flush plan {plan:?} is not open")));
                 }
                 let after = after.max(self.flushed_upto);
-                Ok(WriterResponse::Outbox(Self::read_range(db, after, plan.last, limit.min(MAX_OUTBOX_READ))?))
+                let rows = Self::read_rows(db, after, plan.last, limit.min(MAX_OUTBOX_READ))?;
+                Ok(WriterResponse::Rows { after, rows })
             }
             WriterRequest::FlushCommitted { plan, files, events, hours } => {
                 self.complete_flush(db, plan, files, events, &hours)?;
@@ -910,17 +962,14 @@ impl DurableObject for EventWriter {
                     .query_one("SELECT cursor FROM consumers WHERE name = ?1", &[consumer.as_str().into()])?
                     .ok_or_else(|| ApiError::not_found(format!("no outbox consumer {consumer}")))?
                     .i64(0);
-                let events = Self::read_range(
-                    db,
-                    cursor as u64,
-                    events_runtime::MAX_EXACT_INTEGER as u64,
-                    limit.min(MAX_OUTBOX_READ),
-                )?;
-                if events.is_empty() {
+                let after = cursor as u64;
+                let rows =
+                    Self::read_rows(db, after, events_runtime::MAX_EXACT_INTEGER as u64, limit.min(MAX_OUTBOX_READ))?;
+                if rows.is_empty() {
                     // The relay goes idle now; the next append wakes it.
                     self.awake.retain(|c| *c != consumer);
                 }
-                Ok(WriterResponse::Outbox(events))
+                Ok(WriterResponse::Rows { after, rows })
             }
             WriterRequest::AckOutbox { consumer, upto } => {
                 let changed = db.execute(

@@ -12,7 +12,10 @@
 use events_core::ApiError;
 use events_runtime::{Host, ObjectContext, ObjectResult};
 
-use crate::event_writer::OutboxEvent;
+use events_core::pattern::Pattern;
+
+use crate::event_writer::{OutboxEvent, OutboxRow};
+use crate::subscription::{SubsRequest, SubsResponse};
 
 /// Most events handed to a consumer in one call.
 pub const FANOUT_BATCH: usize = 1_000;
@@ -36,19 +39,107 @@ pub const SUBSCRIPTIONS: &str = "subscriptions";
 /// The consumer that applies collection changes to each collection's [`crate::CdcProcessor`].
 pub const CDC: &str = "cdc";
 
-/// Hands `events` (in order) to `consumer`. An error leaves the cursor where
-/// it was, and the same events are offered again later.
-pub async fn deliver<H: Host>(cx: &ObjectContext<H>, consumer: &str, events: &[OutboxEvent]) -> ObjectResult<()> {
+/// The event type of an outbox event, read without decoding the rest.
+#[derive(serde::Deserialize)]
+struct EventType<'a> {
+    #[serde(rename = "type", borrow)]
+    event_type: std::borrow::Cow<'a, str>,
+}
+
+/// Decodes the events of `rows` after `after` whose type `wanted` accepts;
+/// the others are only scanned for their type.
+pub fn decode_matching(
+    rows: &[OutboxRow],
+    after: u64,
+    wanted: impl Fn(&str) -> bool,
+) -> ObjectResult<Vec<OutboxEvent>> {
+    let mut out = Vec::new();
+    for row in rows {
+        for (seq, raw) in row.raw_events(after)? {
+            let head: EventType<'_> = serde_json::from_str(raw.get()).map_err(corrupt)?;
+            if wanted(&head.event_type) {
+                out.push(OutboxEvent { seq, event: serde_json::from_str(raw.get()).map_err(corrupt)? });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn corrupt(e: serde_json::Error) -> ApiError {
+    ApiError::new(events_core::ErrorCode::StorageError, format!("outbox event: {e}"))
+}
+
+/// Hands the events of `rows` after `after` (in order) to `consumer`, the
+/// namespace `ns`'s. Each consumer decodes only the events it takes. An
+/// error leaves the cursor where it was, and the same events are offered
+/// again later.
+pub async fn deliver<H: Host>(
+    cx: &ObjectContext<H>,
+    ns: &str,
+    consumer: &str,
+    rows: &[OutboxRow],
+    after: u64,
+) -> ObjectResult<()> {
     match consumer {
         SUBSCRIPTIONS => {
-            let Some(first) = events.first() else { return Ok(()) };
-            let events: Vec<_> = events.iter().map(|e| e.event.clone()).collect();
-            cx.stub::<crate::Subscriptions>(first.event.ns.clone())
-                .call(crate::subscription::SubsRequest::Route { events })
-                .await?;
+            // Asked after the events were read: a subscription made later
+            // was made after they were accepted, so it does not want them.
+            let subscriptions = cx.stub::<crate::Subscriptions>(ns.to_string());
+            let patterns = match subscriptions.call(SubsRequest::Patterns).await? {
+                SubsResponse::Patterns(patterns) => patterns,
+                other => return Err(ApiError::internal(format!("subscriptions answered out of protocol: {other:?}"))),
+            };
+            if patterns.is_empty() {
+                return Ok(());
+            }
+            let patterns = patterns.iter().map(|p| Pattern::parse(p)).collect::<Result<Vec<_>, _>>()?;
+            let events = decode_matching(rows, after, |ty| patterns.iter().any(|p| p.matches(ty)))?;
+            if !events.is_empty() {
+                let events = events.into_iter().map(|o| o.event).collect();
+                subscriptions.call(SubsRequest::Route { events }).await?;
+            }
             Ok(())
         }
-        CDC => crate::cdc_fanout::deliver(cx, events).await,
+        CDC => {
+            let changes = decode_matching(rows, after, events_core::cdc::may_be_change)?;
+            crate::cdc_fanout::deliver(cx, &changes).await
+        }
         _ => Err(ApiError::internal(format!("unknown outbox consumer {consumer:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::value::RawValue;
+
+    fn row(last_seq: u64, types: &[&str]) -> OutboxRow {
+        let events: Vec<_> = types
+            .iter()
+            .enumerate()
+            .map(
+                |(i, t)| serde_json::json!({"id": format!("e{i}"), "ns": "acme", "ts": 1, "type": t, "data": {"n": i}}),
+            )
+            .collect();
+        let events = RawValue::from_string(serde_json::to_string(&events).unwrap()).unwrap();
+        OutboxRow { last_seq, count: types.len() as u64, events }
+    }
+
+    #[test]
+    fn only_wanted_events_after_the_cursor_are_decoded_with_their_sequence_numbers() {
+        let rows = [row(3, &["order.created", "user.signup", "order.paid"]), row(5, &["order.x", "page.view"])];
+        let orders = decode_matching(&rows, 1, |t| t.starts_with("order.")).unwrap();
+        let got: Vec<_> = orders.iter().map(|o| (o.seq, o.event.event_type.as_str())).collect();
+        assert_eq!(got, [(3, "order.paid"), (4, "order.x")], "seq 1 is at the cursor, the rest do not match");
+        assert_eq!(orders[0].event.data["n"], 2);
+        assert!(decode_matching(&rows, 5, |_| true).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_row_whose_count_disagrees_with_its_events_is_an_error() {
+        let mut bad = row(3, &["a", "b"]);
+        bad.count = 3;
+        let e = decode_matching(&[bad], 0, |_| true).unwrap_err();
+        assert_eq!(e.code, events_core::ErrorCode::StorageError, "{e}");
     }
 }

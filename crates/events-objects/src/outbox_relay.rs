@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::alarm::AlarmSlot;
 use crate::catalog::{CatalogRequest, CatalogResponse, EVENTS_TABLE, MaintainOptions, NewFile};
-use crate::event_writer::{FlushPlan, MAX_OUTBOX_READ, OutboxEvent, WriterConfig, WriterRequest, WriterResponse};
+use crate::event_writer::{FlushPlan, MAX_OUTBOX_READ, WriterConfig, WriterRequest, WriterResponse};
 use crate::fanout::{self, LAKE};
 use crate::{Catalog, EventWriter};
 
@@ -172,14 +172,16 @@ impl OutboxRelay {
         let mut events = Vec::new();
         let mut after = plan.first - 1;
         while after < plan.last {
-            let page = match self.writer(cx, WriterRequest::ReadFlush { plan, after, limit: MAX_OUTBOX_READ }).await? {
-                WriterResponse::Outbox(page) => page,
+            let rows = match self.writer(cx, WriterRequest::ReadFlush { plan, after, limit: MAX_OUTBOX_READ }).await? {
+                WriterResponse::Rows { rows, .. } => rows,
                 other => return Err(out_of_protocol("writer (ReadFlush)", other)),
             };
-            let Some(last) = page.last() else { break };
-            assert!(last.seq > after, "flush pages move forward");
-            after = last.seq;
-            events.extend(page.into_iter().map(|o| o.event));
+            let Some(last) = rows.last().map(|r| r.last_seq.min(plan.last)) else { break };
+            assert!(last > after, "flush pages move forward");
+            for row in &rows {
+                events.extend(row.decode(after)?.into_iter().filter(|o| o.seq <= plan.last).map(|o| o.event));
+            }
+            after = last;
         }
         Ok(events)
     }
@@ -223,16 +225,15 @@ impl OutboxRelay {
         let consumer = self.consumer.to_string();
         for _ in 0..MAX_BATCHES_PER_RUN {
             let read = WriterRequest::ReadOutbox { consumer: consumer.clone(), limit: fanout::FANOUT_BATCH };
-            let events: Vec<OutboxEvent> = match self.writer(cx, read).await? {
-                WriterResponse::Outbox(events) => events,
+            let (after, rows) = match self.writer(cx, read).await? {
+                WriterResponse::Rows { after, rows } => (after, rows),
                 other => return Err(out_of_protocol("writer (ReadOutbox)", other)),
             };
             // An empty read also tells the writer this relay is going idle.
-            let Some(upto) = events.last().map(|e| e.seq) else { return Ok(false) };
-            fanout::deliver(cx, self.consumer, &events).await?;
+            let Some(upto) = rows.last().map(|r| r.last_seq) else { return Ok(false) };
+            fanout::deliver(cx, &self.ns, self.consumer, &rows, after).await?;
             self.writer(cx, WriterRequest::AckOutbox { consumer: consumer.clone(), upto }).await?;
-            metrics::counter!("events_outbox_relayed_total", "consumer" => self.consumer)
-                .increment(events.len() as u64);
+            metrics::counter!("events_outbox_relayed_total", "consumer" => self.consumer).increment(upto - after);
         }
         Ok(true)
     }

@@ -233,6 +233,9 @@ pub struct SubscriptionStats {
 /// Requests to [`Subscriptions`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum SubsRequest {
+    /// The patterns of the enabled subscriptions (an outbox relay skips
+    /// decoding events no pattern matches).
+    Patterns,
     /// Events from a writer's outbox (fan-out).
     Route {
         /// The events, in the writer's order.
@@ -410,6 +413,8 @@ pub struct Forwarded {
 /// Answers of [`Subscriptions`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum SubsResponse {
+    /// Patterns of the enabled subscriptions.
+    Patterns(Vec<String>),
     /// Route result: deliveries enqueued.
     Routed {
         /// New deliveries.

@@ -39,6 +39,9 @@ impl DurableObject for Subscriptions {
         let now = cx.now().as_millis();
         let limit_of = |l: usize| l.clamp(1, MAX_LIST_LIMIT);
         match req {
+            SubsRequest::Patterns => Ok(SubsResponse::Patterns(
+                self.routes.iter().filter(|r| r.enabled).map(|r| r.pattern.as_str().to_string()).collect(),
+            )),
             SubsRequest::Route { events } => {
                 if self.routes.iter().all(|r| !r.enabled) {
                     return Ok(SubsResponse::Routed { enqueued: 0 });
