@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use events_core::{ApiError, ErrorCode, Timestamp};
 use events_runtime::context::Host;
-use events_runtime::{DurableObject, ObjectResult};
+use events_runtime::{DurableObject, ObjectResult, Placement};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -214,7 +214,7 @@ impl NativeHost {
         drop(shard);
         let live = registry.inc_live();
         metrics::gauge!("events_runtime_live_objects").set(live as f64);
-        let executor = &self.0.executors[generation as usize % self.0.executors.len()];
+        let executor = &self.0.executors[executor_for(O::PLACEMENT, generation, self.0.executors.len())];
         let host = self.clone();
         let job: Job = Box::new(move || {
             tokio::task::spawn_local(instance::run::<O>(host, key.1, generation, rx, control));
@@ -453,5 +453,39 @@ mod fd_tests {
     #[test]
     fn a_tiny_limit_keeps_the_floors() {
         assert_eq!(split_fds(1_024, 10_000, 4_096), (16, MIN_CLIENT_FDS));
+    }
+}
+
+/// The executor of a new instance: with two or more executors, the lower
+/// half runs [`Placement::Latency`] objects and the upper half
+/// [`Placement::Background`] ones, so a Parquet encode never queues in front
+/// of an append; [`Placement::Any`] objects go round robin over all.
+fn executor_for(placement: Placement, generation: u64, executors: usize) -> usize {
+    assert!(executors > 0, "a host has at least one executor");
+    let low = executors / 2;
+    let (start, count) = match placement {
+        _ if executors == 1 => (0, 1),
+        Placement::Any => (0, executors),
+        Placement::Latency => (0, low),
+        Placement::Background => (low, executors - low),
+    };
+    start + generation as usize % count
+}
+
+#[cfg(test)]
+mod placement_tests {
+    use super::*;
+
+    #[test]
+    fn latency_and_background_objects_never_share_an_executor() {
+        for executors in 2..=8 {
+            for generation in 0..32 {
+                let latency = executor_for(Placement::Latency, generation, executors);
+                let background = executor_for(Placement::Background, generation, executors);
+                assert!(latency < executors / 2 && background >= executors / 2 && background < executors);
+                assert!(executor_for(Placement::Any, generation, executors) < executors);
+            }
+        }
+        assert_eq!(executor_for(Placement::Background, 7, 1), 0, "one executor runs everything");
     }
 }

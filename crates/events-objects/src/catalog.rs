@@ -41,7 +41,7 @@ use events_iceberg::metadata::{
     MAIN_BRANCH, MetadataLogEntry, NAME_MAPPING_PROPERTY, NestedField, Schema, Snapshot, SnapshotRef, TableMetadata,
 };
 use events_lake::{ColumnKind, DataColumn};
-use events_runtime::{BlobStore, DurableObject, Host, Migration, ObjectContext, ObjectResult, SqlStorage};
+use events_runtime::{BlobStore, DurableObject, Host, Migration, ObjectContext, ObjectResult, Placement, SqlStorage};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -1220,6 +1220,7 @@ impl Catalog {
 
 impl DurableObject for Catalog {
     const CLASS: &'static str = "Catalog";
+    const PLACEMENT: Placement = Placement::Background;
     type Request = CatalogRequest;
     type Response = CatalogResponse;
 

@@ -2174,6 +2174,7 @@ mod cdc_metrics {
 
 impl DurableObject for CdcProcessor {
     const CLASS: &'static str = "CdcProcessor";
+    const PLACEMENT: events_runtime::Placement = events_runtime::Placement::Background;
     const STORAGE_CACHE_KIB: Option<u32> = Some(STORAGE_CACHE_KIB);
     type Request = CdcRequest;
     type Response = CdcResponse;

@@ -45,7 +45,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use events_core::limits::BATCH_ID_TTL_MS;
 use events_core::pattern::Pattern;
 use events_core::{ApiError, ErrorCode, Event, Timestamp};
-use events_runtime::{DurableObject, Host, Migration, ObjectContext, ObjectResult, SqlStorage, SqlValue};
+use events_runtime::{DurableObject, Host, Migration, ObjectContext, ObjectResult, Placement, SqlStorage, SqlValue};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -809,6 +809,7 @@ fn decode_row(body: &[u8], count: u64) -> ObjectResult<Vec<Event>> {
 
 impl DurableObject for EventWriter {
     const CLASS: &'static str = "EventWriter";
+    const PLACEMENT: Placement = Placement::Latency;
     type Request = WriterRequest;
     type Response = WriterResponse;
 

@@ -18,7 +18,7 @@
 
 use events_core::{ApiError, ErrorCode};
 use events_lake::{encode_events_with, event_file_key, hour_prefix, observe_columns, partition_by_hour};
-use events_runtime::{BlobStore, DurableObject, Host, Migration, ObjectContext, ObjectResult};
+use events_runtime::{BlobStore, DurableObject, Host, Migration, ObjectContext, ObjectResult, Placement};
 use serde::{Deserialize, Serialize};
 
 use crate::alarm::AlarmSlot;
@@ -241,6 +241,7 @@ impl OutboxRelay {
 
 impl DurableObject for OutboxRelay {
     const CLASS: &'static str = "OutboxRelay";
+    const PLACEMENT: Placement = Placement::Background;
     type Request = RelayRequest;
     type Response = RelayResponse;
 

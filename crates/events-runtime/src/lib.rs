@@ -40,7 +40,7 @@ pub use events_core::{ApiError, ErrorCode, Timestamp};
 pub use http::{HttpClient, HttpRequest, HttpResponse};
 pub use kv::Kv;
 pub use migrate::Migration;
-pub use object::{Durability, DurableObject, Message};
+pub use object::{Durability, DurableObject, Message, Placement};
 pub use sql::{MAX_EXACT_INTEGER, MIN_EXACT_INTEGER, Row, SqlStorage, SqlValue};
 
 /// Result type of everything an object does; errors carry a stable [`ErrorCode`].

@@ -25,6 +25,19 @@ pub enum Durability {
     Relaxed,
 }
 
+/// Where a host with several threads should run a class's objects, so that
+/// slow background work never queues in front of a latency-bound request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Anywhere (the default).
+    Any,
+    /// Answers requests that someone waits on (the ingest append): keep
+    /// away from background work.
+    Latency,
+    /// Long CPU-heavy runs nobody waits on (Parquet files, compaction).
+    Background,
+}
+
 /// An object kind: a stable class name, a storage schema, and behaviour.
 ///
 /// The host creates one instance per (class, name) by calling [`load`](Self::load)
@@ -47,6 +60,9 @@ pub trait DurableObject: Sized + 'static {
     /// objects. For classes whose objects hold large tables. Hosts that size
     /// their own caches ignore it.
     const STORAGE_CACHE_KIB: Option<u32> = None;
+    /// Where the host runs this class's objects; hosts with one thread per
+    /// object (Cloudflare) ignore it.
+    const PLACEMENT: Placement = Placement::Any;
 
     /// The storage schema, applied by the host before `load`.
     fn migrations() -> &'static [Migration];
