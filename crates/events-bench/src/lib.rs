@@ -17,6 +17,8 @@ pub mod runtime;
 #[cfg(feature = "server")]
 pub mod schemas;
 #[cfg(feature = "server")]
+pub mod stages;
+#[cfg(feature = "server")]
 pub mod subscriptions;
 
 /// Admin token of the servers the benchmarks start.

@@ -12,6 +12,9 @@ Examples:
   # Durable HTTP ingest vs a parse-only HTTP ceiling, with latency at half of peak
   cargo run --release -p events-cli -- bench ingest --seconds 10
 
+  # The ingest path taken apart: each stage's events/s on one core, and one writer shard
+  cargo run --release -p events-cli -- bench stages --seconds 1
+
   # Change capture: changes applied/s vs raw SQLite, reconstruction of 1,000,000 documents
   cargo run --release -p events-cli -- bench cdc --docs 1000000
 
@@ -67,6 +70,8 @@ pub enum Which {
     Runtime,
     /// HTTP ingest.
     Ingest,
+    /// The ingest path stage by stage.
+    Stages,
     /// Change capture.
     Cdc,
     /// One running host against another (needs --base-url and --against-url).
@@ -85,6 +90,10 @@ pub async fn run(_global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
         Which::Ingest => {
             let opts = events_bench::ingest::IngestBench { seconds: args.seconds, ..Default::default() };
             events_bench::ingest::run(&opts).await?
+        }
+        Which::Stages => {
+            let opts = events_bench::stages::StagesBench { seconds: args.seconds };
+            events_bench::stages::run(&opts).await?
         }
         Which::Cdc => {
             let opts = events_bench::cdc::CdcBench { docs: args.docs, updates: args.docs / 5, ..Default::default() };
