@@ -1,9 +1,12 @@
 //! [`ShardCoordinator`]: how many [`crate::EventWriter`] shards a namespace uses.
 //!
-//! A namespace starts with one writer shard (`<ns>/0`). When callers report
+//! A namespace starts with `shards.min` writer shards (default one, `<ns>/0`;
+//! the native server sets it from its cores: one per executor thread that
+//! runs writers, as one shard keeps one such thread busy). When callers report
 //! backpressure (a shard had too many requests in flight, or refused one as
 //! overloaded) often enough, the coordinator adds a shard, up to
-//! [`MAX_SHARDS`]; after a quiet spell it removes the newest one again. A
+//! [`MAX_SHARDS`]; after a quiet spell it removes the newest one again (never
+//! going below `shards.min`). A
 //! removed shard keeps flushing what it holds: only routing changes.
 //! The layout carries an `epoch` that grows with every change.
 //!
@@ -94,6 +97,8 @@ pub struct ShardCoordinator {
     cooldown_ms: i64,
     quiet_ms: i64,
     max_shards: u32,
+    /// The fewest shards a namespace has (`shards.min`, at most `max_shards`).
+    min_shards: u32,
     subs_thresholds: SubsThresholds,
     now: i64,
 }
@@ -134,14 +139,16 @@ impl DurableObject for ShardCoordinator {
 
     async fn load<H: Host>(cx: &ObjectContext<H>) -> ObjectResult<Self> {
         let mut state: State = cx.kv().get("state")?.unwrap_or_default();
-        if state.shards == 0 {
-            state.shards = 1;
-        }
+        let max_shards = var_or(cx.host(), "shards.max", MAX_SHARDS).clamp(1, MAX_SHARDS);
+        let min_shards = var_or(cx.host(), "shards.min", 1u32).clamp(1, max_shards);
+        // Grown to the floor at once; a lowered floor is left to the quiet-time scale-down.
+        state.shards = state.shards.max(min_shards).min(max_shards);
         Ok(ShardCoordinator {
+            min_shards,
             state,
             cooldown_ms: var_or(cx.host(), "shards.cooldown_ms", COOLDOWN_MS),
             quiet_ms: var_or(cx.host(), "shards.scale_down_quiet_ms", SCALE_DOWN_QUIET_MS),
-            max_shards: var_or(cx.host(), "shards.max", MAX_SHARDS).clamp(1, MAX_SHARDS),
+            max_shards,
             subs_thresholds: SubsThresholds::from_host(cx.host()),
             now: cx.now().as_millis(),
         })
@@ -178,7 +185,7 @@ impl DurableObject for ShardCoordinator {
     async fn alarm<H: Host>(&mut self, cx: &ObjectContext<H>) -> ObjectResult<()> {
         let now = cx.now().as_millis();
         let quiet_since = self.state.last_report.max(self.state.changed_at);
-        if self.state.shards > 1 {
+        if self.state.shards > self.min_shards {
             if now - quiet_since >= self.quiet_ms {
                 let shards = self.state.shards - 1;
                 self.change(shards, now);

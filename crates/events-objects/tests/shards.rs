@@ -71,3 +71,36 @@ async fn backpressure_adds_shards_and_quiet_removes_them() {
     assert_eq!((after.shards, after.epoch), (1, 4));
     host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_starts_at_the_shard_floor_and_quiet_never_goes_below_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(Timestamp(T0)));
+    let mut config = HostConfig::new(dir.path());
+    config.clock = clock.clone();
+    config.vars =
+        [("shards.min", "2"), ("shards.max", "3"), ("shards.cooldown_ms", "0"), ("shards.scale_down_quiet_ms", "1000")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    let host = NativeHost::start(config).unwrap();
+    host.register::<ShardCoordinator>();
+    assert_eq!(layout(&host, ShardRequest::Layout).await.shards, 2, "the floor from the first request on");
+    for _ in 0..3 {
+        layout(&host, ShardRequest::Backpressure { shard: 0 }).await;
+    }
+    assert_eq!(layout(&host, ShardRequest::Layout).await.shards, 3);
+    // Quiet spells remove the extra shard, and stop at the floor.
+    let start = Instant::now();
+    while layout(&host, ShardRequest::Layout).await.shards != 2 {
+        clock.advance(1_000);
+        assert!(start.elapsed() < Duration::from_secs(10), "scale-down after the quiet spell");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..5 {
+        clock.advance(10_000);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(layout(&host, ShardRequest::Layout).await.shards, 2);
+    host.shutdown().await;
+}

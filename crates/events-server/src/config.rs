@@ -304,6 +304,9 @@ impl Default for SubscriptionsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ShardsConfig {
+    /// Fewest writer shards per namespace; 0: one per executor thread that
+    /// runs writers (half the object threads, at least one).
+    pub min: u32,
     /// Most writer shards per namespace.
     pub max: u32,
     /// Requests in flight on one shard that count as backpressure.
@@ -318,11 +321,21 @@ impl Default for ShardsConfig {
     fn default() -> Self {
         use events_objects::shard_coordinator as s;
         ShardsConfig {
+            min: 0,
             max: s::MAX_SHARDS,
             backpressure_inflight: events_api::ingest::pipeline::DEFAULT_BACKPRESSURE_INFLIGHT,
             cooldown_ms: s::COOLDOWN_MS,
             scale_down_quiet_ms: s::SCALE_DOWN_QUIET_MS,
         }
+    }
+}
+
+impl ShardsConfig {
+    /// `min`, with 0 resolved from the object threads: writers run on half of
+    /// them (the rest run background objects), and one shard keeps one busy.
+    pub fn effective_min(&self, object_threads: usize) -> u32 {
+        let min = if self.min > 0 { self.min } else { (object_threads / 2).max(1) as u32 };
+        min.clamp(1, self.max.max(1))
     }
 }
 

@@ -26,6 +26,7 @@ pub fn start_host(config: &ServerConfig) -> anyhow::Result<NativeHost> {
         ("writer.compact_grace_ms", config.writer.compact_grace_ms.to_string()),
         ("writer.outbox_max_events", config.writer.outbox_max_events.to_string()),
         ("shards.max", config.shards.max.to_string()),
+        ("shards.min", config.shards.effective_min(config.runtime.effective_object_threads()).to_string()),
         ("lake.base_uri", config.lake_base_uri()?),
         ("catalog.maintenance_interval_ms", config.catalog.maintenance_interval_ms.to_string()),
         ("catalog.snapshot_max_age_ms", config.catalog.snapshot_max_age_ms.to_string()),
