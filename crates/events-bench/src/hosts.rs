@@ -60,8 +60,9 @@ async fn namespace_key(target: &Target) -> anyhow::Result<String> {
 /// namespace's objects: the per-object request rate).
 async fn phases(target: &Target, opts: &HostsBench) -> anyhow::Result<(Load, Load)> {
     let key = namespace_key(target).await?;
-    let batches = IngestBench { seconds: opts.seconds, connections: opts.connections, batch: opts.batch };
-    let singles = IngestBench { seconds: opts.seconds, connections: 1, batch: 1 };
+    let batches =
+        IngestBench { seconds: opts.seconds, connections: opts.connections, batch: opts.batch, against_nats: false };
+    let singles = IngestBench { seconds: opts.seconds, connections: 1, batch: 1, against_nats: false };
     let warm = IngestBench { seconds: 1.0, ..batches };
     drive(&target.base_url, &key, &warm, warm.connections, None).await?;
     let batch_load = drive(&target.base_url, &key, &batches, batches.connections, None).await?;

@@ -7,6 +7,10 @@
 //!
 //! Both are driven by the same client: `connections` keep-alive
 //! connections, each sending 100-event batches back to back.
+//!
+//! With `against_nats`, the same bodies also go to NATS JetStream (see
+//! [`crate::nats`]) through the same timed loop, and events.do and JetStream
+//! are compared one event per request as well.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,11 +29,13 @@ pub struct IngestBench {
     pub connections: usize,
     /// Events per batch.
     pub batch: usize,
+    /// Also measure NATS JetStream with the same bodies and connections.
+    pub against_nats: bool,
 }
 
 impl Default for IngestBench {
     fn default() -> Self {
-        IngestBench { seconds: 5.0, connections: 32, batch: 100 }
+        IngestBench { seconds: 5.0, connections: 32, batch: 100, against_nats: false }
     }
 }
 
@@ -77,6 +83,39 @@ pub(crate) struct Load {
     pub(crate) errors: u64,
 }
 
+/// One client connection of a timed load: one body in flight at a time.
+pub(crate) trait Connection: Send + 'static {
+    /// Sends `body` and waits for its acknowledgement; true if it was accepted.
+    fn send(&mut self, body: Bytes) -> impl Future<Output = bool> + Send;
+}
+
+/// `POST /e` on a keep-alive connection of a shared client; accepted means a 2xx answer, read to the end.
+struct Http {
+    client: reqwest::Client,
+    url: String,
+    auth: String,
+}
+
+impl Connection for Http {
+    async fn send(&mut self, body: Bytes) -> bool {
+        let r = self
+            .client
+            .post(&self.url)
+            .header("authorization", &self.auth)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await;
+        match r {
+            Ok(resp) if resp.status().is_success() => {
+                let _ = resp.bytes().await;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Sends batches for `seconds`; `rate` (batches/s in total) paces the load if set.
 pub(crate) async fn drive(
     url: &str,
@@ -86,18 +125,32 @@ pub(crate) async fn drive(
     rate: Option<f64>,
 ) -> anyhow::Result<Load> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(connections).build()?;
+    let http = (0..connections)
+        .map(|_| Http { client: client.clone(), url: format!("{url}/e"), auth: format!("Bearer {token}") })
+        .collect();
+    timed(http, opts, rate).await
+}
+
+/// Sends `opts.batch`-event bodies over each connection for `opts.seconds`,
+/// one after another; `rate` (bodies/s in total) paces the load if set. Each
+/// accepted body counts `opts.batch` events and one latency, from just before
+/// the send to its acknowledgement.
+pub(crate) async fn timed<C: Connection>(
+    connections: Vec<C>,
+    opts: &IngestBench,
+    rate: Option<f64>,
+) -> anyhow::Result<Load> {
+    let n = connections.len();
     let bodies: Arc<Vec<Bytes>> = Arc::new((0..64).map(|s| body(opts.batch, s)).collect());
     let sent = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(opts.seconds);
     let mut tasks = tokio::task::JoinSet::new();
-    for c in 0..connections {
-        let (client, bodies, sent, errors) = (client.clone(), bodies.clone(), sent.clone(), errors.clone());
-        let url = format!("{url}/e");
-        let auth = format!("Bearer {token}");
+    for (c, mut connection) in connections.into_iter().enumerate() {
+        let (bodies, sent, errors) = (bodies.clone(), sent.clone(), errors.clone());
         let batch = opts.batch as u64;
-        let interval = rate.map(|r| Duration::from_secs_f64(connections as f64 / r));
+        let interval = rate.map(|r| Duration::from_secs_f64(n as f64 / r));
         tasks.spawn(async move {
             let mut latencies = Vec::new();
             let mut i = c as u64;
@@ -108,24 +161,13 @@ pub(crate) async fn drive(
                     next += iv;
                 }
                 let t = Instant::now();
-                let r = client
-                    .post(&url)
-                    .header("authorization", &auth)
-                    .header("content-type", "application/json")
-                    .body(bodies[(i % 64) as usize].clone())
-                    .send()
-                    .await;
-                match r {
-                    Ok(resp) if resp.status().is_success() => {
-                        let _ = resp.bytes().await;
-                        latencies.push(t.elapsed().as_secs_f64() * 1e3);
-                        sent.fetch_add(batch, Ordering::Relaxed);
-                    }
-                    _ => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
+                if connection.send(bodies[(i % 64) as usize].clone()).await {
+                    latencies.push(t.elapsed().as_secs_f64() * 1e3);
+                    sent.fetch_add(batch, Ordering::Relaxed);
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
                 }
-                i += connections as u64;
+                i += n as u64;
             }
             latencies
         });
@@ -161,8 +203,14 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
     total
 }
 
-/// Runs the ingest figures.
+/// Runs the ingest figures; with `against_nats`, then the NATS JetStream
+/// peer's and the comparison.
 pub async fn run(opts: &IngestBench) -> anyhow::Result<Vec<Figure>> {
+    // Find (or install) the peer before anything is timed.
+    let nats_binary = opts.against_nats.then(crate::nats::find_or_install);
+    if let Some(Err(why)) = &nats_binary {
+        eprintln!("skipping the NATS JetStream peer: {why}; the events.do figures follow");
+    }
     let dir = tempfile::tempdir()?;
     let config = crate::server_config(dir.path());
     let server = events_server::Server::bind(config).await?;
@@ -191,6 +239,24 @@ pub async fn run(opts: &IngestBench) -> anyhow::Result<Vec<Figure>> {
     let half = drive(&url, &key, opts, opts.connections, Some(half_rate)).await?;
     let _ = ceiling_stop.send(());
 
+    // Storage efficiency: flush, then compare Parquet bytes with the JSON sent.
+    client.post(format!("{url}/admin/flush")).bearer_auth(crate::ADMIN_TOKEN).send().await?;
+    let events_stored: u64 = (peak.events_per_s * opts.seconds + half.events_per_s * opts.seconds) as u64;
+    let sample = body(opts.batch, 1);
+    let json_per_event = (sample.len() as f64 - 12.0) / opts.batch as f64;
+    let parquet = dir_bytes(&dir.path().join("data/lake")) as f64;
+
+    // One event per request, for the comparison with the peer only.
+    let nats_binary = nats_binary.and_then(Result::ok);
+    let singles = match nats_binary {
+        Some(_) => Some(drive(&url, &key, &IngestBench { batch: 1, ..*opts }, opts.connections, None).await?),
+        None => None,
+    };
+    // Stopped before the peer runs, so that the two never share the machine.
+    let _ = stop_tx.send(());
+    serving.await??;
+
+    let failed = peak.errors + half.errors + singles.as_ref().map_or(0, |s| s.errors);
     let mut figures = vec![
         Figure::new(
             &format!("durable ingest, {}-event batches, {} connections", opts.batch, opts.connections),
@@ -200,22 +266,58 @@ pub async fn run(opts: &IngestBench) -> anyhow::Result<Vec<Figure>> {
         .against("parse-only HTTP ceiling", ceiling.events_per_s),
         Figure::new("ack latency p50 at half of peak", percentile(&half.latencies_ms, 0.5), "ms"),
         Figure::new("ack latency p99 at half of peak", percentile(&half.latencies_ms, 0.99), "ms"),
-        Figure::new("failed requests (all phases)", (peak.errors + half.errors) as f64, "requests"),
+        Figure::new("failed requests (all phases)", failed as f64, "requests"),
     ];
-
-    // Storage efficiency: flush, then compare Parquet bytes with the JSON sent.
-    client.post(format!("{url}/admin/flush")).bearer_auth(crate::ADMIN_TOKEN).send().await?;
-    let events_stored: u64 = (peak.events_per_s * opts.seconds + half.events_per_s * opts.seconds) as u64;
-    let sample = body(opts.batch, 1);
-    let json_per_event = (sample.len() as f64 - 12.0) / opts.batch as f64;
-    let parquet = dir_bytes(&dir.path().join("data/lake")) as f64;
     if events_stored > 0 {
         figures.push(
             Figure::new("Parquet bytes per event", parquet / events_stored as f64, "bytes")
                 .against("raw JSON", json_per_event),
         );
     }
-    let _ = stop_tx.send(());
-    serving.await??;
+
+    if let (Some(binary), Some(singles)) = (nats_binary, singles) {
+        let nats = crate::nats::measure(&binary, opts).await.map_err(|e| e.context("NATS JetStream peer"))?;
+        let jetstream = "NATS JetStream, file storage";
+        figures.extend([
+            Figure::new(
+                &format!(
+                    "events.do vs JetStream: {}-event batches (one message each), {} connections",
+                    opts.batch, opts.connections
+                ),
+                peak.events_per_s,
+                "events/s",
+            )
+            .against(jetstream, nats.peak.events_per_s),
+            Figure::new(
+                "events.do vs JetStream: ack latency p50 at half of each one's peak",
+                percentile(&half.latencies_ms, 0.5),
+                "ms",
+            )
+            .against(jetstream, percentile(&nats.half.latencies_ms, 0.5)),
+            Figure::new(
+                "events.do vs JetStream: ack latency p99 at half of each one's peak",
+                percentile(&half.latencies_ms, 0.99),
+                "ms",
+            )
+            .against(jetstream, percentile(&nats.half.latencies_ms, 0.99)),
+            Figure::new(
+                &format!("events.do vs JetStream: one event per request / message, {} connections", opts.connections),
+                singles.events_per_s,
+                "events/s",
+            )
+            .against(jetstream, nats.singles.events_per_s),
+            Figure::new(
+                "events.do vs JetStream: one-event ack latency p50 at peak",
+                percentile(&singles.latencies_ms, 0.5),
+                "ms",
+            )
+            .against(jetstream, percentile(&nats.singles.latencies_ms, 0.5)),
+            Figure::new(
+                "JetStream failed publishes (all phases)",
+                (nats.peak.errors + nats.half.errors + nats.singles.errors) as f64,
+                "publishes",
+            ),
+        ]);
+    }
     Ok(figures)
 }

@@ -12,6 +12,8 @@ pub mod hosts;
 pub mod ingest;
 pub mod memory;
 #[cfg(feature = "server")]
+pub mod nats;
+#[cfg(feature = "server")]
 pub mod query;
 pub mod runtime;
 #[cfg(feature = "server")]

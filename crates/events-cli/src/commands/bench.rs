@@ -12,6 +12,11 @@ Examples:
   # Durable HTTP ingest vs a parse-only HTTP ceiling, with latency at half of peak
   cargo run --release -p events-cli -- bench ingest --seconds 10
 
+  # The same, then NATS JetStream (nats-server -js, file storage) with the same bodies and
+  # connections, and one event per request on both (installs nats-server with apt-get if
+  # missing and root; otherwise skips the peer and says so)
+  cargo run --release -p events-cli -- bench ingest --against-nats --seconds 5
+
   # The ingest path taken apart: each stage's events/s on one core, and one writer shard
   cargo run --release -p events-cli -- bench stages --seconds 1
 
@@ -61,6 +66,12 @@ pub struct BenchArgs {
     /// Events generated for the `query` benchmark.
     #[arg(long, default_value_t = 10_000_000)]
     pub events: usize,
+    /// `ingest`: also measure NATS JetStream (`nats-server -js`, file storage, started on a
+    /// free port) with the same bodies and connections, awaiting each publish acknowledgement,
+    /// and compare one event per request on both. Installs nats-server with apt-get when it is
+    /// missing and this runs as root; otherwise skips the peer with a message.
+    #[arg(long)]
+    pub against_nats: bool,
 }
 
 /// The benchmarks.
@@ -88,7 +99,11 @@ pub async fn run(_global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
             events_bench::runtime::run(&opts).await?
         }
         Which::Ingest => {
-            let opts = events_bench::ingest::IngestBench { seconds: args.seconds, ..Default::default() };
+            let opts = events_bench::ingest::IngestBench {
+                seconds: args.seconds,
+                against_nats: args.against_nats,
+                ..Default::default()
+            };
             events_bench::ingest::run(&opts).await?
         }
         Which::Stages => {
