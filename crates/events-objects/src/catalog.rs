@@ -227,9 +227,15 @@ pub enum CatalogRequest {
         /// Their keys in the bucket.
         keys: Vec<String>,
     },
-    /// Commits files to a managed table as one snapshot: `append` when
-    /// nothing is removed, else `replace` (compaction) or `overwrite`.
-    /// A key already live is replaced by its new version (a retried flush).
+    /// Commits files to a managed table as one snapshot whose operation
+    /// says, as the Iceberg spec means it, what happened to the rows
+    /// ([`commit_operation`]): `append` when files are only added, `delete`
+    /// when only removed, `overwrite` when rows are added and removed (a CDC
+    /// table's new state), and `replace` when the rows stay the same: every
+    /// added key was live already and nothing else is removed (a retried
+    /// flush rewriting its files, a repeated CDC publish). Compaction,
+    /// which the catalog runs itself, is `replace` too.
+    /// A key already live is replaced by its new version.
     /// Ends the write intents of the keys it adds.
     CommitFiles {
         /// The table.
@@ -485,6 +491,23 @@ pub fn validate_table_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
+/// The Iceberg operation of a commit that does not merely rewrite rows, from
+/// what it does to the table's data files: `new` keys added that were not
+/// live, `rewritten` live keys added again (their rows unchanged: a retried
+/// flush, a repeated publish), `dropped` live keys removed and not added again.
+///
+/// By the spec's meaning: `append` adds rows only, `delete` removes rows
+/// only, `overwrite` does both (a CDC table's new state), and `replace`
+/// changes files without changing the rows.
+pub fn commit_operation(new: usize, rewritten: usize, dropped: usize) -> &'static str {
+    match (new > 0, rewritten > 0, dropped > 0) {
+        (false, _, false) => "replace",
+        (true, false, false) => "append",
+        (false, false, true) => "delete",
+        _ => "overwrite",
+    }
+}
+
 /// Whether `name` is a table events.do writes itself.
 pub fn is_managed_table(name: &str) -> bool {
     name == EVENTS_TABLE || name.starts_with("cdc_")
@@ -676,12 +699,16 @@ impl Catalog {
             .collect())
     }
 
+    /// Commits `added` and `removed` as one snapshot. `rewrite`: the added
+    /// files hold exactly the rows of the removed ones (compaction), so the
+    /// snapshot is a `replace` whatever the keys.
     async fn commit_files<H: Host>(
         &mut self,
         cx: &ObjectContext<H>,
         table: &str,
         added: Vec<NewFile>,
         removed: Vec<String>,
+        rewrite: bool,
     ) -> ObjectResult<Option<i64>> {
         if added.len() > MAX_FILES_PER_COMMIT || removed.len() > MAX_FILES_PER_COMMIT {
             return Err(ApiError::new(
@@ -708,11 +735,13 @@ impl Catalog {
         // A key added again (a retried flush rewrote it) replaces its old version.
         let mut gone: BTreeSet<String> = removed.iter().filter(|k| live_keys.contains(k.as_str())).cloned().collect();
         gone.extend(added.iter().filter(|f| live_keys.contains(f.key.as_str())).map(|f| f.key.clone()));
-        let operation = match (gone.is_empty(), added.is_empty()) {
-            (true, _) => "append",
-            (false, true) => "delete",
-            (false, false) if removed.is_empty() => "overwrite",
-            (false, false) => "replace",
+        let operation = if rewrite {
+            "replace"
+        } else {
+            let added_keys: BTreeSet<&str> = added.iter().map(|f| f.key.as_str()).collect();
+            let rewritten = added_keys.iter().filter(|k| live_keys.contains(*k)).count();
+            let dropped = gone.iter().filter(|k| !added_keys.contains(k.as_str())).count();
+            commit_operation(added_keys.len() - rewritten, rewritten, dropped)
         };
         let previous: Vec<ManifestFile> = match parent {
             Some(p) => db
@@ -1045,7 +1074,7 @@ impl Catalog {
         report.compacted_inputs = removed.len();
         report.compacted_files = added.iter().map(|f| f.key.clone()).collect();
         if !added.is_empty() {
-            self.commit_files(cx, table, added, removed).await?;
+            self.commit_files(cx, table, added, removed, true).await?;
         }
         Ok(())
     }
@@ -1276,7 +1305,7 @@ impl DurableObject for Catalog {
                 Ok(CatalogResponse::Ok)
             }
             CatalogRequest::CommitFiles { table, added, removed } => {
-                Ok(CatalogResponse::Committed(self.commit_files(cx, &table, added, removed).await?))
+                Ok(CatalogResponse::Committed(self.commit_files(cx, &table, added, removed, false).await?))
             }
             CatalogRequest::Scan { table, snapshot_id, as_of_ms } => {
                 Ok(CatalogResponse::Scan(Self::scan(db, &table, snapshot_id, as_of_ms)?))
