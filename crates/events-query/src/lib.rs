@@ -116,8 +116,9 @@ pub struct QueryTable {
 }
 
 /// Converts an Iceberg schema's columns to Arrow, for scanning files written
-/// by events.do: `timestamptz` is milliseconds (as the files store it) and
-/// strings are read as string views.
+/// by events.do: `timestamptz` is microseconds, as Iceberg defines it and as
+/// files store it (older files store milliseconds and are cast on reading),
+/// and strings are read as string views.
 pub fn arrow_schema(schema: &events_iceberg::metadata::Schema) -> Result<SchemaRef, ApiError> {
     let fields = schema
         .fields
@@ -130,8 +131,8 @@ pub fn arrow_schema(schema: &events_iceberg::metadata::Schema) -> Result<SchemaR
                 Some("double") => DataType::Float64,
                 Some("float") => DataType::Float32,
                 Some("boolean") => DataType::Boolean,
-                Some("timestamptz") => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-                Some("timestamp") => DataType::Timestamp(TimeUnit::Millisecond, None),
+                Some("timestamptz") => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                Some("timestamp") => DataType::Timestamp(TimeUnit::Microsecond, None),
                 Some("date") => DataType::Date32,
                 other => {
                     return Err(ApiError::new(
