@@ -1,6 +1,9 @@
 //! Encoding query results as they stream: JSON (an array of row objects),
 //! NDJSON, CSV (with a header) or Arrow IPC (stream format).
 //!
+//! Every format carries every column of the result in SELECT order: a JSON
+//! or NDJSON row has each column as a key, in that order, `null` included.
+//!
 //! [`ResultEncoder`] turns one batch at a time into bytes, so a large result
 //! is never held whole in memory; [`LimitedStream`] applies the row limit and
 //! the deadline to the batches on their way.
@@ -118,7 +121,10 @@ impl ResultEncoder {
         match self.format {
             OutputFormat::Json | OutputFormat::Ndjson => {
                 let batch = plain_batch(batch, &self.plain)?;
-                let mut w = datafusion::arrow::json::LineDelimitedWriter::new(Vec::new());
+                // Every column of every row, in SELECT order, nulls as `null`.
+                let mut w = datafusion::arrow::json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, datafusion::arrow::json::writer::LineDelimited>(Vec::new());
                 w.write(&batch).map_err(enc_err)?;
                 w.finish().map_err(enc_err)?;
                 let lines = w.into_inner();
