@@ -7,6 +7,7 @@
 //!   verifying namespace keys, the caller and its namespace checks;
 //! - [`cdc`]: the `/cdc/...` API (query parsing, collection processor calls,
 //!   the restore loop, the JSON answers);
+//! - [`iceberg`]: the Iceberg REST catalog's error model (`ErrorModel`);
 //! - [`ingest`]: decoding an ingest body and validating its events;
 //! - [`reader`]: reading events back from writer buffers and Parquet files;
 //! - [`schemas`]: reporting schema validation failures;
@@ -19,6 +20,7 @@
 
 pub mod auth;
 pub mod cdc;
+pub mod iceberg;
 pub mod ingest;
 pub mod reader;
 pub mod schemas;

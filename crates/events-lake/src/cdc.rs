@@ -427,8 +427,7 @@ fn column<'a, T: Array + 'static>(batch: &'a RecordBatch, name: &str) -> Result<
 }
 
 fn ts_column(batch: &RecordBatch) -> Result<crate::schema::TsColumn<'_>, LakeError> {
-    crate::schema::ts_column(batch, COL_TS)
-        .ok_or_else(|| LakeError::Corrupt(format!("no timestamp column {COL_TS:?}")))
+    crate::schema::ts_column(batch, COL_TS).ok_or_else(|| LakeError::Corrupt(format!("no timestamp column {COL_TS:?}")))
 }
 
 fn opt(a: &StringArray, i: usize) -> Option<String> {

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, RecordBatch};
 use bytes::Bytes;
 use events_core::id::ulid_string;
+use events_core::{Event, Timestamp};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use events_core::{Event, Timestamp};
 use serde_json::{Map, Value, json};
 
 /// 2026-09-21T…Z: the time around which test events fall.
@@ -213,7 +213,9 @@ pub fn with_millisecond_ts(file: &[u8]) -> Vec<u8> {
     let fields: Vec<arrow_schema::Field> = schema
         .fields()
         .iter()
-        .map(|f| if f.name() == "ts" { f.as_ref().clone().with_data_type(old_type.clone()) } else { f.as_ref().clone() })
+        .map(
+            |f| if f.name() == "ts" { f.as_ref().clone().with_data_type(old_type.clone()) } else { f.as_ref().clone() },
+        )
         .collect();
     let old_schema = Arc::new(arrow_schema::Schema::new(fields));
     let mut writer = ArrowWriter::try_new(Vec::new(), old_schema.clone(), None).unwrap();

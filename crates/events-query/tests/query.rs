@@ -39,7 +39,9 @@ fn millisecond_file(events: &[Event]) -> Vec<u8> {
         .schema()
         .fields()
         .iter()
-        .map(|f| if f.name() == "ts" { f.as_ref().clone().with_data_type(old_type.clone()) } else { f.as_ref().clone() })
+        .map(
+            |f| if f.name() == "ts" { f.as_ref().clone().with_data_type(old_type.clone()) } else { f.as_ref().clone() },
+        )
         .collect();
     let schema = Arc::new(Schema::new(fields));
     let columns: Vec<ArrayRef> = batch
@@ -114,7 +116,10 @@ async fn old_millisecond_files_and_new_microsecond_files_read_as_one_table() {
     let new = events_lake::encode_events(&[&event("b", T0 + 1, json!({}))]).unwrap();
     let old = millisecond_file(&[event("a", T0, json!({}))]);
     let (store, tables) = lake(vec![("events/old.parquet", old), ("events/new.parquet", new)]).await;
-    assert_eq!(tables[0].schema.field_with_name("ts").unwrap().data_type(), &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())));
+    assert_eq!(
+        tables[0].schema.field_with_name("ts").unwrap().data_type(),
+        &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+    );
     let sql = "SELECT id, CAST(ts AS BIGINT) AS us, ts FROM events ORDER BY id";
     let out = run(store.clone(), tables.clone(), sql, OutputFormat::Json).await;
     let rows: Value = serde_json::from_slice(&out).unwrap();

@@ -169,13 +169,13 @@ async fn pyiceberg_commits_to_an_external_table_and_a_stale_commit_conflicts() {
         .await;
     assert_eq!(r.status, 204, "{}", r.text);
     let r = server.get(&format!("/iceberg/v1/namespaces/{ns}/tables/py_notes"), &key.auth()).await;
-    r.expect_error(404, "NOT_FOUND");
+    r.expect_iceberg_error(404, "NoSuchTableException");
     server.ingest_ok(&key.auth(), &[order("x", json!({}))]).await;
     server.admin_flush().await;
     let r = server
         .send(server.client().delete(server.url(&format!("/iceberg/v1/namespaces/{ns}/tables/events"))), &key.auth())
         .await;
-    r.expect_error(403, "FORBIDDEN");
+    r.expect_iceberg_error(403, "ForbiddenException");
     let r = server
         .post_json(
             &format!("/iceberg/v1/namespaces/{ns}/tables/events"),
@@ -183,7 +183,61 @@ async fn pyiceberg_commits_to_an_external_table_and_a_stale_commit_conflicts() {
             &json!({"requirements": [], "updates": [{"action": "remove-snapshot-ref", "ref-name": "main"}]}),
         )
         .await;
-    r.expect_error(403, "FORBIDDEN");
+    r.expect_iceberg_error(403, "ForbiddenException");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_errors_use_the_iceberg_error_model_and_pyiceberg_raises_the_spec_exceptions() {
+    if skip_on_external(EXTERNAL) {
+        return;
+    }
+    require_python_modules(&["pyiceberg", "pyarrow"]);
+    let server = TestServer::start().await;
+    let ns = unique_ns("ice-err");
+    let key = server.create_key(&ns).await;
+    server.ingest_ok(&key.auth(), &[order("x", json!({}))]).await;
+    server.admin_flush().await;
+
+    // Over HTTP: the spec's ErrorModel, with the types clients map by.
+    let missing = server.get(&format!("/iceberg/v1/namespaces/{ns}/tables/no_such_table"), &key.auth()).await;
+    let missing_message = missing.expect_iceberg_error(404, "NoSuchTableException").to_string();
+    assert_eq!(missing_message, "no table no_such_table");
+    let other = server.get(&format!("/iceberg/v1/namespaces/{ns}-nope/tables/events"), &key.auth()).await;
+    other.expect_iceberg_error(404, "NoSuchNamespaceException");
+    let r = server.get(&format!("/iceberg/v1/namespaces/{ns}-nope"), &key.auth()).await;
+    r.expect_iceberg_error(404, "NoSuchNamespaceException");
+    // The flush made the namespace.
+    let r = server.post_json("/iceberg/v1/namespaces", &key.auth(), &json!({"namespace": [ns]})).await;
+    r.expect_iceberg_error(409, "AlreadyExistsException");
+    let r = server.send(server.client().delete(server.url(&format!("/iceberg/v1/namespaces/{ns}"))), &key.auth()).await;
+    r.expect_iceberg_error(409, "NamespaceNotEmptyException");
+    let r = server.get("/iceberg/v1/nope", &key.auth()).await;
+    r.expect_iceberg_error(404, "NotFoundException");
+    let r = server.get("/iceberg/v1/config", &events_e2e::Auth::None).await;
+    r.expect_iceberg_error(401, "NotAuthorizedException");
+    // Everywhere else, the events.do envelope.
+    server.get("/tables/no_such_table/snapshots", &key.auth()).await.expect_error(404, "NOT_FOUND");
+    server.get("/nope", &key.auth()).await.expect_error(404, "NOT_FOUND");
+
+    // PyIceberg raises the spec's exceptions, carrying the server's message.
+    let v = run_py_json("iceberg_client.py", &["errors", server.base_url(), &key.key, &ns]);
+    let raised = |name: &str| (v[name]["error"].as_str().unwrap_or(""), v[name]["message"].as_str().unwrap_or(""));
+    assert_eq!(
+        raised("missing_table"),
+        ("NoSuchTableError", format!("NoSuchTableException: {missing_message}").as_str())
+    );
+    assert_eq!(raised("missing_namespace").0, "NoSuchNamespaceError", "{v}");
+    assert_eq!(raised("missing_namespace").1, format!("NoSuchNamespaceException: no namespace {ns}-nope"));
+    assert_eq!(raised("drop_managed").0, "ForbiddenError", "{v}");
+    assert_eq!(
+        raised("drop_managed").1,
+        "ForbiddenException: events is managed by events.do and cannot be dropped",
+        "{v}"
+    );
+    assert_eq!(raised("stale_commit").0, "CommitFailedException", "{v}");
+    assert!(raised("stale_commit").1.starts_with("CommitFailedException: ref main is at "), "{v}");
+    assert_eq!(raised("bad_token").0, "UnauthorizedError", "{v}");
+    assert!(raised("bad_token").1.starts_with("NotAuthorizedException: "), "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
