@@ -11,6 +11,7 @@
 //! - [`ingest`]: decoding an ingest body and validating its events;
 //! - [`reader`]: reading events back from writer buffers and Parquet files;
 //! - [`schemas`]: reporting schema validation failures;
+//! - [`tables`]: incremental reads of a table (`/tables/{table}/changes`);
 //! - [`subscriptions`]: the `/subscriptions` API (query and body parsing,
 //!   the subscription object calls, the JSON answers);
 //! - [`webhooks`]: verifying inbound webhook signatures.
@@ -25,4 +26,5 @@ pub mod ingest;
 pub mod reader;
 pub mod schemas;
 pub mod subscriptions;
+pub mod tables;
 pub mod webhooks;

@@ -116,6 +116,45 @@ pub struct Scan {
     pub files: Vec<ScanFile>,
 }
 
+/// One snapshot of a [`ChangeSet`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeSnapshot {
+    /// Its id.
+    pub snapshot_id: i64,
+    /// Its sequence number.
+    pub sequence_number: i64,
+    /// When it was committed (ms).
+    pub timestamp_ms: i64,
+    /// Its operation (`append`, `replace`, `overwrite`, `delete`).
+    pub operation: String,
+    /// Files whose rows it adds to the change set (none for a `replace`).
+    pub added_files: usize,
+    /// Rows it adds to the change set.
+    pub added_rows: i64,
+}
+
+/// The rows a managed table gained between two snapshots: the data files
+/// that the snapshots after `from` up to `to` added, for incremental reads.
+///
+/// By the operations' meaning: an `append` adds its files' rows, an
+/// `overwrite` (a CDC table's new state) its added files' rows, a `replace`
+/// (compaction, a retried flush) nothing, since its rows were there before,
+/// and a `delete` nothing. A file added again under the same key with the
+/// same rows is never counted twice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeSet {
+    /// The snapshot the changes start after (`None`: the table's beginning).
+    pub from_snapshot_id: Option<i64>,
+    /// The last snapshot included (`None`: the table has no snapshot).
+    pub to_snapshot_id: Option<i64>,
+    /// The snapshots after `from` up to `to`, oldest first.
+    pub snapshots: Vec<ChangeSnapshot>,
+    /// The table's current schema (files lacking a column read it as null).
+    pub schema: Schema,
+    /// The data files holding the added rows.
+    pub files: Vec<ScanFile>,
+}
+
 /// A table as listed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableSummary {
@@ -254,6 +293,19 @@ pub enum CatalogRequest {
         /// A time (ms): the snapshot current then.
         as_of_ms: Option<i64>,
     },
+    /// The rows a managed table gained after snapshot `from_snapshot`
+    /// (exclusive; `None`: from the table's first snapshot) up to
+    /// `to_snapshot` (inclusive; `None`: the current one), as the data files
+    /// that hold them ([`ChangeSet`]). `from` must be `to` or one of its
+    /// ancestors, still retained.
+    Changes {
+        /// The table.
+        table: String,
+        /// The snapshot to start after.
+        from_snapshot: Option<i64>,
+        /// The last snapshot to include.
+        to_snapshot: Option<i64>,
+    },
     /// Every table.
     ListTables,
     /// One table's metadata.
@@ -323,6 +375,8 @@ pub enum CatalogResponse {
     Committed(Option<i64>),
     /// A scan.
     Scan(Scan),
+    /// Changes between two snapshots.
+    Changes(Box<ChangeSet>),
     /// Tables.
     Tables(Vec<TableSummary>),
     /// One table.
@@ -934,6 +988,95 @@ impl Catalog {
         Ok(Scan { snapshot_id: snapshot.map(|s| s.snapshot_id), schema: meta.current_schema().clone(), files })
     }
 
+    fn changes<S: SqlStorage>(db: &S, table: &str, from: Option<i64>, to: Option<i64>) -> ObjectResult<ChangeSet> {
+        let (managed, _, loaded) = Self::require_table(db, table)?;
+        if !managed {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("{table} is an external table; its engine tracks its changes"),
+            ));
+        }
+        let meta = &loaded.metadata;
+        let missing = |id: i64| ApiError::not_found(format!("no snapshot {id} in {table} (never, or expired)"));
+        let mut set = ChangeSet {
+            from_snapshot_id: from,
+            to_snapshot_id: None,
+            snapshots: Vec::new(),
+            schema: meta.current_schema().clone(),
+            files: Vec::new(),
+        };
+        if let Some(id) = from
+            && meta.snapshot(id).is_none()
+        {
+            return Err(missing(id));
+        }
+        let last = match to {
+            Some(id) => meta.snapshot(id).ok_or_else(|| missing(id))?,
+            None => match meta.current_snapshot() {
+                Some(s) => s,
+                None => return Ok(set),
+            },
+        };
+        set.to_snapshot_id = Some(last.snapshot_id);
+        // The snapshots after `from` up to `last`, newest first, by parent links.
+        let mut chain = Vec::new();
+        let mut at = Some(last);
+        let mut reached = false;
+        while let Some(s) = at {
+            if Some(s.snapshot_id) == from {
+                reached = true;
+                break;
+            }
+            chain.push(s);
+            at = s.parent_snapshot_id.and_then(|p| meta.snapshot(p));
+        }
+        match from {
+            Some(id) if !reached => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidQuery,
+                    format!("snapshot {id} is not {} or one of its ancestors", last.snapshot_id),
+                ));
+            }
+            None if chain.last().is_some_and(|s| s.parent_snapshot_id.is_some()) => {
+                let oldest = chain.last().expect("checked").snapshot_id;
+                return Err(ApiError::not_found(format!(
+                    "the snapshots of {table} before {oldest} have expired: read the table at snapshot {oldest} \
+                     and ask for the changes from it"
+                )));
+            }
+            _ => {}
+        }
+        for s in chain.into_iter().rev() {
+            let operation = s.operation().to_string();
+            let files: Vec<ScanFile> = if operation == "replace" || operation == "delete" {
+                Vec::new()
+            } else {
+                // Added by this snapshot, unless the same key was live before
+                // it (rewritten with its rows, not new rows).
+                db.query(
+                    "SELECT key, rows, bytes FROM files f WHERE tbl = ?1 AND snapshot_id = ?2 AND added_seq = ?3
+                     AND NOT EXISTS (SELECT 1 FROM files g WHERE g.tbl = f.tbl AND g.key = f.key
+                                     AND g.removed_seq = f.added_seq)
+                     ORDER BY key",
+                    &[table.into(), s.snapshot_id.into(), s.sequence_number.into()],
+                )?
+                .iter()
+                .map(|r| ScanFile { key: r.str(0).to_string(), rows: r.i64(1), bytes: r.i64(2) })
+                .collect()
+            };
+            set.snapshots.push(ChangeSnapshot {
+                snapshot_id: s.snapshot_id,
+                sequence_number: s.sequence_number,
+                timestamp_ms: s.timestamp_ms,
+                operation,
+                added_files: files.len(),
+                added_rows: files.iter().map(|f| f.rows).sum(),
+            });
+            set.files.extend(files);
+        }
+        Ok(set)
+    }
+
     fn list_tables<S: SqlStorage>(db: &S) -> ObjectResult<Vec<TableSummary>> {
         let mut out = Vec::new();
         for r in db.query("SELECT name, managed, metadata FROM tables ORDER BY name", &[])? {
@@ -1309,6 +1452,9 @@ impl DurableObject for Catalog {
             }
             CatalogRequest::Scan { table, snapshot_id, as_of_ms } => {
                 Ok(CatalogResponse::Scan(Self::scan(db, &table, snapshot_id, as_of_ms)?))
+            }
+            CatalogRequest::Changes { table, from_snapshot, to_snapshot } => {
+                Ok(CatalogResponse::Changes(Box::new(Self::changes(db, &table, from_snapshot, to_snapshot)?)))
             }
             CatalogRequest::ListTables => Ok(CatalogResponse::Tables(Self::list_tables(db)?)),
             CatalogRequest::LoadTable { table } => {

@@ -551,3 +551,114 @@ fn commit_operations_by_what_happens_to_the_files() {
     assert_eq!(commit_operation(1, 1, 0), "overwrite");
     assert_eq!(commit_operation(0, 1, 1), "overwrite");
 }
+
+async fn changes(
+    h: &NativeHost,
+    table: &str,
+    from: Option<i64>,
+    to: Option<i64>,
+) -> events_objects::catalog::ChangeSet {
+    let req = CatalogRequest::Changes { table: table.into(), from_snapshot: from, to_snapshot: to };
+    match catalog(h, req).await {
+        CatalogResponse::Changes(set) => *set,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The ids of the events in a change set's files.
+async fn change_ids(h: &NativeHost, set: &events_objects::catalog::ChangeSet) -> Vec<String> {
+    let mut ids = Vec::new();
+    for f in &set.files {
+        let bytes = h.blobs().get(&f.key).await.unwrap().unwrap();
+        ids.extend(events_lake::decode_events(&bytes).unwrap().into_iter().map(|e| e.id));
+    }
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_between_snapshots_follow_the_operations() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, clock) = host(dir.path()).await;
+    let none = CatalogRequest::Changes { table: "events".into(), from_snapshot: None, to_snapshot: None };
+    assert_eq!(h_err(&h, none).await, ErrorCode::NotFound, "no table before the first flush");
+    let current = |t: LoadedTable| t.metadata.current_snapshot_id.unwrap();
+    append_and_flush(&h, 0, vec![event("a", T0, json!({}))]).await;
+    let s1 = current(load(&h).await);
+    append_and_flush(&h, 0, vec![event("b", T0 + 1, json!({}))]).await;
+    // A retried flush (replace) and a compaction (replace) add no rows.
+    let live = scan(&h).await.files;
+    let again =
+        vec![events_objects::catalog::NewFile { key: live[1].key.clone(), rows: live[1].rows, bytes: live[1].bytes }];
+    catalog(&h, CatalogRequest::CommitFiles { table: "events".into(), added: again, removed: vec![] }).await;
+    let s3 = current(load(&h).await);
+    clock.advance(1);
+    assert_eq!(maintain(&h, MaintainOptions { compact: true, ..Default::default() }).await.compacted_inputs, 2);
+    let s4 = current(load(&h).await);
+    append_and_flush(&h, 0, vec![event("c", T0 + 2, json!({}))]).await;
+    let s5 = current(load(&h).await);
+
+    let all = changes(&h, "events", None, None).await;
+    assert_eq!(change_ids(&h, &all).await, ["a", "b", "c"], "every row once, none from the replaces");
+    let ops: Vec<&str> = all.snapshots.iter().map(|s| s.operation.as_str()).collect();
+    assert_eq!(ops, ["append", "append", "replace", "replace", "append"]);
+    assert_eq!(all.snapshots.iter().map(|s| s.added_rows).collect::<Vec<_>>(), [1, 1, 0, 0, 1]);
+    assert_eq!((all.from_snapshot_id, all.to_snapshot_id), (None, Some(s5)));
+
+    let after_first = changes(&h, "events", Some(s1), None).await;
+    assert_eq!(change_ids(&h, &after_first).await, ["b", "c"]);
+    assert!(change_ids(&h, &changes(&h, "events", Some(s3), Some(s4)).await).await.is_empty());
+    assert_eq!(change_ids(&h, &changes(&h, "events", Some(s1), Some(s3)).await).await, ["b"]);
+    assert!(changes(&h, "events", Some(s5), Some(s5)).await.files.is_empty());
+    // Consuming in steps gives each row once.
+    let mut stepped = Vec::new();
+    for (from, to) in [(None, Some(s1)), (Some(s1), Some(s3)), (Some(s3), Some(s5))] {
+        stepped.extend(change_ids(&h, &changes(&h, "events", from, to).await).await);
+    }
+    assert_eq!(stepped, ["a", "b", "c"]);
+
+    let hr = &h;
+    let err = |from, to| async move {
+        h_err(hr, CatalogRequest::Changes { table: "events".into(), from_snapshot: from, to_snapshot: to }).await
+    };
+    assert_eq!(err(Some(s5), Some(s1)).await, ErrorCode::InvalidQuery, "from after to");
+    assert_eq!(err(Some(42), None).await, ErrorCode::NotFound);
+    assert_eq!(err(None, Some(42)).await, ErrorCode::NotFound);
+
+    // Once the first snapshots expired, changes start from a retained one.
+    clock.advance(3_600_000);
+    let expire =
+        MaintainOptions { expire: true, keep_last: Some(2), max_snapshot_age_ms: Some(0), ..Default::default() };
+    maintain(&h, expire).await;
+    assert_eq!(err(None, None).await, ErrorCode::NotFound, "the history before the retained snapshots is gone");
+    assert_eq!(err(Some(s1), None).await, ErrorCode::NotFound);
+    assert_eq!(change_ids(&h, &changes(&h, "events", Some(s4), None).await).await, ["c"]);
+
+    // A CDC table: each new state's rows are its changes; a repeated commit adds none.
+    let table = "cdc_users".to_string();
+    let schema = events_objects::catalog::iceberg_schema(&events_lake::cdc::state_schema());
+    catalog(&h, CatalogRequest::EnsureManagedTable { table: table.clone(), schema, properties: BTreeMap::new() }).await;
+    let file = |k: &str, rows| events_objects::catalog::NewFile {
+        key: format!("cdc/ns=acme/collection=users/current/{k}.parquet"),
+        rows,
+        bytes: 10,
+    };
+    for (added, removed) in [
+        (vec![file("1", 3)], vec![]),
+        (vec![file("2", 4)], vec![file("1", 0).key]),
+        (vec![file("2", 4)], vec![file("1", 0).key]),
+    ] {
+        catalog(&h, CatalogRequest::CommitFiles { table: table.clone(), added, removed }).await;
+    }
+    let set = changes(&h, &table, None, None).await;
+    let ops: Vec<(&str, i64)> = set.snapshots.iter().map(|s| (s.operation.as_str(), s.added_rows)).collect();
+    assert_eq!(ops, [("append", 3), ("overwrite", 4), ("replace", 0)]);
+    let first = set.snapshots[0].snapshot_id;
+    let keys: Vec<String> = changes(&h, &table, Some(first), None).await.files.into_iter().map(|f| f.key).collect();
+    assert_eq!(keys, [file("2", 0).key]);
+    h.shutdown().await;
+}
+
+async fn h_err(h: &NativeHost, req: CatalogRequest) -> ErrorCode {
+    h.call_object::<Catalog>("acme", req).await.unwrap_err().code
+}

@@ -309,3 +309,108 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out.sort();
     out
 }
+
+/// Waits until the namespace's collection `collection` applied `expected` changes, then compacts it.
+async fn compact_collection(server: &TestServer, auth: &events_e2e::Auth, ns: &str, collection: &str, expected: i64) {
+    let deadline = std::time::Instant::now() + events_e2e::DEADLINE;
+    loop {
+        let list = server.get(&format!("/cdc/{ns}"), auth).await;
+        let stats = list.expect(200)["collections"].as_array().unwrap().first().cloned();
+        if stats.as_ref().is_some_and(|s| s["changes"] == expected) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "changes not applied: {}", list.text);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    server.post_json(&format!("/cdc/{ns}/{collection}/_compact"), auth, &json!({})).await.expect(200);
+}
+
+fn ids_of(rows: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = rows.as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_between_snapshots_give_each_appended_row_once() {
+    if skip_on_external(EXTERNAL) {
+        return;
+    }
+    let server = TestServer::start().await;
+    let ns = unique_ns("changes");
+    let key = server.create_key(&ns).await;
+    let auth = key.auth();
+    server.ingest_ok(&auth, &[order("c1", json!({"n": 1})), order("c2", json!({"n": 2}))]).await;
+    server.admin_flush().await;
+    let first = server.get("/tables/events/changes", &auth).await;
+    let body = first.expect(200).clone();
+    assert_eq!(ids_of(&body["rows"]), ["c1", "c2"], "{}", first.text);
+    let s1 = body["toSnapshotId"].as_i64().unwrap();
+    assert_eq!(body["fromSnapshotId"], Value::Null);
+    assert_eq!(body["snapshots"][0]["operation"], "append");
+    assert_eq!(body["rows"][0]["type"], "order.placed", "every column of the table: {}", first.text);
+
+    server.ingest_ok(&auth, &[order("c3", json!({"n": 3, "coupon": "X"}))]).await;
+    server.admin_flush().await;
+    let next = server.get(&format!("/tables/events/changes?from_snapshot={s1}"), &auth).await;
+    let body = next.expect(200).clone();
+    assert_eq!(ids_of(&body["rows"]), ["c3"], "only the rows after s1: {}", next.text);
+    assert_eq!(body["rows"][0]["coupon"], "X");
+    let s2 = body["toSnapshotId"].as_i64().unwrap();
+
+    // Compaction is a replace: the same rows, no changes.
+    let r = server.post_json("/tables/maintain", &auth, &json!({"expire": false, "removeOrphans": false})).await;
+    assert_eq!(r.expect(200)["reports"][0]["compacted_inputs"], 2, "{}", r.text);
+    let after = server.get(&format!("/tables/events/changes?from_snapshot={s2}"), &auth).await;
+    let body = after.expect(200).clone();
+    assert_eq!(body["rows"], json!([]), "{}", after.text);
+    assert_eq!(body["snapshots"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        (body["snapshots"][0]["operation"].as_str(), body["snapshots"][0]["addedRows"].as_i64()),
+        (Some("replace"), Some(0))
+    );
+    // The whole history still gives every row once.
+    let all = server.get("/tables/events/changes", &auth).await;
+    assert_eq!(ids_of(&all.expect(200)["rows"]), ["c1", "c2", "c3"], "{}", all.text);
+    // A closed range, and other formats with the range in headers.
+    let r =
+        server.get(&format!("/tables/events/changes?from_snapshot={s1}&to_snapshot={s2}&format=ndjson"), &auth).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.header("content-type"), Some("application/x-ndjson"));
+    assert_eq!(r.header("x-events-to-snapshot"), Some(s2.to_string().as_str()));
+    assert_eq!(r.header("x-events-from-snapshot"), Some(s1.to_string().as_str()));
+    assert_eq!(r.text.lines().count(), 1, "{}", r.text);
+    assert!(r.text.contains("\"c3\""), "{}", r.text);
+    let r = server.get(&format!("/tables/events/changes?from_snapshot={s1}&to_snapshot={s2}&format=csv"), &auth).await;
+    assert!(r.text.starts_with("id,ns,ts,type,"), "{}", r.text);
+
+    // Mistakes.
+    server.get("/tables/events/changes?from_snapshot=abc", &auth).await.expect_error(400, "INVALID_QUERY");
+    server.get("/tables/events/changes?format=xml", &auth).await.expect_error(400, "INVALID_QUERY");
+    let r = server.get(&format!("/tables/events/changes?from_snapshot={s2}&to_snapshot={s1}"), &auth).await;
+    r.expect_error(400, "INVALID_QUERY");
+    server.get("/tables/events/changes?from_snapshot=42", &auth).await.expect_error(404, "NOT_FOUND");
+    server.get("/tables/nope/changes", &auth).await.expect_error(404, "NOT_FOUND");
+
+    // A CDC table: each compaction's new state is an overwrite that adds the collection's rows.
+    let change = |op: &str, id: &str, doc: Value| json!({ "type": format!("collection.{op}"), "ts": iso_now(), "collection": "people", "docId": id, "doc": doc });
+    server
+        .ingest_ok(
+            &auth,
+            &[change("insert", "p1", json!({"name": "Ada"})), change("insert", "p2", json!({"name": "Bob"}))],
+        )
+        .await;
+    compact_collection(&server, &auth, &ns, "people", 2).await;
+    let r = server.get("/tables/cdc_people/changes", &auth).await;
+    let body = r.expect(200).clone();
+    assert_eq!(ids_of(&body["rows"]), ["p1", "p2"], "{}", r.text);
+    let c1 = body["toSnapshotId"].as_i64().unwrap();
+    server.ingest_ok(&auth, &[change("update", "p2", json!({"name": "Bobby"}))]).await;
+    compact_collection(&server, &auth, &ns, "people", 3).await;
+    let r = server.get(&format!("/tables/cdc_people/changes?from_snapshot={c1}"), &auth).await;
+    let body = r.expect(200).clone();
+    assert_eq!(body["snapshots"][0]["operation"], "overwrite", "{}", r.text);
+    assert_eq!(ids_of(&body["rows"]), ["p1", "p2"], "the new state: {}", r.text);
+    let bobby = body["rows"].as_array().unwrap().iter().find(|r| r["id"] == "p2").unwrap();
+    assert_eq!(serde_json::from_str::<Value>(bobby["data"].as_str().unwrap()).unwrap(), json!({"name": "Bobby"}));
+}
