@@ -709,7 +709,7 @@ mod tests {
             &DataType::Timestamp(arrow_schema::TimeUnit::Millisecond, Some("UTC".into()))
         );
         assert_eq!(decode_delta_file(&old_delta).unwrap(), rows);
-        assert_eq!(decode_state_file(&old_file).unwrap(), [state.clone()]);
+        assert_eq!(decode_state_file(&old_file).unwrap(), std::slice::from_ref(&state));
         assert_eq!(decode_state_file(&file).unwrap(), [state]);
     }
 
