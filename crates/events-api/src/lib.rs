@@ -7,10 +7,12 @@
 //!   verifying namespace keys, the caller and its namespace checks;
 //! - [`cdc`]: the `/cdc/...` API (query parsing, collection processor calls,
 //!   the restore loop, the JSON answers);
+//! - [`iceberg`]: the Iceberg REST catalog's error model (`ErrorModel`);
 //! - [`ingest`]: decoding an ingest body and validating its events;
 //! - [`limits`]: rate limits and quotas counted in process, merged into the limiter objects in the background;
 //! - [`reader`]: reading events back from writer buffers and Parquet files;
 //! - [`schemas`]: reporting schema validation failures;
+//! - [`tables`]: incremental reads of a table (`/tables/{table}/changes`);
 //! - [`subscriptions`]: the `/subscriptions` API (query and body parsing,
 //!   the subscription object calls, the JSON answers);
 //! - [`webhooks`]: verifying inbound webhook signatures.
@@ -20,9 +22,11 @@
 
 pub mod auth;
 pub mod cdc;
+pub mod iceberg;
 pub mod ingest;
 pub mod limits;
 pub mod reader;
 pub mod schemas;
 pub mod subscriptions;
+pub mod tables;
 pub mod webhooks;

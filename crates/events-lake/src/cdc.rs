@@ -32,8 +32,8 @@ use std::collections::BinaryHeap;
 use std::sync::{Arc, LazyLock};
 
 use arrow_array::builder::{BooleanBuilder, Int64Builder, StringBuilder};
-use arrow_array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
-use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow_array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
 use events_core::cdc::ChangeOp;
 use parquet::arrow::ArrowWriter;
@@ -67,7 +67,7 @@ pub const MANIFEST_FORMAT: &str = "events-do-cdc-manifest/1";
 pub const COL_ID: &str = "id";
 /// Delta column: `insert`, `update` or `delete`.
 pub const COL_OP: &str = "op";
-/// Column: event time (ms, UTC).
+/// Column: event time (µs, UTC; files written before hold ms, read alike).
 pub const COL_TS: &str = "ts";
 /// Column: the processor's sequence number of the change.
 pub const COL_SEQ: &str = "seq";
@@ -85,7 +85,7 @@ pub const COL_VERSION: &str = "version";
 pub const COL_DELETED: &str = "deleted";
 
 fn ts_field() -> Field {
-    Field::new(COL_TS, DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false)
+    Field::new(COL_TS, crate::schema::ts_data_type(), false)
 }
 
 static DELTA_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -353,7 +353,7 @@ pub fn encode_delta_file(rows: &mut [DeltaRow]) -> Result<Vec<u8>, LakeError> {
         let columns: Vec<ArrayRef> = vec![
             Arc::new(id.finish()),
             Arc::new(op.finish()),
-            Arc::new(TimestampMillisecondArray::from(ts).with_timezone("UTC")),
+            Arc::new(crate::schema::ts_array(ts)?),
             Arc::new(seq.finish()),
             Arc::new(before.finish()),
             Arc::new(after.finish()),
@@ -397,7 +397,7 @@ pub fn encode_state_file(rows: impl IntoIterator<Item = DocState>, upto_seq: i64
             Arc::new(id.finish()),
             Arc::new(data.finish()),
             Arc::new(version.finish()),
-            Arc::new(TimestampMillisecondArray::from(ts).with_timezone("UTC")),
+            Arc::new(crate::schema::ts_array(ts)?),
             Arc::new(seq.finish()),
             Arc::new(bookmark.finish()),
             Arc::new(deleted.finish()),
@@ -424,6 +424,10 @@ fn column<'a, T: Array + 'static>(batch: &'a RecordBatch, name: &str) -> Result<
     col.as_any()
         .downcast_ref::<T>()
         .ok_or_else(|| LakeError::Corrupt(format!("column {name:?} has the wrong type {}", col.data_type())))
+}
+
+fn ts_column(batch: &RecordBatch) -> Result<crate::schema::TsColumn<'_>, LakeError> {
+    crate::schema::ts_column(batch, COL_TS).ok_or_else(|| LakeError::Corrupt(format!("no timestamp column {COL_TS:?}")))
 }
 
 fn opt(a: &StringArray, i: usize) -> Option<String> {
@@ -490,7 +494,7 @@ impl<T> Iterator for RowReader<T> {
 fn delta_rows(batch: &RecordBatch) -> Result<Vec<DeltaRow>, LakeError> {
     let id = column::<StringArray>(batch, COL_ID)?;
     let op = column::<StringArray>(batch, COL_OP)?;
-    let ts = column::<TimestampMillisecondArray>(batch, COL_TS)?;
+    let ts = ts_column(batch)?;
     let seq = column::<Int64Array>(batch, COL_SEQ)?;
     let before = column::<StringArray>(batch, COL_BEFORE)?;
     let after = column::<StringArray>(batch, COL_AFTER)?;
@@ -501,7 +505,7 @@ fn delta_rows(batch: &RecordBatch) -> Result<Vec<DeltaRow>, LakeError> {
                 id: id.value(i).to_string(),
                 op: ChangeOp::parse(op.value(i))
                     .ok_or_else(|| LakeError::Corrupt(format!("unknown op {:?}", op.value(i))))?,
-                ts: ts.value(i),
+                ts: ts.millis(i),
                 seq: seq.value(i),
                 before: opt(before, i),
                 after: opt(after, i),
@@ -515,7 +519,7 @@ fn state_rows(batch: &RecordBatch) -> Result<Vec<DocState>, LakeError> {
     let id = column::<StringArray>(batch, COL_ID)?;
     let data = column::<StringArray>(batch, COL_DATA)?;
     let version = column::<Int64Array>(batch, COL_VERSION)?;
-    let ts = column::<TimestampMillisecondArray>(batch, COL_TS)?;
+    let ts = ts_column(batch)?;
     let seq = column::<Int64Array>(batch, COL_SEQ)?;
     let bookmark = column::<StringArray>(batch, COL_BOOKMARK)?;
     let deleted = column::<BooleanArray>(batch, COL_DELETED)?;
@@ -524,7 +528,7 @@ fn state_rows(batch: &RecordBatch) -> Result<Vec<DocState>, LakeError> {
             id: id.value(i).to_string(),
             data: opt(data, i),
             version: version.value(i),
-            ts: ts.value(i),
+            ts: ts.millis(i),
             seq: seq.value(i),
             bookmark: opt(bookmark, i),
             deleted: deleted.value(i),
@@ -684,6 +688,29 @@ mod tests {
         assert_eq!(back, rows);
         assert_eq!(back.iter().map(|r| (r.id.as_str(), r.seq)).collect::<Vec<_>>(), [("a", 3), ("a", 2), ("b", 1)]);
         assert!(decode_state_file(&file).is_err(), "a delta file is not a state file");
+    }
+
+    #[test]
+    fn times_are_microseconds_and_millisecond_files_still_read() {
+        let mut rows = vec![change("a", ChangeOp::Insert, 1_790_000_000_123, 1, Some("{}"))];
+        let delta = encode_delta_file(&mut rows).unwrap();
+        let state = DocState::from_change(&rows[0]);
+        let file = encode_state_file([state.clone()], 1).unwrap();
+        for bytes in [&delta, &file] {
+            let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::copy_from_slice(bytes)).unwrap();
+            assert_eq!(reader.schema().field_with_name(COL_TS).unwrap().data_type(), &crate::schema::ts_data_type());
+        }
+        // Files written before: `ts` in milliseconds, read to the same rows.
+        let old_delta = crate::testdata::with_millisecond_ts(&delta);
+        let old_file = crate::testdata::with_millisecond_ts(&file);
+        let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::copy_from_slice(&old_file)).unwrap();
+        assert_eq!(
+            reader.schema().field_with_name(COL_TS).unwrap().data_type(),
+            &DataType::Timestamp(arrow_schema::TimeUnit::Millisecond, Some("UTC".into()))
+        );
+        assert_eq!(decode_delta_file(&old_delta).unwrap(), rows);
+        assert_eq!(decode_state_file(&old_file).unwrap(), std::slice::from_ref(&state));
+        assert_eq!(decode_state_file(&file).unwrap(), [state]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Reading event files back: the events themselves, or only the footer's stats.
 
-use arrow_array::{Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow_array::{Array, RecordBatch, StringArray};
 use bytes::Bytes;
 use events_core::{Event, Timestamp};
 use parquet::arrow::ProjectionMask;
@@ -109,12 +109,12 @@ fn stats_of(metadata: &ParquetMetaData) -> Result<FileStats, LakeError> {
 fn append_events(batch: &RecordBatch, events: &mut Vec<Event>) -> Result<(), LakeError> {
     let id = column::<StringArray>(batch, COL_ID)?;
     let ns = column::<StringArray>(batch, COL_NS)?;
-    let ts = column::<TimestampMillisecondArray>(batch, COL_TS)?;
+    let ts = ts_column(batch, COL_TS).ok_or_else(|| LakeError::Corrupt(format!("no timestamp column {COL_TS:?}")))?;
     let ty = column::<StringArray>(batch, COL_TYPE)?;
     let source = column::<StringArray>(batch, COL_SOURCE)?;
     let data = column::<StringArray>(batch, COL_DATA)?;
     let required: [(&dyn Array, &str); 5] =
-        [(id, COL_ID), (ns, COL_NS), (ts, COL_TS), (ty, COL_TYPE), (data, COL_DATA)];
+        [(id, COL_ID), (ns, COL_NS), (ts.array(), COL_TS), (ty, COL_TYPE), (data, COL_DATA)];
     if let Some((_, name)) = required.iter().find(|(col, _)| col.null_count() > 0) {
         return Err(LakeError::Corrupt(format!("column {name:?} has nulls")));
     }
@@ -122,7 +122,7 @@ fn append_events(batch: &RecordBatch, events: &mut Vec<Event>) -> Result<(), Lak
         events.push(Event {
             id: id.value(row).to_string(),
             ns: ns.value(row).to_string(),
-            ts: Timestamp(ts.value(row)),
+            ts: Timestamp(ts.millis(row)),
             event_type: ty.value(row).to_string(),
             source: source.is_valid(row).then(|| source.value(row).to_string()),
             data: serde_json::from_str::<Map<String, Value>>(data.value(row))?,
@@ -177,6 +177,26 @@ mod tests {
             }
         );
         assert_eq!(stats.rows, decode_events(&file).unwrap().len());
+    }
+
+    #[test]
+    fn files_with_millisecond_times_still_read() {
+        let events = varied_events(300, 5);
+        let old = crate::testdata::with_millisecond_ts(&encode_events(&refs(&events)).unwrap());
+        let builder = ParquetRecordBatchReaderBuilder::try_new(Bytes::copy_from_slice(&old)).unwrap();
+        assert_eq!(
+            builder.schema().field_with_name(COL_TS).unwrap().data_type(),
+            &arrow_schema::DataType::Timestamp(arrow_schema::TimeUnit::Millisecond, Some("UTC".into())),
+            "the file is of the old kind"
+        );
+        assert_eq!(decode_events(&old).unwrap(), sorted(&events));
+        assert_eq!(file_stats(&old).unwrap().rows, 300);
+        // Compaction reads old and new files together and writes microseconds.
+        let new = encode_events(&refs(&varied_events(50, 6))).unwrap();
+        let (merged, rows) = crate::merge_event_files(&[old, new]).unwrap();
+        assert_eq!(rows, 350);
+        let builder = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(merged)).unwrap();
+        assert_eq!(builder.schema().field_with_name(COL_TS).unwrap().data_type(), &ts_data_type());
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{Float64Builder, Int32Builder, StringBuilder};
-use arrow_array::{ArrayRef, RecordBatch, TimestampMillisecondArray};
+use arrow_array::{ArrayRef, RecordBatch};
 use events_core::Event;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding};
@@ -51,7 +51,7 @@ pub const ENCODE_CHUNK_ROWS: usize = 64 * 1024;
 /// Every other column is written without a dictionary.
 pub const DICTIONARY_COLUMNS: &[&str] =
     &[COL_NS, COL_TYPE, COL_SOURCE, COL_USER_ID, COL_SESSION_ID, COL_COLLECTION, COL_PROVIDER, COL_STATUS_CODE];
-/// Encoding of `ts`: sorted millisecond times are small deltas.
+/// Encoding of `ts`: sorted times are small deltas.
 pub const TS_ENCODING: Encoding = Encoding::DELTA_BINARY_PACKED;
 /// Encoding of `id`: ULIDs sorted by time share long prefixes.
 pub const ID_ENCODING: Encoding = Encoding::DELTA_BYTE_ARRAY;
@@ -159,7 +159,7 @@ fn record_batch(events: &[&Event]) -> Result<RecordBatch, LakeError> {
     let columns: Vec<ArrayRef> = vec![
         Arc::new(id.finish()),
         Arc::new(ns.finish()),
-        Arc::new(TimestampMillisecondArray::from(ts).with_timezone(TS_TIMEZONE)),
+        Arc::new(ts_array(ts)?),
         Arc::new(ty.finish()),
         Arc::new(source.finish()),
         Arc::new(data.finish()),
@@ -224,7 +224,17 @@ mod tests {
         assert_eq!(read, expected);
         assert_eq!(
             builder.schema().field_with_name(COL_TS).unwrap().data_type(),
-            &DataType::Timestamp(arrow_schema::TimeUnit::Millisecond, Some("UTC".into()))
+            &DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, Some("UTC".into()))
+        );
+        // In Parquet terms: TIMESTAMP(MICROS, adjusted to UTC), what Iceberg's `timestamptz` is.
+        let leaf = builder.parquet_schema().column(event_schema().index_of(COL_TS).unwrap());
+        assert_eq!(leaf.physical_type(), parquet::basic::Type::INT64);
+        assert_eq!(
+            leaf.logical_type_ref(),
+            Some(&parquet::basic::LogicalType::Timestamp {
+                is_adjusted_to_u_t_c: true,
+                unit: parquet::basic::TimeUnit::MICROS
+            })
         );
     }
 
@@ -243,9 +253,9 @@ mod tests {
 
         let events = varied_events(1_000, 2);
         let batch = read_all(&encode_events(&refs(&events)).unwrap());
-        let ts = batch.column_by_name(COL_TS).unwrap().as_any().downcast_ref::<TimestampMillisecondArray>().unwrap();
+        let ts = ts_column(&batch, COL_TS).unwrap();
         let ids = strings(&batch, COL_ID);
-        let keys: Vec<(i64, &str)> = (0..batch.num_rows()).map(|i| (ts.value(i), ids.value(i))).collect();
+        let keys: Vec<(i64, &str)> = (0..batch.num_rows()).map(|i| (ts.millis(i), ids.value(i))).collect();
         assert!(keys.windows(2).all(|w| w[0] <= w[1]), "rows out of (ts, id) order");
     }
 

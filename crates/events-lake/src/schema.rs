@@ -7,6 +7,7 @@
 
 use std::sync::{Arc, LazyLock};
 
+use arrow_array::{Array, RecordBatch, TimestampMicrosecondArray, TimestampMillisecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde_json::{Map, Value};
 
@@ -14,7 +15,7 @@ use serde_json::{Map, Value};
 pub const COL_ID: &str = "id";
 /// Column: the namespace (Utf8, non-null).
 pub const COL_NS: &str = "ns";
-/// Column: the event time (Timestamp(ms, UTC), non-null).
+/// Column: the event time (Timestamp(µs, UTC), non-null; see [`TS_UNIT`]).
 pub const COL_TS: &str = "ts";
 /// Column: the event type (Utf8, non-null).
 pub const COL_TYPE: &str = "type";
@@ -45,6 +46,71 @@ pub const EVENT_COLUMNS: [&str; 6] = [COL_ID, COL_NS, COL_TS, COL_TYPE, COL_SOUR
 /// The time zone of the `ts` column.
 pub const TS_TIMEZONE: &str = "UTC";
 
+/// The unit of the `ts` column in files written now: microseconds, the unit
+/// of Iceberg's `timestamptz`, so engines that read the file through the
+/// table's schema find the type they expect. Files written before stored
+/// milliseconds; every reader here accepts both ([`ts_column`]).
+pub const TS_UNIT: TimeUnit = TimeUnit::Microsecond;
+
+/// The Arrow type of `ts` columns written now: `Timestamp(µs, "UTC")`.
+pub fn ts_data_type() -> DataType {
+    DataType::Timestamp(TS_UNIT, Some(TS_TIMEZONE.into()))
+}
+
+/// Event times in milliseconds as a `ts` column of microseconds; fails for a
+/// time beyond what microseconds since the epoch hold in 64 bits (±292 000
+/// years, far outside what ingest accepts).
+pub fn ts_array(millis: Vec<i64>) -> Result<TimestampMicrosecondArray, arrow_schema::ArrowError> {
+    let micros = millis
+        .into_iter()
+        .map(|ms| {
+            ms.checked_mul(1000).ok_or_else(|| {
+                arrow_schema::ArrowError::InvalidArgumentError(format!(
+                    "event time {ms} ms is out of the range of microsecond timestamps"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(TimestampMicrosecondArray::from(micros).with_timezone(TS_TIMEZONE))
+}
+
+/// A `ts` column as read from a file: microseconds (written now) or
+/// milliseconds (files written before), read back as milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub enum TsColumn<'a> {
+    /// A file written with [`TS_UNIT`].
+    Micros(&'a TimestampMicrosecondArray),
+    /// An older file.
+    Millis(&'a TimestampMillisecondArray),
+}
+
+impl TsColumn<'_> {
+    /// The time of row `i` in ms since the epoch (event times have ms precision).
+    pub fn millis(&self, i: usize) -> i64 {
+        match self {
+            TsColumn::Micros(a) => a.value(i).div_euclid(1000),
+            TsColumn::Millis(a) => a.value(i),
+        }
+    }
+
+    /// The column as an array.
+    pub fn array(&self) -> &dyn Array {
+        match self {
+            TsColumn::Micros(a) => *a,
+            TsColumn::Millis(a) => *a,
+        }
+    }
+}
+
+/// The timestamp column `name` of `batch`, in either unit; `None` when it
+/// is missing or of another type.
+pub fn ts_column<'a>(batch: &'a RecordBatch, name: &str) -> Option<TsColumn<'a>> {
+    let col = batch.column_by_name(name)?.as_any();
+    col.downcast_ref::<TimestampMicrosecondArray>()
+        .map(TsColumn::Micros)
+        .or_else(|| col.downcast_ref::<TimestampMillisecondArray>().map(TsColumn::Millis))
+}
+
 /// A path into `data`: the keys of nested objects, outermost first.
 pub type DataPath = &'static [&'static str];
 
@@ -70,7 +136,7 @@ static EVENT_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         utf8(COL_ID, false),
         utf8(COL_NS, false),
-        Field::new(COL_TS, DataType::Timestamp(TimeUnit::Millisecond, Some(TS_TIMEZONE.into())), false),
+        Field::new(COL_TS, ts_data_type(), false),
         utf8(COL_TYPE, false),
         utf8(COL_SOURCE, true),
         utf8(COL_DATA, false),

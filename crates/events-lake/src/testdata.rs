@@ -1,8 +1,14 @@
 //! Deterministic events for the tests: varied ones that probe every corner
 //! of the encoding, and realistic ones for measuring file sizes.
 
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, RecordBatch};
+use bytes::Bytes;
 use events_core::id::ulid_string;
 use events_core::{Event, Timestamp};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{Map, Value, json};
 
 /// 2026-09-21T…Z: the time around which test events fall.
@@ -91,7 +97,8 @@ pub fn varied_events(n: usize, seed: u64) -> Vec<Event> {
     (0..n)
         .map(|i| {
             let ts = match rng.below(20) {
-                0 => *rng.pick(&[i64::MIN, -1, 0, 1, i64::MAX, 4_102_444_800_000]),
+                // The extremes of microsecond timestamps, as ms.
+                0 => *rng.pick(&[i64::MIN / 1000, -1, 0, 1, i64::MAX / 1000, 4_102_444_800_000]),
                 1..=4 => BASE_MS, // many events in the same millisecond
                 _ => BASE_MS + rng.below(3 * 3_600_000) as i64,
             };
@@ -193,4 +200,47 @@ pub fn sorted(events: &[Event]) -> Vec<Event> {
 /// References to every event, as [`encode_events`](crate::encode_events) takes them.
 pub fn refs(events: &[Event]) -> Vec<&Event> {
     events.iter().collect()
+}
+
+/// `file` rewritten as files were before `ts` was stored in
+/// microseconds: the same columns and footer, `ts` in milliseconds.
+pub fn with_millisecond_ts(file: &[u8]) -> Vec<u8> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(Bytes::copy_from_slice(file)).unwrap();
+    let kv = builder.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
+    let batches: Vec<RecordBatch> = builder.build().unwrap().map(Result::unwrap).collect();
+    let old_type = arrow_schema::DataType::Timestamp(arrow_schema::TimeUnit::Millisecond, Some("UTC".into()));
+    let schema = batches[0].schema();
+    let fields: Vec<arrow_schema::Field> = schema
+        .fields()
+        .iter()
+        .map(
+            |f| if f.name() == "ts" { f.as_ref().clone().with_data_type(old_type.clone()) } else { f.as_ref().clone() },
+        )
+        .collect();
+    let old_schema = Arc::new(arrow_schema::Schema::new(fields));
+    let mut writer = ArrowWriter::try_new(Vec::new(), old_schema.clone(), None).unwrap();
+    for batch in batches {
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(old_schema.fields())
+            .map(|(c, f)| arrow_cast_ts(c, f.data_type()))
+            .collect::<Vec<ArrayRef>>();
+        writer.write(&RecordBatch::try_new(old_schema.clone(), columns).unwrap()).unwrap();
+    }
+    for entry in kv {
+        writer.append_key_value_metadata(entry);
+    }
+    writer.into_inner().unwrap()
+}
+
+/// `ts` microseconds to milliseconds; other columns as they are.
+fn arrow_cast_ts(c: &ArrayRef, to: &arrow_schema::DataType) -> ArrayRef {
+    match c.as_any().downcast_ref::<arrow_array::TimestampMicrosecondArray>() {
+        Some(us) if c.data_type() != to => Arc::new(
+            arrow_array::TimestampMillisecondArray::from(us.values().iter().map(|v| v / 1000).collect::<Vec<_>>())
+                .with_timezone("UTC"),
+        ),
+        _ => c.clone(),
+    }
 }

@@ -116,6 +116,45 @@ pub struct Scan {
     pub files: Vec<ScanFile>,
 }
 
+/// One snapshot of a [`ChangeSet`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeSnapshot {
+    /// Its id.
+    pub snapshot_id: i64,
+    /// Its sequence number.
+    pub sequence_number: i64,
+    /// When it was committed (ms).
+    pub timestamp_ms: i64,
+    /// Its operation (`append`, `replace`, `overwrite`, `delete`).
+    pub operation: String,
+    /// Files whose rows it adds to the change set (none for a `replace`).
+    pub added_files: usize,
+    /// Rows it adds to the change set.
+    pub added_rows: i64,
+}
+
+/// The rows a managed table gained between two snapshots: the data files
+/// that the snapshots after `from` up to `to` added, for incremental reads.
+///
+/// By the operations' meaning: an `append` adds its files' rows, an
+/// `overwrite` (a CDC table's new state) its added files' rows, a `replace`
+/// (compaction, a retried flush) nothing, since its rows were there before,
+/// and a `delete` nothing. A file added again under the same key with the
+/// same rows is never counted twice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeSet {
+    /// The snapshot the changes start after (`None`: the table's beginning).
+    pub from_snapshot_id: Option<i64>,
+    /// The last snapshot included (`None`: the table has no snapshot).
+    pub to_snapshot_id: Option<i64>,
+    /// The snapshots after `from` up to `to`, oldest first.
+    pub snapshots: Vec<ChangeSnapshot>,
+    /// The table's current schema (files lacking a column read it as null).
+    pub schema: Schema,
+    /// The data files holding the added rows.
+    pub files: Vec<ScanFile>,
+}
+
 /// A table as listed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableSummary {
@@ -227,9 +266,15 @@ pub enum CatalogRequest {
         /// Their keys in the bucket.
         keys: Vec<String>,
     },
-    /// Commits files to a managed table as one snapshot: `append` when
-    /// nothing is removed, else `replace` (compaction) or `overwrite`.
-    /// A key already live is replaced by its new version (a retried flush).
+    /// Commits files to a managed table as one snapshot whose operation
+    /// says, as the Iceberg spec means it, what happened to the rows
+    /// ([`commit_operation`]): `append` when files are only added, `delete`
+    /// when only removed, `overwrite` when rows are added and removed (a CDC
+    /// table's new state), and `replace` when the rows stay the same: every
+    /// added key was live already and nothing else is removed (a retried
+    /// flush rewriting its files, a repeated CDC publish). Compaction,
+    /// which the catalog runs itself, is `replace` too.
+    /// A key already live is replaced by its new version.
     /// Ends the write intents of the keys it adds.
     CommitFiles {
         /// The table.
@@ -247,6 +292,19 @@ pub enum CatalogRequest {
         snapshot_id: Option<i64>,
         /// A time (ms): the snapshot current then.
         as_of_ms: Option<i64>,
+    },
+    /// The rows a managed table gained after snapshot `from_snapshot`
+    /// (exclusive; `None`: from the table's first snapshot) up to
+    /// `to_snapshot` (inclusive; `None`: the current one), as the data files
+    /// that hold them ([`ChangeSet`]). `from` must be `to` or one of its
+    /// ancestors, still retained.
+    Changes {
+        /// The table.
+        table: String,
+        /// The snapshot to start after.
+        from_snapshot: Option<i64>,
+        /// The last snapshot to include.
+        to_snapshot: Option<i64>,
     },
     /// Every table.
     ListTables,
@@ -317,6 +375,8 @@ pub enum CatalogResponse {
     Committed(Option<i64>),
     /// A scan.
     Scan(Scan),
+    /// Changes between two snapshots.
+    Changes(Box<ChangeSet>),
     /// Tables.
     Tables(Vec<TableSummary>),
     /// One table.
@@ -482,6 +542,23 @@ pub fn validate_table_name(name: &str) -> Result<(), ApiError> {
             ErrorCode::InvalidRequest,
             format!("table names are [a-z][a-z0-9_]*, at most {MAX_TABLE_NAME_LEN} characters: {name:?}"),
         ))
+    }
+}
+
+/// The Iceberg operation of a commit that does not merely rewrite rows, from
+/// what it does to the table's data files: `new` keys added that were not
+/// live, `rewritten` live keys added again (their rows unchanged: a retried
+/// flush, a repeated publish), `dropped` live keys removed and not added again.
+///
+/// By the spec's meaning: `append` adds rows only, `delete` removes rows
+/// only, `overwrite` does both (a CDC table's new state), and `replace`
+/// changes files without changing the rows.
+pub fn commit_operation(new: usize, rewritten: usize, dropped: usize) -> &'static str {
+    match (new > 0, rewritten > 0, dropped > 0) {
+        (false, _, false) => "replace",
+        (true, false, false) => "append",
+        (false, false, true) => "delete",
+        _ => "overwrite",
     }
 }
 
@@ -676,12 +753,16 @@ impl Catalog {
             .collect())
     }
 
+    /// Commits `added` and `removed` as one snapshot. `rewrite`: the added
+    /// files hold exactly the rows of the removed ones (compaction), so the
+    /// snapshot is a `replace` whatever the keys.
     async fn commit_files<H: Host>(
         &mut self,
         cx: &ObjectContext<H>,
         table: &str,
         added: Vec<NewFile>,
         removed: Vec<String>,
+        rewrite: bool,
     ) -> ObjectResult<Option<i64>> {
         if added.len() > MAX_FILES_PER_COMMIT || removed.len() > MAX_FILES_PER_COMMIT {
             return Err(ApiError::new(
@@ -708,11 +789,13 @@ impl Catalog {
         // A key added again (a retried flush rewrote it) replaces its old version.
         let mut gone: BTreeSet<String> = removed.iter().filter(|k| live_keys.contains(k.as_str())).cloned().collect();
         gone.extend(added.iter().filter(|f| live_keys.contains(f.key.as_str())).map(|f| f.key.clone()));
-        let operation = match (gone.is_empty(), added.is_empty()) {
-            (true, _) => "append",
-            (false, true) => "delete",
-            (false, false) if removed.is_empty() => "overwrite",
-            (false, false) => "replace",
+        let operation = if rewrite {
+            "replace"
+        } else {
+            let added_keys: BTreeSet<&str> = added.iter().map(|f| f.key.as_str()).collect();
+            let rewritten = added_keys.iter().filter(|k| live_keys.contains(*k)).count();
+            let dropped = gone.iter().filter(|k| !added_keys.contains(k.as_str())).count();
+            commit_operation(added_keys.len() - rewritten, rewritten, dropped)
         };
         let previous: Vec<ManifestFile> = match parent {
             Some(p) => db
@@ -905,6 +988,95 @@ impl Catalog {
         Ok(Scan { snapshot_id: snapshot.map(|s| s.snapshot_id), schema: meta.current_schema().clone(), files })
     }
 
+    fn changes<S: SqlStorage>(db: &S, table: &str, from: Option<i64>, to: Option<i64>) -> ObjectResult<ChangeSet> {
+        let (managed, _, loaded) = Self::require_table(db, table)?;
+        if !managed {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("{table} is an external table; its engine tracks its changes"),
+            ));
+        }
+        let meta = &loaded.metadata;
+        let missing = |id: i64| ApiError::not_found(format!("no snapshot {id} in {table} (never, or expired)"));
+        let mut set = ChangeSet {
+            from_snapshot_id: from,
+            to_snapshot_id: None,
+            snapshots: Vec::new(),
+            schema: meta.current_schema().clone(),
+            files: Vec::new(),
+        };
+        if let Some(id) = from
+            && meta.snapshot(id).is_none()
+        {
+            return Err(missing(id));
+        }
+        let last = match to {
+            Some(id) => meta.snapshot(id).ok_or_else(|| missing(id))?,
+            None => match meta.current_snapshot() {
+                Some(s) => s,
+                None => return Ok(set),
+            },
+        };
+        set.to_snapshot_id = Some(last.snapshot_id);
+        // The snapshots after `from` up to `last`, newest first, by parent links.
+        let mut chain = Vec::new();
+        let mut at = Some(last);
+        let mut reached = false;
+        while let Some(s) = at {
+            if Some(s.snapshot_id) == from {
+                reached = true;
+                break;
+            }
+            chain.push(s);
+            at = s.parent_snapshot_id.and_then(|p| meta.snapshot(p));
+        }
+        match from {
+            Some(id) if !reached => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidQuery,
+                    format!("snapshot {id} is not {} or one of its ancestors", last.snapshot_id),
+                ));
+            }
+            None if chain.last().is_some_and(|s| s.parent_snapshot_id.is_some()) => {
+                let oldest = chain.last().expect("checked").snapshot_id;
+                return Err(ApiError::not_found(format!(
+                    "the snapshots of {table} before {oldest} have expired: read the table at snapshot {oldest} \
+                     and ask for the changes from it"
+                )));
+            }
+            _ => {}
+        }
+        for s in chain.into_iter().rev() {
+            let operation = s.operation().to_string();
+            let files: Vec<ScanFile> = if operation == "replace" || operation == "delete" {
+                Vec::new()
+            } else {
+                // Added by this snapshot, unless the same key was live before
+                // it (rewritten with its rows, not new rows).
+                db.query(
+                    "SELECT key, rows, bytes FROM files f WHERE tbl = ?1 AND snapshot_id = ?2 AND added_seq = ?3
+                     AND NOT EXISTS (SELECT 1 FROM files g WHERE g.tbl = f.tbl AND g.key = f.key
+                                     AND g.removed_seq = f.added_seq)
+                     ORDER BY key",
+                    &[table.into(), s.snapshot_id.into(), s.sequence_number.into()],
+                )?
+                .iter()
+                .map(|r| ScanFile { key: r.str(0).to_string(), rows: r.i64(1), bytes: r.i64(2) })
+                .collect()
+            };
+            set.snapshots.push(ChangeSnapshot {
+                snapshot_id: s.snapshot_id,
+                sequence_number: s.sequence_number,
+                timestamp_ms: s.timestamp_ms,
+                operation,
+                added_files: files.len(),
+                added_rows: files.iter().map(|f| f.rows).sum(),
+            });
+            set.files.extend(files);
+        }
+        Ok(set)
+    }
+
     fn list_tables<S: SqlStorage>(db: &S) -> ObjectResult<Vec<TableSummary>> {
         let mut out = Vec::new();
         for r in db.query("SELECT name, managed, metadata FROM tables ORDER BY name", &[])? {
@@ -1045,7 +1217,7 @@ impl Catalog {
         report.compacted_inputs = removed.len();
         report.compacted_files = added.iter().map(|f| f.key.clone()).collect();
         if !added.is_empty() {
-            self.commit_files(cx, table, added, removed).await?;
+            self.commit_files(cx, table, added, removed, true).await?;
         }
         Ok(())
     }
@@ -1277,10 +1449,13 @@ impl DurableObject for Catalog {
                 Ok(CatalogResponse::Ok)
             }
             CatalogRequest::CommitFiles { table, added, removed } => {
-                Ok(CatalogResponse::Committed(self.commit_files(cx, &table, added, removed).await?))
+                Ok(CatalogResponse::Committed(self.commit_files(cx, &table, added, removed, false).await?))
             }
             CatalogRequest::Scan { table, snapshot_id, as_of_ms } => {
                 Ok(CatalogResponse::Scan(Self::scan(db, &table, snapshot_id, as_of_ms)?))
+            }
+            CatalogRequest::Changes { table, from_snapshot, to_snapshot } => {
+                Ok(CatalogResponse::Changes(Box::new(Self::changes(db, &table, from_snapshot, to_snapshot)?)))
             }
             CatalogRequest::ListTables => Ok(CatalogResponse::Tables(Self::list_tables(db)?)),
             CatalogRequest::LoadTable { table } => {

@@ -437,3 +437,228 @@ async fn expiry_keeps_a_key_a_retried_flush_committed_again() {
     assert!(h.blobs().get(&key).await.unwrap().is_some(), "expiry kept the live version of the key");
     h.shutdown().await;
 }
+
+/// The ids of the events table's rows at `snapshot_id`, read from its files.
+async fn ids_at(h: &NativeHost, snapshot_id: i64) -> Vec<String> {
+    let req = CatalogRequest::Scan { table: "events".into(), snapshot_id: Some(snapshot_id), as_of_ms: None };
+    let CatalogResponse::Scan(s) = catalog(h, req).await else { panic!() };
+    let mut ids = Vec::new();
+    for f in s.files {
+        let bytes = h.blobs().get(&f.key).await.unwrap().unwrap();
+        ids.extend(events_lake::decode_events(&bytes).unwrap().into_iter().map(|e| e.id));
+    }
+    ids.sort();
+    ids
+}
+
+/// Checks each snapshot of `t` against what its operation means in the
+/// Iceberg spec: `append` only adds files, `delete` only removes them,
+/// `overwrite` adds and removes rows, `replace` leaves the rows as they were.
+async fn check_operations(h: &NativeHost, t: &LoadedTable) -> Vec<String> {
+    let mut snaps = t.metadata.snapshots.clone();
+    snaps.sort_by_key(|s| s.sequence_number);
+    let mut ops = Vec::new();
+    for s in &snaps {
+        let n = |k: &str| s.summary[k].parse::<i64>().unwrap();
+        let (added, deleted) = (n("added-data-files"), n("deleted-data-files"));
+        match s.operation() {
+            "append" => assert!(added > 0 && deleted == 0, "{s:?}"),
+            "delete" => assert!(added == 0 && deleted > 0, "{s:?}"),
+            "overwrite" => assert!(added > 0 && deleted > 0, "{s:?}"),
+            "replace" => {
+                assert_eq!(n("added-records"), n("deleted-records"), "{s:?}");
+                if t.metadata.location.ends_with("/events")
+                    && let Some(parent) = s.parent_snapshot_id.filter(|p| t.metadata.snapshot(*p).is_some())
+                {
+                    assert_eq!(ids_at(h, s.snapshot_id).await, ids_at(h, parent).await, "a replace keeps the rows");
+                }
+            }
+            other => panic!("unknown operation {other:?}"),
+        }
+        ops.push(s.operation().to_string());
+    }
+    ops
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_commit_names_its_operation_as_the_iceberg_spec_means_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, clock) = host(dir.path()).await;
+    // Flushes add rows: append.
+    append_and_flush(&h, 0, vec![event("a", T0, json!({}))]).await;
+    append_and_flush(&h, 0, vec![event("b", T0 + 1, json!({}))]).await;
+    // A flush committed again (crash before it marked its rows): the same rows, replace.
+    let live = scan(&h).await.files;
+    let again =
+        vec![events_objects::catalog::NewFile { key: live[0].key.clone(), rows: live[0].rows, bytes: live[0].bytes }];
+    let r = catalog(&h, CatalogRequest::CommitFiles { table: "events".into(), added: again, removed: vec![] }).await;
+    assert!(matches!(r, CatalogResponse::Committed(Some(_))), "{r:?}");
+    // Compaction rewrites the same rows: replace.
+    clock.advance(1);
+    let r = maintain(&h, MaintainOptions { compact: true, ..Default::default() }).await;
+    assert_eq!(r.compacted_inputs, 2, "{r:?}");
+    let t = load(&h).await;
+    assert_eq!(check_operations(&h, &t).await, ["append", "append", "replace", "replace"]);
+    let current = t.metadata.current_snapshot_id.unwrap();
+    assert_eq!(ids_at(&h, current).await, ["a", "b"]);
+
+    // Expiry commits no snapshot: it removes old ones and keeps the current
+    // one and the operations of those it keeps.
+    clock.advance(3_600_000);
+    let expire =
+        MaintainOptions { expire: true, keep_last: Some(2), max_snapshot_age_ms: Some(0), ..Default::default() };
+    assert_eq!(maintain(&h, expire).await.expired_snapshots, 2);
+    let after = load(&h).await;
+    assert_eq!(after.metadata.current_snapshot_id, Some(current));
+    assert_eq!(after.metadata.last_sequence_number, t.metadata.last_sequence_number, "no new snapshot");
+    assert_eq!(check_operations(&h, &after).await, ["replace", "replace"]);
+
+    // A CDC table: each state replaces the previous one's rows.
+    let table = "cdc_users".to_string();
+    let schema = events_objects::catalog::iceberg_schema(&events_lake::cdc::state_schema());
+    let ensure = CatalogRequest::EnsureManagedTable { table: table.clone(), schema, properties: BTreeMap::new() };
+    assert!(matches!(catalog(&h, ensure).await, CatalogResponse::Table(_)));
+    let file = |k: &str, rows| events_objects::catalog::NewFile {
+        key: format!("cdc/ns=acme/collection=users/current/{k}.parquet"),
+        rows,
+        bytes: 10,
+    };
+    let commits = [
+        (vec![file("1", 3)], vec![]),                                 // first state
+        (vec![file("2", 4)], vec![file("1", 0).key]),                 // changed rows
+        (vec![file("2", 4)], vec![file("1", 0).key]),                 // the same commit repeated
+        (vec![file("3a", 2), file("3b", 2)], vec![file("2", 0).key]), // split into parts
+        (vec![], vec![file("3a", 0).key, file("3b", 0).key]),         // emptied
+    ];
+    for (added, removed) in commits {
+        let r = catalog(&h, CatalogRequest::CommitFiles { table: table.clone(), added, removed }).await;
+        assert!(matches!(r, CatalogResponse::Committed(Some(_))), "{r:?}");
+    }
+    let CatalogResponse::Table(t) = catalog(&h, CatalogRequest::LoadTable { table }).await else { panic!() };
+    assert_eq!(check_operations(&h, &t).await, ["append", "overwrite", "replace", "overwrite", "delete"]);
+    h.shutdown().await;
+}
+
+#[test]
+fn commit_operations_by_what_happens_to_the_files() {
+    use events_objects::catalog::commit_operation;
+    // (new keys, live keys added again, live keys dropped)
+    assert_eq!(commit_operation(1, 0, 0), "append");
+    assert_eq!(commit_operation(0, 1, 0), "replace");
+    assert_eq!(commit_operation(0, 0, 0), "replace");
+    assert_eq!(commit_operation(0, 0, 1), "delete");
+    assert_eq!(commit_operation(1, 0, 1), "overwrite");
+    assert_eq!(commit_operation(1, 1, 0), "overwrite");
+    assert_eq!(commit_operation(0, 1, 1), "overwrite");
+}
+
+async fn changes(
+    h: &NativeHost,
+    table: &str,
+    from: Option<i64>,
+    to: Option<i64>,
+) -> events_objects::catalog::ChangeSet {
+    let req = CatalogRequest::Changes { table: table.into(), from_snapshot: from, to_snapshot: to };
+    match catalog(h, req).await {
+        CatalogResponse::Changes(set) => *set,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The ids of the events in a change set's files.
+async fn change_ids(h: &NativeHost, set: &events_objects::catalog::ChangeSet) -> Vec<String> {
+    let mut ids = Vec::new();
+    for f in &set.files {
+        let bytes = h.blobs().get(&f.key).await.unwrap().unwrap();
+        ids.extend(events_lake::decode_events(&bytes).unwrap().into_iter().map(|e| e.id));
+    }
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_between_snapshots_follow_the_operations() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, clock) = host(dir.path()).await;
+    let none = CatalogRequest::Changes { table: "events".into(), from_snapshot: None, to_snapshot: None };
+    assert_eq!(h_err(&h, none).await, ErrorCode::NotFound, "no table before the first flush");
+    let current = |t: LoadedTable| t.metadata.current_snapshot_id.unwrap();
+    append_and_flush(&h, 0, vec![event("a", T0, json!({}))]).await;
+    let s1 = current(load(&h).await);
+    append_and_flush(&h, 0, vec![event("b", T0 + 1, json!({}))]).await;
+    // A retried flush (replace) and a compaction (replace) add no rows.
+    let live = scan(&h).await.files;
+    let again =
+        vec![events_objects::catalog::NewFile { key: live[1].key.clone(), rows: live[1].rows, bytes: live[1].bytes }];
+    catalog(&h, CatalogRequest::CommitFiles { table: "events".into(), added: again, removed: vec![] }).await;
+    let s3 = current(load(&h).await);
+    clock.advance(1);
+    assert_eq!(maintain(&h, MaintainOptions { compact: true, ..Default::default() }).await.compacted_inputs, 2);
+    let s4 = current(load(&h).await);
+    append_and_flush(&h, 0, vec![event("c", T0 + 2, json!({}))]).await;
+    let s5 = current(load(&h).await);
+
+    let all = changes(&h, "events", None, None).await;
+    assert_eq!(change_ids(&h, &all).await, ["a", "b", "c"], "every row once, none from the replaces");
+    let ops: Vec<&str> = all.snapshots.iter().map(|s| s.operation.as_str()).collect();
+    assert_eq!(ops, ["append", "append", "replace", "replace", "append"]);
+    assert_eq!(all.snapshots.iter().map(|s| s.added_rows).collect::<Vec<_>>(), [1, 1, 0, 0, 1]);
+    assert_eq!((all.from_snapshot_id, all.to_snapshot_id), (None, Some(s5)));
+
+    let after_first = changes(&h, "events", Some(s1), None).await;
+    assert_eq!(change_ids(&h, &after_first).await, ["b", "c"]);
+    assert!(change_ids(&h, &changes(&h, "events", Some(s3), Some(s4)).await).await.is_empty());
+    assert_eq!(change_ids(&h, &changes(&h, "events", Some(s1), Some(s3)).await).await, ["b"]);
+    assert!(changes(&h, "events", Some(s5), Some(s5)).await.files.is_empty());
+    // Consuming in steps gives each row once.
+    let mut stepped = Vec::new();
+    for (from, to) in [(None, Some(s1)), (Some(s1), Some(s3)), (Some(s3), Some(s5))] {
+        stepped.extend(change_ids(&h, &changes(&h, "events", from, to).await).await);
+    }
+    assert_eq!(stepped, ["a", "b", "c"]);
+
+    let hr = &h;
+    let err = |from, to| async move {
+        h_err(hr, CatalogRequest::Changes { table: "events".into(), from_snapshot: from, to_snapshot: to }).await
+    };
+    assert_eq!(err(Some(s5), Some(s1)).await, ErrorCode::InvalidQuery, "from after to");
+    assert_eq!(err(Some(42), None).await, ErrorCode::NotFound);
+    assert_eq!(err(None, Some(42)).await, ErrorCode::NotFound);
+
+    // Once the first snapshots expired, changes start from a retained one.
+    clock.advance(3_600_000);
+    let expire =
+        MaintainOptions { expire: true, keep_last: Some(2), max_snapshot_age_ms: Some(0), ..Default::default() };
+    maintain(&h, expire).await;
+    assert_eq!(err(None, None).await, ErrorCode::NotFound, "the history before the retained snapshots is gone");
+    assert_eq!(err(Some(s1), None).await, ErrorCode::NotFound);
+    assert_eq!(change_ids(&h, &changes(&h, "events", Some(s4), None).await).await, ["c"]);
+
+    // A CDC table: each new state's rows are its changes; a repeated commit adds none.
+    let table = "cdc_users".to_string();
+    let schema = events_objects::catalog::iceberg_schema(&events_lake::cdc::state_schema());
+    catalog(&h, CatalogRequest::EnsureManagedTable { table: table.clone(), schema, properties: BTreeMap::new() }).await;
+    let file = |k: &str, rows| events_objects::catalog::NewFile {
+        key: format!("cdc/ns=acme/collection=users/current/{k}.parquet"),
+        rows,
+        bytes: 10,
+    };
+    for (added, removed) in [
+        (vec![file("1", 3)], vec![]),
+        (vec![file("2", 4)], vec![file("1", 0).key]),
+        (vec![file("2", 4)], vec![file("1", 0).key]),
+    ] {
+        catalog(&h, CatalogRequest::CommitFiles { table: table.clone(), added, removed }).await;
+    }
+    let set = changes(&h, &table, None, None).await;
+    let ops: Vec<(&str, i64)> = set.snapshots.iter().map(|s| (s.operation.as_str(), s.added_rows)).collect();
+    assert_eq!(ops, [("append", 3), ("overwrite", 4), ("replace", 0)]);
+    let first = set.snapshots[0].snapshot_id;
+    let keys: Vec<String> = changes(&h, &table, Some(first), None).await.files.into_iter().map(|f| f.key).collect();
+    assert_eq!(keys, [file("2", 0).key]);
+    h.shutdown().await;
+}
+
+async fn h_err(h: &NativeHost, req: CatalogRequest) -> ErrorCode {
+    h.call_object::<Catalog>("acme", req).await.unwrap_err().code
+}

@@ -470,6 +470,26 @@ async fn a_state_larger_than_one_file_is_written_as_several() {
     let mut want = manifest.current.unwrap().files;
     want.sort();
     assert_eq!(keys, want, "the catalog replaced every old file by the new ones");
+    // By the Iceberg spec's meaning: the first state adds rows (`append`), the
+    // next one adds and removes rows (`overwrite`), never a `replace`, which
+    // would tell incremental readers that the data did not change.
+    let t = match host
+        .call_object::<Catalog>(
+            "acme",
+            events_objects::catalog::CatalogRequest::LoadTable { table: "cdc_users".into() },
+        )
+        .await
+        .unwrap()
+    {
+        events_objects::catalog::CatalogResponse::Table(t) => t,
+        other => panic!("{other:?}"),
+    };
+    let mut snaps = t.metadata.snapshots.clone();
+    snaps.sort_by_key(|s| s.sequence_number);
+    let ops: Vec<&str> = snaps.iter().map(|s| s.operation()).collect();
+    assert_eq!(ops, ["append", "overwrite"]);
+    let last = &snaps[1].summary;
+    assert_eq!((last["added-records"].as_str(), last["deleted-records"].as_str()), ("6", "6"), "{last:?}");
     host.shutdown().await;
 }
 

@@ -116,8 +116,9 @@ pub struct QueryTable {
 }
 
 /// Converts an Iceberg schema's columns to Arrow, for scanning files written
-/// by events.do: `timestamptz` is milliseconds (as the files store it) and
-/// strings are read as string views.
+/// by events.do: `timestamptz` is microseconds, as Iceberg defines it and as
+/// files store it (older files store milliseconds and are cast on reading),
+/// and strings are read as string views.
 pub fn arrow_schema(schema: &events_iceberg::metadata::Schema) -> Result<SchemaRef, ApiError> {
     let fields = schema
         .fields
@@ -130,8 +131,8 @@ pub fn arrow_schema(schema: &events_iceberg::metadata::Schema) -> Result<SchemaR
                 Some("double") => DataType::Float64,
                 Some("float") => DataType::Float32,
                 Some("boolean") => DataType::Boolean,
-                Some("timestamptz") => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-                Some("timestamp") => DataType::Timestamp(TimeUnit::Millisecond, None),
+                Some("timestamptz") => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                Some("timestamp") => DataType::Timestamp(TimeUnit::Microsecond, None),
                 Some("date") => DataType::Date32,
                 other => {
                     return Err(ApiError::new(
@@ -146,6 +147,16 @@ pub fn arrow_schema(schema: &events_iceberg::metadata::Schema) -> Result<SchemaR
     Ok(Arc::new(Schema::new(fields)))
 }
 
+/// The SQL dialect of every query: PostgreSQL's, whose JSON operators (`->`,
+/// `->>`, `?`) the JSON functions plan (the generic dialect reads `a -> b` as
+/// a lambda).
+pub const SQL_DIALECT: datafusion::config::Dialect = datafusion::config::Dialect::PostgreSQL;
+
+/// Parses `sql` as queries are parsed ([`SQL_DIALECT`]).
+pub fn parse_statements(sql: &str) -> Result<std::collections::VecDeque<DfStatement>, DataFusionError> {
+    DFParser::parse_sql_with_dialect(sql, &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {})
+}
+
 /// Refuses anything but exactly one read-only query (`SELECT`, `WITH`,
 /// `VALUES`, set operations, `EXPLAIN` of those).
 pub fn check_read_only(sql: &str) -> Result<(), ApiError> {
@@ -153,7 +164,7 @@ pub fn check_read_only(sql: &str) -> Result<(), ApiError> {
         return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("SQL is limited to {MAX_SQL_BYTES} bytes")));
     }
     let statements =
-        DFParser::parse_sql(sql).map_err(|e| ApiError::new(ErrorCode::InvalidQuery, format!("SQL syntax: {e}")))?;
+        parse_statements(sql).map_err(|e| ApiError::new(ErrorCode::InvalidQuery, format!("SQL syntax: {e}")))?;
     if statements.len() != 1 {
         return Err(ApiError::new(
             ErrorCode::InvalidQuery,
@@ -212,9 +223,11 @@ impl ObjectStoreRegistry for LakeOnly {
 
 /// Maps a DataFusion error to the API envelope, by its root cause (planning
 /// errors arrive wrapped in diagnostics and contexts): a bad query is
-/// `INVALID_QUERY`, an exhausted memory pool `QUERY_LIMIT_EXCEEDED`, a data
-/// file of the snapshot absent from the lake `DATA_FILE_MISSING`, the rest
-/// `INTERNAL_ERROR`.
+/// `INVALID_QUERY` (syntax, planning, unknown names, wrong argument types, a
+/// function refusing its arguments, a cast or arithmetic the values do not
+/// allow), an exhausted memory pool `QUERY_LIMIT_EXCEEDED`, a data file of
+/// the snapshot absent from the lake `DATA_FILE_MISSING`, the rest (storage,
+/// I/O, DataFusion's own internal errors) `INTERNAL_ERROR`.
 pub fn datafusion_error(e: DataFusionError) -> ApiError {
     if let Some(key) = data_files::missing_data_file(&e) {
         return ApiError::data_file_missing(&key);
@@ -228,8 +241,30 @@ pub fn datafusion_error(e: DataFusionError) -> ApiError {
         DataFusionError::Plan(m) => ApiError::new(ErrorCode::InvalidQuery, m.clone()),
         DataFusionError::SchemaError(e, _) => ApiError::new(ErrorCode::InvalidQuery, e.to_string()),
         DataFusionError::NotImplemented(m) => ApiError::new(ErrorCode::InvalidQuery, format!("not supported: {m}")),
+        // Raised by functions and operators for the arguments or values they are given.
+        DataFusionError::Execution(m) => ApiError::new(ErrorCode::InvalidQuery, m.clone()),
+        DataFusionError::ArrowError(e, _) if arrow_user_error(e) => {
+            ApiError::new(ErrorCode::InvalidQuery, e.to_string())
+        }
         other => ApiError::new(ErrorCode::InternalError, format!("query failed: {other}")),
     }
+}
+
+/// Whether an Arrow error comes from the values a query computes on (a cast,
+/// a division by zero, an overflow, an argument), not from storage or I/O.
+fn arrow_user_error(e: &datafusion::arrow::error::ArrowError) -> bool {
+    use datafusion::arrow::error::ArrowError::*;
+    matches!(
+        e,
+        CastError(_)
+            | ParseError(_)
+            | ComputeError(_)
+            | DivideByZero
+            | ArithmeticOverflow(_)
+            | InvalidArgumentError(_)
+            | NotYetImplemented(_)
+            | SchemaError(_)
+    )
 }
 
 /// Plans `sql` over `tables` and starts it; returns the result schema and batches.
@@ -267,8 +302,13 @@ pub async fn run_query(
         .with_information_schema(false)
         .with_default_catalog_and_schema("events", "public");
     config.options_mut().execution.parquet.pushdown_filters = false;
+    config.options_mut().sql_parser.dialect = SQL_DIALECT;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(utc_trunc::UtcDateTrunc::default()));
+    // JSON over `data` (and CDC documents): `json_get*`, `json_contains`,
+    // `json_length`, `json_object_keys`, and the operators `->`, `->>`, `?`.
+    let mut ctx = ctx;
+    datafusion_functions_json::register_all(&mut ctx).map_err(datafusion_error)?;
     for table in tables {
         let format = ParquetFormat::default();
         let options = ListingOptions::new(Arc::new(format))

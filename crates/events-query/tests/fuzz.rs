@@ -161,7 +161,11 @@ fn disguise(s: &str, upper: &[bool], pad: &str) -> String {
 thread_local! {
     static RUNTIME: tokio::runtime::Runtime =
         tokio::runtime::Builder::new_current_thread().build().unwrap();
-    static CONTEXT: SessionContext = SessionContext::new();
+    static CONTEXT: SessionContext = {
+        let mut config = datafusion::prelude::SessionConfig::new();
+        config.options_mut().sql_parser.dialect = events_query::SQL_DIALECT;
+        SessionContext::new_with_config(config)
+    };
 }
 
 /// Whether DataFusion, planning `sql` with DDL, DML and statements
@@ -191,7 +195,7 @@ proptest! {
         match check_read_only(&sql) {
             Ok(()) => {
                 prop_assert!(sql.len() <= MAX_SQL_BYTES);
-                let statements = datafusion::sql::parser::DFParser::parse_sql(&sql).unwrap();
+                let statements = events_query::parse_statements(&sql).unwrap();
                 prop_assert_eq!(statements.len(), 1);
                 let refused = datafusion_refuses_as_not_read_only(&sql);
                 prop_assert!(refused.is_none(), "admitted {:?}, but DataFusion says {:?}", sql, refused);

@@ -53,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         // `observe` sees the matched route template.
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(timeout, middleware::timeout))
+        .layer(axum::middleware::from_fn(middleware::iceberg_errors))
         .layer(cors())
         .layer(axum::middleware::from_fn(middleware::observe))
         .with_state(state)

@@ -113,6 +113,27 @@ pub async fn timeout(State(limit): State<Duration>, req: Request, next: Next) ->
     }
 }
 
+/// Answers errors of the Iceberg REST catalog (`/iceberg/v1/...`) in the
+/// spec's `ErrorModel` (see [`events_api::iceberg`]) instead of the events.do
+/// envelope, whoever produced them (a catalog handler, the fallbacks, the
+/// timeout); the route says what the request addresses, which names the
+/// error's type. Status and headers are kept.
+pub async fn iceberg_errors(req: Request, next: Next) -> Response {
+    if !events_api::iceberg::is_catalog_path(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_default();
+    let resource = events_api::iceberg::resource_of(req.method().as_str(), &route);
+    let res = next.run(req).await;
+    let Some(error) = res.extensions().get::<ApiError>().cloned() else { return res };
+    let body = events_api::iceberg::error_model(&error, resource);
+    let (mut parts, _) = res.into_parts();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

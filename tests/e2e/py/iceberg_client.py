@@ -19,6 +19,11 @@ Usage:
       {"current_snapshot", "ids"} (ids sorted, repeats kept).
   iceberg_client.py denied BASE_URL TOKEN NAMESPACE
       Tries to load NAMESPACE's events table and prints the error class.
+  iceberg_client.py errors BASE_URL TOKEN NAMESPACE
+      Makes requests the catalog refuses and prints, for each, the exception
+      PyIceberg raised: {name: {"error": class name, "message": text}} for
+      missing_table (404), missing_namespace (404), drop_managed (403),
+      stale_commit (409) and bad_token (401).
 """
 
 import json
@@ -27,6 +32,7 @@ import sys
 import pyarrow as pa
 from pyiceberg.catalog import load_catalog
 from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.table.update import AssertRefSnapshotId, SetPropertiesUpdate
 
 
 def catalog(base, token):
@@ -129,9 +135,36 @@ def denied(base, token, ns):
         print(json.dumps({"error": type(e).__name__}))
 
 
+def errors(base, token, ns):
+    out = {}
+
+    def attempt(name, fn):
+        try:
+            fn()
+            out[name] = {"error": None}
+        except Exception as e:  # noqa: BLE001 - the class and message are the answer
+            out[name] = {"error": type(e).__name__, "message": str(e)}
+
+    cat = catalog(base, token)
+    attempt("missing_table", lambda: cat.load_table((ns, "no_such_table")))
+    attempt("missing_namespace", lambda: cat.load_namespace_properties(ns + "-nope"))
+    attempt("drop_managed", lambda: cat.drop_table((ns, "events")))
+    schema = pa.schema([pa.field("n", pa.int64())])
+    cat.create_table((ns, "py_errors"), schema=schema)
+    stale = cat.load_table((ns, "py_errors"))
+    cat.load_table((ns, "py_errors")).append(pa.table({"n": [1]}, schema=schema))
+    # A commit built on the table before that append (PyIceberg's own appends
+    # retry on conflict, so the raw commit shows the 409).
+    requirement = AssertRefSnapshotId(ref="main", snapshot_id=None)
+    update = SetPropertiesUpdate(updates={"owner": "py"})
+    attempt("stale_commit", lambda: cat.commit_table(stale, (requirement,), (update,)))
+    attempt("bad_token", lambda: catalog(base, "ns_" + ns + "_" + "0" * 64).load_table((ns, "events")))
+    print(json.dumps(out))
+
+
 if __name__ == "__main__":
     mode, base, token, ns = sys.argv[1:5]
     if mode == "cdc":
         cdc(base, token, ns, sys.argv[5])
     else:
-        {"read": read, "external": external, "ids": ids, "denied": denied}[mode](base, token, ns)
+        {"read": read, "external": external, "ids": ids, "denied": denied, "errors": errors}[mode](base, token, ns)

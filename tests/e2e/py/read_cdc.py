@@ -22,7 +22,10 @@ def main():
         table = pq.read_table(path)
         assert pq.ParquetFile(path).metadata.num_rows == table.num_rows, path
         columns = [{"name": f.name, "type": str(f.type)} for f in table.schema]
-        ts = pc.cast(table.column("ts"), pa.int64()).to_pylist()
+        # Milliseconds since the epoch, whatever the file's unit (us now, ms before).
+        unit = table.schema.field("ts").type.unit
+        scale = {"s": 1000, "ms": 1, "us": 1 / 1000, "ns": 1 / 1_000_000}[unit]
+        ts = [None if t is None else int(t * scale) for t in pc.cast(table.column("ts"), pa.int64()).to_pylist()]
         rows = []
         for row, t in zip(table.drop_columns(["ts"]).to_pylist(), ts):
             row["ts"] = t

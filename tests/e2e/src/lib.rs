@@ -196,6 +196,25 @@ impl Reply {
         self.body["code"].as_str().unwrap_or("")
     }
 
+    /// Asserts an error of the Iceberg REST catalog: `status` and the spec's
+    /// `ErrorModel`, `{"error": {"message", "type", "code"}}` with `type` and
+    /// `code` the status; returns the message.
+    #[track_caller]
+    pub fn expect_iceberg_error(&self, status: u16, error_type: &str) -> &str {
+        let e = &self.body["error"];
+        assert_eq!(
+            (self.status, e["type"].as_str(), e["code"].as_u64()),
+            (status, Some(error_type), Some(u64::from(status))),
+            "expected HTTP {status} {error_type}, got {}: {}",
+            self.status,
+            self.text
+        );
+        assert_eq!(self.header("content-type"), Some("application/json"), "{}", self.text);
+        let message = e["message"].as_str().unwrap_or_else(|| panic!("`message` is not a string: {}", self.text));
+        assert!(!message.is_empty(), "empty message: {}", self.text);
+        message
+    }
+
     /// Asserts the status, and returns the body.
     #[track_caller]
     pub fn expect(&self, status: u16) -> &Value {

@@ -41,3 +41,26 @@ async fn subs_create_sends_to_the_server_and_subscribes_the_target() {
     assert_eq!(subs.len(), 1, "{subs:?}");
     assert_eq!((subs[0]["pattern"].as_str(), subs[0]["url"].as_str()), (Some("order.*"), Some(target)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_prints_columns_in_select_order_nulls_included() {
+    let server = TestServer::start().await;
+    let ns = unique_ns("cliq");
+    let key = server.create_key(&ns).await;
+    let token = key.key.clone();
+    let sql = "SELECT 2 AS z, CAST(NULL AS BIGINT) AS b, 'x' AS a";
+    let out = tokio::task::block_in_place(|| {
+        Command::new(events_bin())
+            .args(["--url", server.base_url(), "--token", &token, "query", sql])
+            .env_remove("EVENTS_URL")
+            .env_remove("EVENTS_TOKEN")
+            .output()
+            .expect("running the events binary")
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["z", "b", "a"], "{stdout}");
+    assert_eq!(lines[2].split_whitespace().collect::<Vec<_>>(), ["2", "x"], "{stdout}");
+    assert_eq!(lines[3], "(1 rows)", "{stdout}");
+}

@@ -169,13 +169,13 @@ async fn pyiceberg_commits_to_an_external_table_and_a_stale_commit_conflicts() {
         .await;
     assert_eq!(r.status, 204, "{}", r.text);
     let r = server.get(&format!("/iceberg/v1/namespaces/{ns}/tables/py_notes"), &key.auth()).await;
-    r.expect_error(404, "NOT_FOUND");
+    r.expect_iceberg_error(404, "NoSuchTableException");
     server.ingest_ok(&key.auth(), &[order("x", json!({}))]).await;
     server.admin_flush().await;
     let r = server
         .send(server.client().delete(server.url(&format!("/iceberg/v1/namespaces/{ns}/tables/events"))), &key.auth())
         .await;
-    r.expect_error(403, "FORBIDDEN");
+    r.expect_iceberg_error(403, "ForbiddenException");
     let r = server
         .post_json(
             &format!("/iceberg/v1/namespaces/{ns}/tables/events"),
@@ -183,7 +183,61 @@ async fn pyiceberg_commits_to_an_external_table_and_a_stale_commit_conflicts() {
             &json!({"requirements": [], "updates": [{"action": "remove-snapshot-ref", "ref-name": "main"}]}),
         )
         .await;
-    r.expect_error(403, "FORBIDDEN");
+    r.expect_iceberg_error(403, "ForbiddenException");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_errors_use_the_iceberg_error_model_and_pyiceberg_raises_the_spec_exceptions() {
+    if skip_on_external(EXTERNAL) {
+        return;
+    }
+    require_python_modules(&["pyiceberg", "pyarrow"]);
+    let server = TestServer::start().await;
+    let ns = unique_ns("ice-err");
+    let key = server.create_key(&ns).await;
+    server.ingest_ok(&key.auth(), &[order("x", json!({}))]).await;
+    server.admin_flush().await;
+
+    // Over HTTP: the spec's ErrorModel, with the types clients map by.
+    let missing = server.get(&format!("/iceberg/v1/namespaces/{ns}/tables/no_such_table"), &key.auth()).await;
+    let missing_message = missing.expect_iceberg_error(404, "NoSuchTableException").to_string();
+    assert_eq!(missing_message, "no table no_such_table");
+    let other = server.get(&format!("/iceberg/v1/namespaces/{ns}-nope/tables/events"), &key.auth()).await;
+    other.expect_iceberg_error(404, "NoSuchNamespaceException");
+    let r = server.get(&format!("/iceberg/v1/namespaces/{ns}-nope"), &key.auth()).await;
+    r.expect_iceberg_error(404, "NoSuchNamespaceException");
+    // The flush made the namespace.
+    let r = server.post_json("/iceberg/v1/namespaces", &key.auth(), &json!({"namespace": [ns]})).await;
+    r.expect_iceberg_error(409, "AlreadyExistsException");
+    let r = server.send(server.client().delete(server.url(&format!("/iceberg/v1/namespaces/{ns}"))), &key.auth()).await;
+    r.expect_iceberg_error(409, "NamespaceNotEmptyException");
+    let r = server.get("/iceberg/v1/nope", &key.auth()).await;
+    r.expect_iceberg_error(404, "NotFoundException");
+    let r = server.get("/iceberg/v1/config", &events_e2e::Auth::None).await;
+    r.expect_iceberg_error(401, "NotAuthorizedException");
+    // Everywhere else, the events.do envelope.
+    server.get("/tables/no_such_table/snapshots", &key.auth()).await.expect_error(404, "NOT_FOUND");
+    server.get("/nope", &key.auth()).await.expect_error(404, "NOT_FOUND");
+
+    // PyIceberg raises the spec's exceptions, carrying the server's message.
+    let v = run_py_json("iceberg_client.py", &["errors", server.base_url(), &key.key, &ns]);
+    let raised = |name: &str| (v[name]["error"].as_str().unwrap_or(""), v[name]["message"].as_str().unwrap_or(""));
+    assert_eq!(
+        raised("missing_table"),
+        ("NoSuchTableError", format!("NoSuchTableException: {missing_message}").as_str())
+    );
+    assert_eq!(raised("missing_namespace").0, "NoSuchNamespaceError", "{v}");
+    assert_eq!(raised("missing_namespace").1, format!("NoSuchNamespaceException: no namespace {ns}-nope"));
+    assert_eq!(raised("drop_managed").0, "ForbiddenError", "{v}");
+    assert_eq!(
+        raised("drop_managed").1,
+        "ForbiddenException: events is managed by events.do and cannot be dropped",
+        "{v}"
+    );
+    assert_eq!(raised("stale_commit").0, "CommitFailedException", "{v}");
+    assert!(raised("stale_commit").1.starts_with("CommitFailedException: ref main is at "), "{v}");
+    assert_eq!(raised("bad_token").0, "UnauthorizedError", "{v}");
+    assert!(raised("bad_token").1.starts_with("NotAuthorizedException: "), "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,4 +308,109 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out.sort();
     out
+}
+
+/// Waits until the namespace's collection `collection` applied `expected` changes, then compacts it.
+async fn compact_collection(server: &TestServer, auth: &events_e2e::Auth, ns: &str, collection: &str, expected: i64) {
+    let deadline = std::time::Instant::now() + events_e2e::DEADLINE;
+    loop {
+        let list = server.get(&format!("/cdc/{ns}"), auth).await;
+        let stats = list.expect(200)["collections"].as_array().unwrap().first().cloned();
+        if stats.as_ref().is_some_and(|s| s["changes"] == expected) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "changes not applied: {}", list.text);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    server.post_json(&format!("/cdc/{ns}/{collection}/_compact"), auth, &json!({})).await.expect(200);
+}
+
+fn ids_of(rows: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = rows.as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_between_snapshots_give_each_appended_row_once() {
+    if skip_on_external(EXTERNAL) {
+        return;
+    }
+    let server = TestServer::start().await;
+    let ns = unique_ns("changes");
+    let key = server.create_key(&ns).await;
+    let auth = key.auth();
+    server.ingest_ok(&auth, &[order("c1", json!({"n": 1})), order("c2", json!({"n": 2}))]).await;
+    server.admin_flush().await;
+    let first = server.get("/tables/events/changes", &auth).await;
+    let body = first.expect(200).clone();
+    assert_eq!(ids_of(&body["rows"]), ["c1", "c2"], "{}", first.text);
+    let s1 = body["toSnapshotId"].as_i64().unwrap();
+    assert_eq!(body["fromSnapshotId"], Value::Null);
+    assert_eq!(body["snapshots"][0]["operation"], "append");
+    assert_eq!(body["rows"][0]["type"], "order.placed", "every column of the table: {}", first.text);
+
+    server.ingest_ok(&auth, &[order("c3", json!({"n": 3, "coupon": "X"}))]).await;
+    server.admin_flush().await;
+    let next = server.get(&format!("/tables/events/changes?from_snapshot={s1}"), &auth).await;
+    let body = next.expect(200).clone();
+    assert_eq!(ids_of(&body["rows"]), ["c3"], "only the rows after s1: {}", next.text);
+    assert_eq!(body["rows"][0]["coupon"], "X");
+    let s2 = body["toSnapshotId"].as_i64().unwrap();
+
+    // Compaction is a replace: the same rows, no changes.
+    let r = server.post_json("/tables/maintain", &auth, &json!({"expire": false, "removeOrphans": false})).await;
+    assert_eq!(r.expect(200)["reports"][0]["compacted_inputs"], 2, "{}", r.text);
+    let after = server.get(&format!("/tables/events/changes?from_snapshot={s2}"), &auth).await;
+    let body = after.expect(200).clone();
+    assert_eq!(body["rows"], json!([]), "{}", after.text);
+    assert_eq!(body["snapshots"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        (body["snapshots"][0]["operation"].as_str(), body["snapshots"][0]["addedRows"].as_i64()),
+        (Some("replace"), Some(0))
+    );
+    // The whole history still gives every row once.
+    let all = server.get("/tables/events/changes", &auth).await;
+    assert_eq!(ids_of(&all.expect(200)["rows"]), ["c1", "c2", "c3"], "{}", all.text);
+    // A closed range, and other formats with the range in headers.
+    let r =
+        server.get(&format!("/tables/events/changes?from_snapshot={s1}&to_snapshot={s2}&format=ndjson"), &auth).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.header("content-type"), Some("application/x-ndjson"));
+    assert_eq!(r.header("x-events-to-snapshot"), Some(s2.to_string().as_str()));
+    assert_eq!(r.header("x-events-from-snapshot"), Some(s1.to_string().as_str()));
+    assert_eq!(r.text.lines().count(), 1, "{}", r.text);
+    assert!(r.text.contains("\"c3\""), "{}", r.text);
+    let r = server.get(&format!("/tables/events/changes?from_snapshot={s1}&to_snapshot={s2}&format=csv"), &auth).await;
+    assert!(r.text.starts_with("id,ns,ts,type,"), "{}", r.text);
+
+    // Mistakes.
+    server.get("/tables/events/changes?from_snapshot=abc", &auth).await.expect_error(400, "INVALID_QUERY");
+    server.get("/tables/events/changes?format=xml", &auth).await.expect_error(400, "INVALID_QUERY");
+    let r = server.get(&format!("/tables/events/changes?from_snapshot={s2}&to_snapshot={s1}"), &auth).await;
+    r.expect_error(400, "INVALID_QUERY");
+    server.get("/tables/events/changes?from_snapshot=42", &auth).await.expect_error(404, "NOT_FOUND");
+    server.get("/tables/nope/changes", &auth).await.expect_error(404, "NOT_FOUND");
+
+    // A CDC table: each compaction's new state is an overwrite that adds the collection's rows.
+    let change = |op: &str, id: &str, doc: Value| json!({ "type": format!("collection.{op}"), "ts": iso_now(), "collection": "people", "docId": id, "doc": doc });
+    server
+        .ingest_ok(
+            &auth,
+            &[change("insert", "p1", json!({"name": "Ada"})), change("insert", "p2", json!({"name": "Bob"}))],
+        )
+        .await;
+    compact_collection(&server, &auth, &ns, "people", 2).await;
+    let r = server.get("/tables/cdc_people/changes", &auth).await;
+    let body = r.expect(200).clone();
+    assert_eq!(ids_of(&body["rows"]), ["p1", "p2"], "{}", r.text);
+    let c1 = body["toSnapshotId"].as_i64().unwrap();
+    server.ingest_ok(&auth, &[change("update", "p2", json!({"name": "Bobby"}))]).await;
+    compact_collection(&server, &auth, &ns, "people", 3).await;
+    let r = server.get(&format!("/tables/cdc_people/changes?from_snapshot={c1}"), &auth).await;
+    let body = r.expect(200).clone();
+    assert_eq!(body["snapshots"][0]["operation"], "overwrite", "{}", r.text);
+    assert_eq!(ids_of(&body["rows"]), ["p1", "p2"], "the new state: {}", r.text);
+    let bobby = body["rows"].as_array().unwrap().iter().find(|r| r["id"] == "p2").unwrap();
+    assert_eq!(serde_json::from_str::<Value>(bobby["data"].as_str().unwrap()).unwrap(), json!({"name": "Bobby"}));
 }

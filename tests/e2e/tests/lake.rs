@@ -22,7 +22,7 @@ fn skip_without_lake_export() -> bool {
 const EXPECTED_COLUMNS: &[(&str, &str)] = &[
     ("id", "string"),
     ("ns", "string"),
-    ("ts", "timestamp[ms, tz=UTC]"),
+    ("ts", "timestamp[us, tz=UTC]"),
     ("type", "string"),
     ("source", "string"),
     ("data", "string"),

@@ -99,6 +99,6 @@ async fn pending_flush_alarm_survives_a_runtime_restart_and_writes_parquet() {
     let mut got = read.ids.clone();
     got.sort();
     assert_eq!(got, ids, "each event exactly once");
-    assert!(read.columns.iter().any(|(name, ty)| name == "ts" && ty.starts_with("timestamp[ms")), "{:?}", read.columns);
+    assert!(read.columns.iter().any(|(name, ty)| name == "ts" && ty.starts_with("timestamp[us")), "{:?}", read.columns);
     assert!(read.rows.iter().all(|r| r["ns"] == ns && r["type"] == "sensor.read"), "{:?}", read.rows);
 }

@@ -67,7 +67,7 @@ async fn flushed_events_land_in_the_s3_bucket() {
     for k in &parquet_keys {
         assert!(k.starts_with("lake/") && k.contains(&format!("/ns={ns}/date=")), "unexpected key {k:?}");
     }
-    assert_eq!(read.columns.iter().find(|(n, _)| n == "ts").map(|(_, t)| t.as_str()), Some("timestamp[ms, tz=UTC]"));
+    assert_eq!(read.columns.iter().find(|(n, _)| n == "ts").map(|(_, t)| t.as_str()), Some("timestamp[us, tz=UTC]"));
     // Reading over HTTP still returns the events, now from the bucket.
     let stored = server.wait_for_events(&key.auth(), "", 25).await;
     assert_eq!(events_e2e::sorted_ids(&stored), want);

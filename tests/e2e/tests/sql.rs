@@ -173,9 +173,9 @@ async fn a_tenant_cannot_reach_another_tenants_rows() {
     r.expect_error(404, "NOT_FOUND");
     // The REST catalog answers the attacker as if the namespace did not exist.
     let r = server.get(&format!("/iceberg/v1/namespaces/{victim_ns}/tables/events"), &a).await;
-    r.expect_error(404, "NOT_FOUND");
+    assert_eq!(r.expect_iceberg_error(404, "NoSuchNamespaceException"), format!("no namespace {victim_ns}"));
     let r = server.get(&format!("/iceberg/v1/namespaces/{victim_ns}/tables"), &a).await;
-    r.expect_error(404, "NOT_FOUND");
+    r.expect_iceberg_error(404, "NoSuchNamespaceException");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,4 +251,62 @@ async fn sql_joins_events_with_a_cdc_collection() {
         parsed,
         vec![("u1".to_string(), json!({"plan": "pro"}), 2), ("u2".to_string(), json!({"plan": "pro"}), 1)]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_functions_null_columns_and_user_errors() {
+    if skip_on_external(EXTERNAL) {
+        return;
+    }
+    let server = TestServer::start().await;
+    let ns = unique_ns("sqljson");
+    let key = server.create_key(&ns).await;
+    let auth = key.auth();
+    let events = [
+        order("j1", json!({"customer": {"id": "c1", "tier": "gold"}, "lines": [{"sku": "a", "qty": 2}], "total": 30})),
+        order("j2", json!({"customer": {"id": "c2"}, "total": "unknown"})),
+        order("j3", json!({"customer": "guest"})),
+    ];
+    server.ingest_ok(&auth, &events).await;
+    server.admin_flush().await;
+
+    // JSON over nested `data`: missing paths and values of another kind are null.
+    let got = rows(
+        &server,
+        &auth,
+        "SELECT id, data->'customer'->>'id' AS customer, json_get_str(data, 'customer', 'tier') AS tier, \
+         json_get_int(data, 'total') AS total, json_get_int(data, 'lines', 0, 'qty') AS qty \
+         FROM events ORDER BY id",
+    )
+    .await;
+    assert_eq!(
+        got,
+        vec![
+            json!({"id": "j1", "customer": "c1", "tier": "gold", "total": 30, "qty": 2}),
+            json!({"id": "j2", "customer": "c2", "tier": null, "total": null, "qty": null}),
+            json!({"id": "j3", "customer": null, "tier": null, "total": null, "qty": null}),
+        ]
+    );
+    let got = rows(&server, &auth, "SELECT count(*) AS n FROM events WHERE json_contains(data, 'lines')").await;
+    assert_eq!(got, vec![json!({"n": 1})]);
+
+    // Null columns stay, in SELECT order, in every text format.
+    let sql = "SELECT 1 AS a, CAST(NULL AS BIGINT) AS b";
+    let r = query(&server, &auth, json!({"sql": sql})).await;
+    assert_eq!(r.text, "[{\"a\":1,\"b\":null}]\n");
+    let r = query(&server, &auth, json!({"sql": "SELECT 2 AS z, NULL AS y, 'x' AS a", "format": "ndjson"})).await;
+    assert_eq!(r.text, "{\"z\":2,\"y\":null,\"a\":\"x\"}\n");
+    let r = query(&server, &auth, json!({"sql": "SELECT 2 AS z, NULL AS y, 'x' AS a", "format": "csv"})).await;
+    assert_eq!(r.text, "z,y,a\n2,,x\n");
+
+    // Mistakes in SQL are the caller's: 400 INVALID_QUERY, never a 500.
+    for sql in [
+        "SELECT get_field(data, 'customer') FROM events",
+        "SELECT json_get_str(42, 'a') FROM events",
+        "SELECT CAST(data AS INT) FROM events",
+        "SELECT nope FROM events",
+    ] {
+        let r = query(&server, &auth, json!({"sql": sql})).await;
+        r.expect_error(400, "INVALID_QUERY");
+    }
 }

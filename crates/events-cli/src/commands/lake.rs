@@ -73,7 +73,7 @@ pub async fn run_query(global: &GlobalArgs, args: QueryArgs) -> anyhow::Result<(
         QueryFormat::Csv => print!("{text}"),
         QueryFormat::Json => println!("{text}"),
         QueryFormat::Table => {
-            let rows: Vec<serde_json::Map<String, Value>> =
+            let rows: Vec<OrderedRow> =
                 serde_json::from_str(&text).context("the result is not a JSON array (cut short?)")?;
             print_table(&rows);
         }
@@ -89,16 +89,61 @@ fn cell(v: Option<&Value>) -> String {
     }
 }
 
-fn print_table(rows: &[serde_json::Map<String, Value>]) {
-    let Some(first) = rows.first() else {
+/// One result row with its columns in the order the server sent them: the
+/// query's SELECT order (a map type would sort them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderedRow(pub Vec<(String, Value)>);
+
+impl OrderedRow {
+    fn get(&self, column: &str) -> Option<&Value> {
+        self.0.iter().find(|(c, _)| c == column).map(|(_, v)| v)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for OrderedRow {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = OrderedRow;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a row object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<OrderedRow, A::Error> {
+                let mut cells = Vec::new();
+                while let Some(entry) = map.next_entry::<String, Value>()? {
+                    cells.push(entry);
+                }
+                Ok(OrderedRow(cells))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
+/// The columns of `rows` in result order: the first row's, then any a later
+/// row adds (the server sends every column in every row).
+fn columns_of(rows: &[OrderedRow]) -> Vec<&str> {
+    let mut columns: Vec<&str> = Vec::new();
+    for row in rows {
+        for (c, _) in &row.0 {
+            if !columns.contains(&c.as_str()) {
+                columns.push(c);
+            }
+        }
+    }
+    columns
+}
+
+fn print_table(rows: &[OrderedRow]) {
+    if rows.is_empty() {
         println!("(0 rows)");
         return;
-    };
-    let columns: Vec<&String> = first.keys().collect();
+    }
+    let columns = columns_of(rows);
     let mut widths: Vec<usize> = columns.iter().map(|c| c.len()).collect();
     for row in rows {
         for (i, c) in columns.iter().enumerate() {
-            widths[i] = widths[i].max(cell(row.get(*c)).chars().count().min(60));
+            widths[i] = widths[i].max(cell(row.get(c)).chars().count().min(60));
         }
     }
     let line = |cells: Vec<String>| {
@@ -112,7 +157,7 @@ fn print_table(rows: &[serde_json::Map<String, Value>]) {
     println!("{}", line(columns.iter().map(|c| c.to_string()).collect()));
     println!("{}", line(widths.iter().map(|w| "-".repeat(*w)).collect()));
     for row in rows {
-        println!("{}", line(columns.iter().map(|c| cell(row.get(*c))).collect()));
+        println!("{}", line(columns.iter().map(|c| cell(row.get(c))).collect()));
     }
     println!("({} rows)", rows.len());
 }
@@ -246,4 +291,19 @@ pub async fn run_maintain(global: &GlobalArgs, args: MaintainArgs) -> anyhow::Re
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_keep_the_servers_column_order() {
+        let rows: Vec<OrderedRow> =
+            serde_json::from_str(r#"[{"z":1,"b":null,"a":"x"},{"z":2,"b":3,"a":null}]"#).unwrap();
+        assert_eq!(columns_of(&rows), ["z", "b", "a"]);
+        assert_eq!(rows[0].get("b"), Some(&Value::Null));
+        assert_eq!(cell(rows[1].get("b")), "3");
+        assert_eq!(cell(rows[1].get("a")), "");
+    }
 }

@@ -5,14 +5,18 @@
 //!
 //! Auth is the namespace key (which sees only its own namespace: any other
 //! namespace is reported as not found) or the admin token (every namespace).
-//! Errors use the events.do envelope with the spec's statuses (404 unknown,
-//! 409 conflict or stale commit); Iceberg clients map errors by status.
+//! Errors use the spec's `ErrorModel` (`{"error": {"message", "type",
+//! "code"}}`, see [`events_api::iceberg`]) with its statuses and types
+//! (`NoSuchTableException`, `CommitFailedException`, ...): handlers fail with
+//! the events.do error as everywhere, and the `iceberg_errors` middleware
+//! answers it in the model.
 //! Multipart namespaces do not exist here: a namespace is one level.
 
 use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use events_api::iceberg::no_such_namespace;
 use events_core::name::validate_namespace;
 use events_core::{ApiError, ErrorCode};
 use events_iceberg::commit::{TableRequirement, TableUpdate};
@@ -48,9 +52,9 @@ pub const MAX_LISTED_NAMESPACES: usize = 10_000;
 /// gets the same 404 as for one that does not exist.
 async fn caller_for(state: &AppState, headers: &HeaderMap, ns: &str) -> Result<Caller> {
     let caller = state.auth.authenticate(&state.host, headers).await?;
-    validate_namespace(ns).map_err(|_| ApiError::not_found(format!("no namespace {ns}")))?;
+    validate_namespace(ns).map_err(|_| no_such_namespace(ns))?;
     if caller.principal != Principal::Admin && caller.namespace != ns {
-        return Err(ApiError::not_found(format!("no namespace {ns}")).into());
+        return Err(no_such_namespace(ns).into());
     }
     Ok(caller)
 }
@@ -62,6 +66,29 @@ pub async fn call_catalog(state: &AppState, ns: &str, req: CatalogRequest) -> Re
 
 fn out_of_protocol() -> ApiErrorResponse {
     ApiError::internal("catalog answered out of protocol").into()
+}
+
+/// A failing catalog response: the Iceberg REST spec's `IcebergErrorResponse`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct IcebergErrorResponse {
+    /// The error.
+    pub error: ErrorModel,
+}
+
+/// The Iceberg REST spec's `ErrorModel`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorModel {
+    /// Human-readable message (the events.do message).
+    pub message: String,
+    /// The exception type: `NoSuchTableException`, `NoSuchNamespaceException`,
+    /// `AlreadyExistsException`, `NamespaceNotEmptyException`,
+    /// `CommitFailedException`, `CommitStateUnknownException`,
+    /// `BadRequestException`, `NotAuthorizedException`, `ForbiddenException`,
+    /// `ServiceUnavailableException`, `InternalServerError`, ...
+    #[serde(rename = "type")]
+    pub error_type: String,
+    /// The HTTP status.
+    pub code: u16,
 }
 
 /// `GET /v1/config`.
@@ -206,7 +233,7 @@ pub struct CommitTableResult {
 
 /// Catalog configuration for clients.
 #[utoipa::path(get, path = "/iceberg/v1/config", tag = "iceberg",
-    responses((status = 200, description = "Configuration", body = CatalogConfig)),
+    responses((status = "default", description = "The Iceberg REST `ErrorModel` (`NoSuchTableException`, `CommitFailedException`, ...)", body = IcebergErrorResponse), (status = 200, description = "Configuration", body = CatalogConfig)),
     security(("bearerAuth" = [])))]
 pub async fn config(State(state): State<AppState>, headers: HeaderMap) -> Result<ApiJson<CatalogConfig>> {
     state.auth.authenticate(&state.host, &headers).await?;
@@ -215,7 +242,7 @@ pub async fn config(State(state): State<AppState>, headers: HeaderMap) -> Result
 
 /// Lists namespaces: a tenant sees its own (once it has a table or was created); the admin sees all.
 #[utoipa::path(get, path = "/iceberg/v1/namespaces", tag = "iceberg",
-    responses((status = 200, description = "Namespaces", body = NamespaceList)),
+    responses((status = "default", description = "The Iceberg REST `ErrorModel` (`NoSuchTableException`, `CommitFailedException`, ...)", body = IcebergErrorResponse), (status = 200, description = "Namespaces", body = NamespaceList)),
     security(("bearerAuth" = [])))]
 pub async fn list_namespaces(State(state): State<AppState>, headers: HeaderMap) -> Result<ApiJson<NamespaceList>> {
     let caller = state.auth.authenticate(&state.host, &headers).await?;
@@ -238,7 +265,7 @@ pub async fn list_namespaces(State(state): State<AppState>, headers: HeaderMap) 
 /// Creates a namespace (a tenant: only its own).
 #[utoipa::path(post, path = "/iceberg/v1/namespaces", tag = "iceberg",
     request_body = NamespaceBody,
-    responses((status = 200, description = "Created", body = NamespaceBody), (status = 409, description = "Exists")),
+    responses((status = "default", description = "The Iceberg REST `ErrorModel` (`NoSuchTableException`, `CommitFailedException`, ...)", body = IcebergErrorResponse), (status = 200, description = "Created", body = NamespaceBody), (status = 409, description = "Exists")),
     security(("bearerAuth" = [])))]
 pub async fn create_namespace(
     State(state): State<AppState>,
@@ -266,7 +293,7 @@ async fn namespace_props(state: &AppState, headers: &HeaderMap, ns: &str) -> Res
     caller_for(state, headers, ns).await?;
     match call_catalog(state, ns, CatalogRequest::NamespaceInfo).await? {
         CatalogResponse::Namespace(Some(p)) => Ok(p),
-        CatalogResponse::Namespace(None) => Err(ApiError::not_found(format!("no namespace {ns}")).into()),
+        CatalogResponse::Namespace(None) => Err(no_such_namespace(ns).into()),
         _ => Err(out_of_protocol()),
     }
 }
@@ -274,7 +301,7 @@ async fn namespace_props(state: &AppState, headers: &HeaderMap, ns: &str) -> Res
 /// A namespace's properties.
 #[utoipa::path(get, path = "/iceberg/v1/namespaces/{ns}", tag = "iceberg",
     params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$")),
-    responses((status = 200, description = "Namespace", body = NamespaceBody)),
+    responses((status = "default", description = "The Iceberg REST `ErrorModel` (`NoSuchTableException`, `CommitFailedException`, ...)", body = IcebergErrorResponse), (status = 200, description = "Namespace", body = NamespaceBody)),
     security(("bearerAuth" = [])))]
 pub async fn load_namespace(
     State(state): State<AppState>,
@@ -288,7 +315,7 @@ pub async fn load_namespace(
 /// Whether a namespace exists (204) or not (404).
 #[utoipa::path(head, path = "/iceberg/v1/namespaces/{ns}", tag = "iceberg",
     params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$")),
-    responses((status = 204, description = "Exists")),
+    responses((status = "default", description = "The Iceberg REST `ErrorModel` (`NoSuchTableException`, `CommitFailedException`, ...)", body = IcebergErrorResponse), (status = 204, description = "Exists")),
     security(("bearerAuth" = [])))]
 pub async fn namespace_exists(
     State(state): State<AppState>,
@@ -302,7 +329,7 @@ pub async fn namespace_exists(
 /// Drops an empty namespace.
 #[utoipa::path(delete, path = "/iceberg/v1/namespaces/{ns}", tag = "iceberg",
     params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$")),
-    responses((status = 204, description = "Dropped"), (status = 409, description = "Has tables")),
+    responses((status = "default", description = "The Iceberg REST `ErrorModel` (`NoSuchTableException`, `CommitFailedException`, ...)", body = IcebergErrorResponse), (status = 204, description = "Dropped"), (status = 409, description = "Has tables")),
     security(("bearerAuth" = [])))]
 pub async fn drop_namespace(
     State(state): State<AppState>,
@@ -318,7 +345,7 @@ pub async fn drop_namespace(
 #[utoipa::path(post, path = "/iceberg/v1/namespaces/{ns}/properties", tag = "iceberg",
     params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$")),
     request_body = PropertiesUpdate,
-    responses((status = 200, description = "Updated", body = PropertiesUpdated)),
+    responses((status = "default", description = "The Iceberg REST `ErrorModel` (`NoSuchTableException`, `CommitFailedException`, ...)", body = IcebergErrorResponse), (status = 200, description = "Updated", body = PropertiesUpdated)),
     security(("bearerAuth" = [])))]
 pub async fn update_properties(
     State(state): State<AppState>,
@@ -345,7 +372,7 @@ pub async fn update_properties(
 /// Lists a namespace's tables.
 #[utoipa::path(get, path = "/iceberg/v1/namespaces/{ns}/tables", tag = "iceberg",
     params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$")),
-    responses((status = 200, description = "Tables", body = TableList)),
+    responses((status = "default", description = "The Iceberg REST `ErrorModel` (`NoSuchTableException`, `CommitFailedException`, ...)", body = IcebergErrorResponse), (status = 200, description = "Tables", body = TableList)),
     security(("bearerAuth" = [])))]
 pub async fn list_tables(
     State(state): State<AppState>,
@@ -368,7 +395,7 @@ pub async fn list_tables(
 #[utoipa::path(post, path = "/iceberg/v1/namespaces/{ns}/tables", tag = "iceberg",
     params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$")),
     request_body = CreateTableBody,
-    responses((status = 200, description = "Created", body = LoadTableResult), (status = 409, description = "Exists")),
+    responses((status = "default", description = "The Iceberg REST `ErrorModel` (`NoSuchTableException`, `CommitFailedException`, ...)", body = IcebergErrorResponse), (status = 200, description = "Created", body = LoadTableResult), (status = 409, description = "Exists")),
     security(("bearerAuth" = [])))]
 pub async fn create_table(
     State(state): State<AppState>,
@@ -412,7 +439,7 @@ async fn loaded(state: &AppState, headers: &HeaderMap, ns: &str, table: &str) ->
 /// Loads a table: its metadata location and metadata.
 #[utoipa::path(get, path = "/iceberg/v1/namespaces/{ns}/tables/{table}", tag = "iceberg",
     params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$"), ("table" = String, Path, description = "Table")),
-    responses((status = 200, description = "Table", body = LoadTableResult)),
+    responses((status = "default", description = "The Iceberg REST `ErrorModel` (`NoSuchTableException`, `CommitFailedException`, ...)", body = IcebergErrorResponse), (status = 200, description = "Table", body = LoadTableResult)),
     security(("bearerAuth" = [])))]
 pub async fn load_table(
     State(state): State<AppState>,
@@ -425,7 +452,7 @@ pub async fn load_table(
 /// Whether a table exists (204) or not (404).
 #[utoipa::path(head, path = "/iceberg/v1/namespaces/{ns}/tables/{table}", tag = "iceberg",
     params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$"), ("table" = String, Path, description = "Table")),
-    responses((status = 204, description = "Exists")),
+    responses((status = "default", description = "The Iceberg REST `ErrorModel` (`NoSuchTableException`, `CommitFailedException`, ...)", body = IcebergErrorResponse), (status = 204, description = "Exists")),
     security(("bearerAuth" = [])))]
 pub async fn table_exists(
     State(state): State<AppState>,
@@ -440,7 +467,7 @@ pub async fn table_exists(
 #[utoipa::path(post, path = "/iceberg/v1/namespaces/{ns}/tables/{table}", tag = "iceberg",
     params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$"), ("table" = String, Path, description = "Table")),
     request_body = CommitTableBody,
-    responses((status = 200, description = "Committed", body = CommitTableResult), (status = 409, description = "COMMIT_CONFLICT: reload and retry")),
+    responses((status = "default", description = "The Iceberg REST `ErrorModel` (`NoSuchTableException`, `CommitFailedException`, ...)", body = IcebergErrorResponse), (status = 200, description = "Committed", body = CommitTableResult), (status = 409, description = "COMMIT_CONFLICT: reload and retry")),
     security(("bearerAuth" = [])))]
 pub async fn commit_table(
     State(state): State<AppState>,
@@ -463,7 +490,7 @@ pub async fn commit_table(
 /// Drops an external table (its files are left to their engine); managed tables cannot be dropped.
 #[utoipa::path(delete, path = "/iceberg/v1/namespaces/{ns}/tables/{table}", tag = "iceberg",
     params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$"), ("table" = String, Path, description = "Table")),
-    responses((status = 204, description = "Dropped")),
+    responses((status = "default", description = "The Iceberg REST `ErrorModel` (`NoSuchTableException`, `CommitFailedException`, ...)", body = IcebergErrorResponse), (status = 204, description = "Dropped")),
     security(("bearerAuth" = [])))]
 pub async fn drop_table(
     State(state): State<AppState>,

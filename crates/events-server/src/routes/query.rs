@@ -152,29 +152,60 @@ async fn run(state: &AppState, ns: &str, body: QueryBody, started: Instant) -> R
         ..QueryLimits::default()
     };
     let tables = query_tables(state, ns, &body.at).await?;
+    stream_query(state, ns, tables, &body.sql, limits, body.format.unwrap_or_default(), None, started).await
+}
+
+/// Runs `sql` over `tables` and streams the result in `format`. `wrap`, for
+/// JSON: bytes before the row array and after it, so the rows sit in an
+/// object (`{"...": ..., "rows": [...]}`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn stream_query(
+    state: &AppState,
+    ns: &str,
+    tables: Vec<QueryTable>,
+    sql: &str,
+    limits: QueryLimits,
+    format: OutputFormat,
+    wrap: Option<(Vec<u8>, Vec<u8>)>,
+    started: Instant,
+) -> Result<Response> {
     let store = state.host.blobs().store();
     let footers = state.query_footers.for_namespace(ns);
-    let (schema, stream) = events_query::run_query(store, tables, &body.sql, limits, Some(footers)).await?;
-    let mut batches = LimitedStream::new(stream, limits.max_rows, started + timeout);
-    let mut encoder = ResultEncoder::new(body.format.unwrap_or_default(), schema)?;
+    let (schema, stream) = events_query::run_query(store, tables, sql, limits, Some(footers)).await?;
+    let mut batches = LimitedStream::new(stream, limits.max_rows, started + limits.timeout);
+    let mut encoder = ResultEncoder::new(format, schema)?;
+    let (before, after) = wrap.filter(|_| format == OutputFormat::Json).unzip();
     // The first batch is awaited before answering, so an early failure gets a proper status.
-    let mut head = encoder.start()?;
+    let mut head = before.unwrap_or_default();
+    head.extend(encoder.start()?);
     let first = batches.next().await;
     let mut finished = false;
     match first {
         Some(Err(e)) => return Err(e.into()),
         Some(Ok(batch)) => head.extend(encoder.batch(&batch)?),
         None => {
-            head.extend(encoder.finish()?);
+            head.extend(close(&mut encoder, after.as_deref())?);
             finished = true;
         }
     }
-    let format = body.format.unwrap_or_default();
-    let tail = async_stream(batches, encoder, finished, started);
+    let tail = async_stream(batches, encoder, finished, after, started);
     let body = Body::from_stream(futures::stream::once(async move { Ok::<_, std::io::Error>(head) }).chain(tail));
     let mut res = body.into_response();
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
     Ok(res)
+}
+
+/// The bytes that end a result: the encoder's, then `after` (the row array
+/// then closes without its newline, which follows `after`).
+fn close(encoder: &mut ResultEncoder, after: Option<&[u8]>) -> std::result::Result<Vec<u8>, ApiError> {
+    let mut end = encoder.finish()?;
+    if let Some(after) = after {
+        while end.last() == Some(&b'\n') {
+            end.pop();
+        }
+        end.extend_from_slice(after);
+    }
+    Ok(end)
 }
 
 /// The rest of the body after the first batch.
@@ -182,27 +213,31 @@ fn async_stream(
     batches: LimitedStream,
     encoder: ResultEncoder,
     finished: bool,
+    after: Option<Vec<u8>>,
     started: Instant,
 ) -> impl futures::Stream<Item = std::result::Result<Vec<u8>, std::io::Error>> {
-    futures::stream::unfold((batches, encoder, finished), move |(mut batches, mut encoder, finished)| async move {
-        if finished {
-            return None;
-        }
-        let chunk = match batches.next().await {
-            Some(Ok(batch)) => encoder.batch(&batch),
-            Some(Err(e)) => Err(e),
-            None => {
-                metrics::histogram!("events_query_seconds").record(started.elapsed().as_secs_f64());
-                metrics::counter!("events_query_rows_total").increment(batches.rows() as u64);
-                let end = encoder.finish();
-                return Some((end.map_err(|e| std::io::Error::other(e.message)), (batches, encoder, true)));
+    futures::stream::unfold((batches, encoder, finished), move |(mut batches, mut encoder, finished)| {
+        let after = after.clone();
+        async move {
+            if finished {
+                return None;
             }
-        };
-        match chunk {
-            Ok(bytes) => Some((Ok(bytes), (batches, encoder, false))),
-            Err(e) => {
-                tracing::warn!(code = e.code.as_str(), error = %e.message, "query failed after its first rows");
-                Some((Err(std::io::Error::other(e.message)), (batches, encoder, true)))
+            let chunk = match batches.next().await {
+                Some(Ok(batch)) => encoder.batch(&batch),
+                Some(Err(e)) => Err(e),
+                None => {
+                    metrics::histogram!("events_query_seconds").record(started.elapsed().as_secs_f64());
+                    metrics::counter!("events_query_rows_total").increment(batches.rows() as u64);
+                    let end = close(&mut encoder, after.as_deref());
+                    return Some((end.map_err(|e| std::io::Error::other(e.message)), (batches, encoder, true)));
+                }
+            };
+            match chunk {
+                Ok(bytes) => Some((Ok(bytes), (batches, encoder, false))),
+                Err(e) => {
+                    tracing::warn!(code = e.code.as_str(), error = %e.message, "query failed after its first rows");
+                    Some((Err(std::io::Error::other(e.message)), (batches, encoder, true)))
+                }
             }
         }
     })

@@ -3,8 +3,11 @@
 
 use std::collections::BTreeMap;
 
+use std::time::{Duration, Instant};
+
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
 use events_core::{ApiError, ErrorCode, Timestamp};
 use events_objects::catalog::{CatalogRequest, CatalogResponse, MaintainOptions, MaintainReport, RecordedChange};
 use serde::{Deserialize, Serialize};
@@ -13,14 +16,18 @@ use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use crate::auth::Caller;
-use crate::error::{ApiErrorResponse, ApiJson, ApiPath, JsonBody};
+use events_query::output::OutputFormat;
+use events_query::{QueryLimits, QueryTable};
+use utoipa::IntoParams;
+
+use crate::error::{ApiErrorResponse, ApiJson, ApiPath, ApiQuery, JsonBody};
 use crate::routes::ApiRouter;
 use crate::routes::iceberg::call_catalog;
 use crate::state::AppState;
 
 /// Registers this module's routes.
 pub fn register(api: ApiRouter) -> ApiRouter {
-    api.routes(routes!(list_tables)).routes(routes!(snapshots)).routes(routes!(maintain))
+    api.routes(routes!(list_tables)).routes(routes!(snapshots)).routes(routes!(changes)).routes(routes!(maintain))
 }
 
 type Result<T> = std::result::Result<T, ApiErrorResponse>;
@@ -168,6 +175,138 @@ pub async fn snapshots(
         schemas: t.metadata.schemas.iter().filter_map(|s| serde_json::to_value(s).ok()).collect(),
         schema_changes: changes.into_iter().map(change_view).collect(),
     }))
+}
+
+/// Query of `GET /tables/{table}/changes`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ChangesParams {
+    /// The snapshot the changes start after (exclusive): the last one a
+    /// previous read reached (`toSnapshotId`). Default: the table's first
+    /// snapshot, while the table's whole history is retained.
+    #[param(value_type = Option<i64>)]
+    pub from_snapshot: Option<String>,
+    /// The last snapshot included (default: the current one).
+    #[param(value_type = Option<i64>)]
+    pub to_snapshot: Option<String>,
+    /// `json` (default), `ndjson`, `csv` or `arrow`.
+    #[param(pattern = "^(json|ndjson|csv|arrow)$")]
+    pub format: Option<String>,
+}
+
+/// One snapshot of a change answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangeSnapshotView {
+    /// Its id.
+    pub snapshot_id: i64,
+    /// Its sequence number.
+    pub sequence_number: i64,
+    /// When it was committed (ISO-8601).
+    pub committed_at: String,
+    /// `append`, `overwrite` (both add rows), `replace` or `delete` (add none).
+    pub operation: String,
+    /// Data files whose rows it adds.
+    pub added_files: usize,
+    /// Rows it adds.
+    pub added_rows: i64,
+}
+
+/// The JSON answer of `GET /tables/{table}/changes`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangesView {
+    /// The table.
+    pub table: String,
+    /// The snapshot the changes start after (`null`: the table's beginning).
+    pub from_snapshot_id: Option<i64>,
+    /// The last snapshot included: pass it as `from_snapshot` next time.
+    pub to_snapshot_id: Option<i64>,
+    /// The snapshots in the range, oldest first.
+    pub snapshots: Vec<ChangeSnapshotView>,
+    /// The rows added in the range, each with every column of the table's current schema.
+    #[schema(value_type = Vec<Object>)]
+    pub rows: Vec<Value>,
+}
+
+/// The rows a table gained between two snapshots, for incremental reads.
+///
+/// Rows appended by the snapshots after `from_snapshot` up to `to_snapshot`
+/// (default: the current one), by the snapshots' operations: an `append`
+/// (a flush) adds its rows, an `overwrite` (a CDC table's new state) its new
+/// files' rows (the collection as of that compaction), a `replace`
+/// (compaction, a retried flush: the same rows in other files) and a
+/// `delete` add none. A downstream job passes the `toSnapshotId` of its last
+/// read as the next `from_snapshot` and so sees each appended row once.
+///
+/// JSON answers `{table, fromSnapshotId, toSnapshotId, snapshots, rows}`;
+/// `ndjson`, `csv` and `arrow` answer the rows alone, with the range in the
+/// `X-Events-From-Snapshot` and `X-Events-To-Snapshot` headers. Rows over
+/// the server's `[query] max_rows` answer 400 `QUERY_LIMIT_EXCEEDED` (ask
+/// for a shorter range).
+#[utoipa::path(get, path = "/tables/{table}/changes", tag = "tables",
+    params(("table" = String, Path, description = "Table"), ChangesParams),
+    responses(
+        (status = 200, description = "The added rows (JSON with the range and its snapshots; also NDJSON, CSV, Arrow IPC)", body = ChangesView),
+        (status = 400, description = "INVALID_QUERY: a bad snapshot id or format, `from_snapshot` not an ancestor of `to_snapshot`; QUERY_LIMIT_EXCEEDED", body = crate::error::ErrorBody),
+        (status = 404, description = "NOT_FOUND: no such table, or a snapshot that does not exist (any more)", body = crate::error::ErrorBody),
+    ),
+    security(("bearerAuth" = [])))]
+pub async fn changes(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiPath(table): ApiPath<String>,
+    params: ApiQuery<ChangesParams>,
+) -> Result<Response> {
+    let started = Instant::now();
+    let caller = caller(&state, &headers).await?;
+    let q = params.parse()?;
+    let from = events_api::tables::parse_snapshot_id("from_snapshot", q.from_snapshot.as_deref())?;
+    let to = events_api::tables::parse_snapshot_id("to_snapshot", q.to_snapshot.as_deref())?;
+    let format = match q.format.as_deref() {
+        None | Some("json") => OutputFormat::Json,
+        Some("ndjson") => OutputFormat::Ndjson,
+        Some("csv") => OutputFormat::Csv,
+        Some("arrow") => OutputFormat::Arrow,
+        Some(other) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("format={other:?}: use json, ndjson, csv or arrow"),
+            )
+            .into());
+        }
+    };
+    let ns = caller.namespace.as_str();
+    let set = events_api::tables::changes(&state.host, ns, &table, from, to).await?;
+    let mut head = serde_json::to_vec(&events_api::tables::changes_head(&table, &set))
+        .map_err(|e| ApiError::internal(format!("encoding the answer: {e}")))?;
+    head.pop(); // the closing brace: the rows follow
+    head.extend_from_slice(b",\"rows\":");
+    let limits = QueryLimits {
+        timeout: Duration::from_millis(state.config.query.timeout_ms),
+        max_rows: state.config.query.max_rows,
+        max_memory_bytes: state.config.query.max_memory_bytes,
+        ..QueryLimits::default()
+    };
+    let files = set.files.into_iter().map(|f| f.key).collect();
+    let tables = vec![QueryTable { name: "changes".into(), schema: events_query::arrow_schema(&set.schema)?, files }];
+    let mut res = crate::routes::query::stream_query(
+        &state,
+        ns,
+        tables,
+        "SELECT * FROM changes",
+        limits,
+        format,
+        Some((head, b"}\n".to_vec())),
+        started,
+    )
+    .await?;
+    for (name, id) in [("x-events-from-snapshot", set.from_snapshot_id), ("x-events-to-snapshot", set.to_snapshot_id)] {
+        if let Some(id) = id {
+            res.headers_mut().insert(name, HeaderValue::from(id));
+        }
+    }
+    Ok(res)
 }
 
 /// What to maintain; every field is optional. `keepLast`,
