@@ -445,7 +445,8 @@ pub fn writer_name(ns: &str, shard: u32) -> String {
     format!("{ns}/{shard}")
 }
 
-fn corrupt(e: impl std::fmt::Display) -> ApiError {
+/// A stored log row or event that does not decode.
+pub(crate) fn corrupt(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorCode::StorageError, format!("writer buffer: {e}"))
 }
 

@@ -14,7 +14,7 @@ use events_runtime::{Host, ObjectContext, ObjectResult};
 
 use events_core::pattern::Pattern;
 
-use crate::event_writer::{OutboxEvent, OutboxRow};
+use crate::event_writer::{OutboxEvent, OutboxRow, corrupt};
 use crate::subscription::{SubsRequest, SubsResponse};
 
 /// Most events handed to a consumer in one call.
@@ -63,10 +63,6 @@ pub fn decode_matching(
         }
     }
     Ok(out)
-}
-
-fn corrupt(e: serde_json::Error) -> ApiError {
-    ApiError::new(events_core::ErrorCode::StorageError, format!("outbox event: {e}"))
 }
 
 /// Hands the events of `rows` after `after` (in order) to `consumer`, the
