@@ -44,8 +44,11 @@ pub struct HostStats {
     pub activations: u64,
     /// Hibernations since start.
     pub hibernations: u64,
-    /// Durable commits since start.
+    /// Commits that wrote, since start.
     pub commits: u64,
+    /// WAL syncs (`fdatasync`) since start: each makes every commit before
+    /// it durable, so under load one covers many commits.
+    pub wal_syncs: u64,
     /// Requests handled since start.
     pub requests: u64,
     /// Alarm handler runs since start.
@@ -59,6 +62,7 @@ pub(crate) struct Counters {
     pub(crate) activations: AtomicU64,
     pub(crate) hibernations: AtomicU64,
     pub(crate) commits: AtomicU64,
+    pub(crate) wal_syncs: AtomicU64,
     pub(crate) requests: AtomicU64,
     pub(crate) alarm_runs: AtomicU64,
 }
@@ -243,6 +247,7 @@ impl NativeHost {
             activations: c.activations.load(Ordering::Relaxed),
             hibernations: c.hibernations.load(Ordering::Relaxed),
             commits: c.commits.load(Ordering::Relaxed),
+            wal_syncs: c.wal_syncs.load(Ordering::Relaxed),
             requests: c.requests.load(Ordering::Relaxed),
             alarm_runs: c.alarm_runs.load(Ordering::Relaxed),
             pending_alarms: self.0.scheduler.len(),

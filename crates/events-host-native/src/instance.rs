@@ -1,21 +1,34 @@
 //! The life of one object instance: activation, the request loop with group
 //! commit, alarms, hibernation and shutdown.
+//!
+//! # Pipelined group commit
+//! The loop takes every queued request (up to [`MAX_REQUESTS_PER_COMMIT`]),
+//! runs them in one transaction and commits it, which only writes the WAL.
+//! Their answers then wait at the [`SyncGate`] while one `fdatasync` of the
+//! WAL runs on the blocking pool, and the loop goes on with the next batch
+//! meanwhile. A sync covers every commit written before it started, so the
+//! answers of the batches committed while one sync runs all leave after the
+//! next one. No answer ever leaves before the commit it reports, and every
+//! commit before it, is on disk; answers of batches that only read wait too,
+//! since they may have seen data not yet synced.
 
 use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use events_core::{ApiError, ErrorCode};
 use events_runtime::context::ObjectContext;
-use events_runtime::{ALARM_MAX_RETRIES, ALARM_RETRY_BASE_MS, DurableObject, ObjectResult};
+use events_runtime::{ALARM_MAX_RETRIES, ALARM_RETRY_BASE_MS, Durability, DurableObject, ObjectResult};
 use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use crate::config::MAX_REQUESTS_PER_COMMIT;
 use crate::host::NativeHost;
 use crate::registry::{Control, ObjectKey, Signal};
-use crate::storage::{SqliteStorage, open_connection, set_durability, storage_error};
+use crate::storage::{SqliteStorage, open_connection, set_durability, storage_error, sync_wal, wal_path};
 
 /// A message in an object's mailbox.
 pub(crate) enum Envelope<O: DurableObject> {
@@ -52,9 +65,10 @@ pub(crate) async fn run<O: DurableObject>(
         .record(started.elapsed().as_secs_f64());
 
     let idle = Duration::from_millis(host.config().idle_timeout_ms);
+    let mut gate = SyncGate::<O>::new(&host, &host.object_path(O::CLASS, &key.1));
     let mut stopping = false;
     loop {
-        if rx.is_empty() {
+        if rx.is_empty() && !gate.syncing() {
             // Going idle: an idle object should cost as little memory as possible.
             cx.storage().release_memory();
         }
@@ -66,6 +80,15 @@ pub(crate) async fn run<O: DurableObject>(
         } else {
             tokio::select! {
                 biased;
+                synced = gate.synced(), if gate.syncing() => {
+                    if let Err(e) = gate.release(synced) {
+                        tracing::error!(class = O::CLASS, name = %key.1, error = %e, "object reset after a failed WAL sync");
+                        gate.fail_all(&e);
+                        leave(&host, &key, generation, &mut rx, None);
+                        return;
+                    }
+                    continue;
+                }
                 msg = rx.recv() => match msg {
                     Some(m) => m,
                     None => break,
@@ -103,15 +126,146 @@ pub(crate) async fn run<O: DurableObject>(
                 Err(_) => break,
             }
         }
-        if let Err(e) = process_batch(&host, &key, &cx, &mut object, batch).await {
+        if let Err(e) = process_batch(&host, &key, &cx, &mut object, batch, &mut gate).await {
             // The in-memory object may no longer match storage: drop it; the
             // next call reloads it from what was committed.
             tracing::error!(class = O::CLASS, name = %key.1, error = %e, "object reset after a failed batch");
+            gate.drain().await;
             leave(&host, &key, generation, &mut rx, None);
             return;
         }
     }
+    gate.drain().await;
     leave(&host, &key, generation, &mut rx, None);
+}
+
+/// A WAL sync running on the blocking pool.
+type WalSync = JoinHandle<std::io::Result<()>>;
+
+/// Answers waiting until their commits are on disk, and the one WAL sync in
+/// flight (see the module documentation). Objects with
+/// [`Durability::Relaxed`] pass their answers straight through.
+struct SyncGate<O: DurableObject> {
+    host: NativeHost,
+    /// The WAL to sync, or `None` for relaxed durability.
+    wal: Option<PathBuf>,
+    /// The sync running and the answers it releases.
+    in_flight: Option<(WalSync, Vec<Reply<O>>)>,
+    /// Answers for the next sync.
+    waiting: Vec<Reply<O>>,
+    /// A commit wrote since the sync in flight (if any) started.
+    dirty: bool,
+}
+
+impl<O: DurableObject> SyncGate<O> {
+    fn new(host: &NativeHost, db: &std::path::Path) -> Self {
+        let wal = (O::DURABILITY == Durability::Fsync).then(|| wal_path(db));
+        // Activation may have written (migrations): the first batch syncs.
+        SyncGate { host: host.clone(), wal, in_flight: None, waiting: Vec::new(), dirty: true }
+    }
+
+    /// Whether a sync is running.
+    fn syncing(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// Takes the answers of a committed batch; `wrote`: the commit changed rows.
+    fn submit(&mut self, replies: Vec<Reply<O>>, wrote: bool) {
+        if self.wal.is_none() {
+            send_all::<O>(replies);
+            return;
+        }
+        self.dirty |= wrote;
+        match &mut self.in_flight {
+            // Nothing written since the running sync started: it covers this batch too.
+            Some((_, riding)) if !self.dirty => riding.extend(replies),
+            Some(_) => self.waiting.extend(replies),
+            None if !self.dirty => send_all::<O>(replies),
+            None => {
+                self.waiting.extend(replies);
+                self.start();
+            }
+        }
+    }
+
+    /// Starts a sync for everything committed so far and the waiting answers.
+    fn start(&mut self) {
+        debug_assert!(self.in_flight.is_none(), "one WAL sync at a time");
+        let Some(wal) = self.wal.clone() else { return };
+        if !self.dirty {
+            send_all::<O>(std::mem::take(&mut self.waiting));
+            return;
+        }
+        self.dirty = false;
+        let started = Instant::now();
+        let sync = tokio::task::spawn_blocking(move || {
+            let result = sync_wal(&wal);
+            metrics::histogram!("events_runtime_wal_sync_seconds").record(started.elapsed().as_secs_f64());
+            result
+        });
+        self.in_flight = Some((sync, std::mem::take(&mut self.waiting)));
+    }
+
+    /// Waits for the running sync (pending forever when there is none).
+    async fn synced(&mut self) -> ObjectResult<()> {
+        let Some((sync, _)) = &mut self.in_flight else { return std::future::pending().await };
+        match sync.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ApiError::new(ErrorCode::StorageError, format!("WAL sync failed: {e}"))),
+            Err(e) => Err(ApiError::internal(format!("WAL sync task: {e}"))),
+        }
+    }
+
+    /// Releases the answers of the sync that ended with `result` and starts
+    /// the next one. A failed sync answers its requests with the error.
+    fn release(&mut self, result: ObjectResult<()>) -> ObjectResult<()> {
+        let (_, replies) = self.in_flight.take().expect("release follows a sync");
+        match result {
+            Ok(()) => {
+                self.host.0.counters.wal_syncs.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("events_runtime_wal_syncs_total", "class" => O::CLASS).increment(1);
+                metrics::histogram!("events_runtime_synced_requests", "class" => O::CLASS).record(replies.len() as f64);
+                send_all::<O>(replies);
+                self.start();
+                Ok(())
+            }
+            Err(e) => {
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// After a failed sync: what the disk holds is unknown, so every waiting
+    /// answer becomes the error (the requests are not acknowledged).
+    fn fail_all(&mut self, e: &ApiError) {
+        for (reply, _) in self.waiting.drain(..) {
+            let _ = reply.send(Err(e.clone()));
+        }
+        self.dirty = false;
+    }
+
+    /// Syncs and releases everything before the instance stops.
+    async fn drain(&mut self) {
+        if self.in_flight.is_none() {
+            self.start();
+        }
+        while self.in_flight.is_some() {
+            let result = self.synced().await;
+            if let Err(e) = self.release(result) {
+                tracing::error!(class = O::CLASS, error = %e, "WAL sync failed while stopping");
+                self.fail_all(&e);
+            }
+        }
+    }
+}
+
+fn send_all<O: DurableObject>(replies: Vec<Reply<O>>) {
+    for (reply, result) in replies {
+        let _ = reply.send(result);
+    }
 }
 
 /// Opens the database, applies migrations and loads the object.
@@ -157,6 +311,7 @@ async fn activate<O: DurableObject>(
             return Err(ApiError::internal(format!("{class} {} panicked while loading", key.1)));
         }
     };
+    // Loading answers nobody, so the next sync can carry its writes.
     commit(host, key, &storage).await?;
     if let Some((at, _)) = storage.alarm_row()? {
         host.0.scheduler.schedule(key.clone(), at);
@@ -165,13 +320,14 @@ async fn activate<O: DurableObject>(
 }
 
 /// Runs a batch in one transaction, each message in its own savepoint, then
-/// commits once and releases the answers.
+/// commits once and hands the answers to the gate.
 async fn process_batch<O: DurableObject>(
     host: &NativeHost,
     key: &ObjectKey,
     cx: &ObjectContext<NativeHost>,
     object: &mut O,
     batch: Vec<Envelope<O>>,
+    gate: &mut SyncGate<O>,
 ) -> ObjectResult<()> {
     let storage = cx.storage();
     storage.begin()?;
@@ -211,11 +367,9 @@ async fn process_batch<O: DurableObject>(
     }
     let size = replies.len();
     match commit(host, key, storage).await {
-        Ok(()) => {
+        Ok(wrote) => {
             metrics::histogram!("events_runtime_batch_requests", "class" => O::CLASS).record(size as f64);
-            for (reply, result) in replies {
-                let _ = reply.send(result);
-            }
+            gate.submit(replies, wrote);
         }
         Err(e) => {
             for (reply, _) in replies {
@@ -285,13 +439,15 @@ async fn run_alarm<O: DurableObject>(
     Ok(())
 }
 
-/// Commits the open transaction durably, keeping the alarm index in step.
-async fn commit(host: &NativeHost, key: &ObjectKey, storage: &SqliteStorage) -> ObjectResult<()> {
+/// Commits the open transaction (to the WAL; [`SyncGate`] makes it durable),
+/// keeping the alarm index in step. Answers whether the commit wrote.
+async fn commit(host: &NativeHost, key: &ObjectKey, storage: &SqliteStorage) -> ObjectResult<bool> {
     let alarm_changed = storage.take_alarm_changed();
     let alarm = if alarm_changed { storage.alarm_row()?.map(|(at, _)| at) } else { None };
     if !alarm_changed && !storage.wrote_since_begin() {
         // Nothing to make durable: a read-only commit writes no WAL frame.
-        return storage.raw("COMMIT");
+        storage.raw("COMMIT")?;
+        return Ok(false);
     }
     // The index only has to hold a time at or before the alarm (alarms.rs):
     // write it when it holds nothing known or something later.
@@ -337,7 +493,7 @@ async fn commit(host: &NativeHost, key: &ObjectKey, storage: &SqliteStorage) -> 
             None => host.0.scheduler.cancel(key),
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Leaves the live table and answers whatever is still queued.

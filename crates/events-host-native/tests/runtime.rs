@@ -133,8 +133,27 @@ async fn concurrent_increments_on_one_object_are_all_kept() {
     }
     assert_eq!(get(&host, "c").await, (1000, 0));
     let stats = host.stats();
-    println!("1000 increments took {} commits", stats.commits);
+    println!("1000 increments took {} commits and {} WAL syncs", stats.commits, stats.wal_syncs);
     assert!(stats.commits <= 1001, "one commit per batch at most");
+    // Every answer waited for a sync, and a sync covers every commit before it.
+    assert!((1..=stats.commits).contains(&stats.wal_syncs), "{stats:?}");
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_is_released_only_once_its_commit_is_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start(dir.path(), |_| {}).await;
+    for i in 1..=20 {
+        let before = host.stats().wal_syncs;
+        host.call_object::<Counter>("c", CounterReq::Increment).await.unwrap();
+        // One request at a time: its answer came after a sync that began after its commit.
+        assert!(host.stats().wal_syncs > before, "answer {i} left before a WAL sync");
+    }
+    // A read after the writes waits for nothing more: it saw only synced data.
+    let before = host.stats().wal_syncs;
+    assert_eq!(get(&host, "c").await, (20, 0));
+    assert_eq!(host.stats().wal_syncs, before, "a read of synced data needs no sync");
     host.shutdown().await;
 }
 
