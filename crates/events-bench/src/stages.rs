@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use events_api::ingest::{decode_body, validate_events_with_origin};
+use events_api::ingest::{decode_body, encode_events, validate_events_with_origin};
 use events_core::event::EventLimits;
 use events_core::{Event, Timestamp};
 use events_lake::columns::DataColumn;
@@ -91,12 +91,11 @@ pub async fn run(opts: &StagesBench) -> anyhow::Result<Vec<Figure>> {
     // Raw events → validated events.
     let mut random = || 0x1234_5678_9abc_def0_u128;
     let validated = validate_events_with_origin(&decoded.events, "bench", now, &limits, &mut random)?;
+    let encoded = encode_events(&decoded.events, "bench", now, &limits, &mut random)?;
     stages.push((
-        "validate (raw → events, ids, checks)",
+        "validate (raw → stored form, ids, checks)",
         rate(seconds, BATCH, || {
-            std::hint::black_box(
-                validate_events_with_origin(&decoded.events, "bench", now, &limits, &mut random).expect("valid"),
-            );
+            std::hint::black_box(encode_events(&decoded.events, "bench", now, &limits, &mut random).expect("valid"));
         }),
     ));
     // Authentication from the verified-key cache.
@@ -166,7 +165,7 @@ pub async fn run(opts: &StagesBench) -> anyhow::Result<Vec<Figure>> {
 
     // One writer shard: appends from many callers, group commit, fsync.
     let writer = Arc::new(writer_name("bench", 0));
-    let events = Arc::new(validated.events.clone());
+    let events = Arc::new(encoded);
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let started = Instant::now();
     let mut callers = tokio::task::JoinSet::new();
@@ -175,8 +174,7 @@ pub async fn run(opts: &StagesBench) -> anyhow::Result<Vec<Figure>> {
         callers.spawn(async move {
             let mut appended = 0usize;
             while Instant::now() < deadline {
-                let request =
-                    WriterRequest::Append { events: (*events).clone(), batch_id: None, server_ids: vec![true; BATCH] };
+                let request = WriterRequest::Append { events: (*events).clone(), batch_id: None };
                 host.call_object::<EventWriter>(&writer, request).await.expect("appends");
                 appended += BATCH;
             }

@@ -12,6 +12,11 @@ pub const MAX_COMPRESSED_BODY_BYTES: usize = 1024 * 1024;
 pub const MAX_EVENTS_PER_BATCH: usize = 1_000;
 /// Largest single event, serialized as JSON (10 KiB).
 pub const MAX_EVENT_BYTES: usize = 10 * 1024;
+/// Deepest nesting of objects and arrays in an event, the event object
+/// itself counting as level 1. Stored events sit two levels deeper (in a
+/// batch array, under `data`), and every reader refuses JSON nested past
+/// 127 levels, so this keeps a wide margin.
+pub const MAX_EVENT_DEPTH: usize = 64;
 /// Shortest and longest event `type`.
 pub const MIN_EVENT_TYPE_LEN: usize = 1;
 /// Longest event `type`.

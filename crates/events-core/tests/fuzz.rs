@@ -5,7 +5,7 @@
 //! `docs/fuzzing.md` for long runs.
 
 use events_core::cdc::{ChangeOp, is_change_type, parse_change, valid_collection_name, valid_doc_id};
-use events_core::event::{EventLimits, parse_event, valid_event_type};
+use events_core::event::{EventLimits, encode_event, parse_event, valid_event_type};
 use events_core::pattern::{Pattern, Segment};
 use events_core::{Event, Timestamp};
 use proptest::prelude::*;
@@ -263,6 +263,184 @@ proptest! {
                 prop_assert_eq!(fault.too_large, raw.len() > max_bytes);
                 prop_assert_eq!(minted, 0, "no id is minted for a refused event");
             }
+        }
+    }
+}
+
+/// The validation rules written plainly over a `serde_json::Map`, as a
+/// reference for the streaming encoder.
+fn reference_event(
+    raw: &str,
+    now: Timestamp,
+    limits: &EventLimits,
+) -> Result<(Map<String, Value>, Option<String>), &'static str> {
+    if raw.len() > limits.max_event_bytes {
+        return Err("");
+    }
+    let Ok(Value::Object(mut data)) = serde_json::from_str::<Value>(raw) else { return Err("") };
+    // Nesting counts every member written, also one a later duplicate key replaces.
+    if serde_json::from_str::<Depth>(raw).map_or(true, |d| d.0 > events_core::limits::MAX_EVENT_DEPTH) {
+        return Err("");
+    }
+    match data.remove("type") {
+        Some(Value::String(t)) if valid_event_type(&t) => data.insert("\u{0}type".into(), Value::String(t)),
+        _ => return Err("type"),
+    };
+    match data.remove("ts") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => match Timestamp::parse_iso(&s) {
+            Some(ts) if ts.0 >= now.0 - limits.max_age_ms && ts.0 <= now.0 + limits.max_future_ms => {
+                data.insert("\u{0}ts".into(), json!(ts.0));
+            }
+            _ => return Err("ts"),
+        },
+        Some(_) => return Err("ts"),
+    }
+    let id = match data.remove("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) if (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()) => {
+            Some(id)
+        }
+        Some(_) => return Err("id"),
+    };
+    match data.remove("source") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if s.len() <= 128 => {
+            data.insert("\u{0}source".into(), Value::String(s));
+        }
+        Some(other) => {
+            data.insert("source".into(), other);
+        }
+    }
+    if let Some(ns) = data.remove("ns") {
+        data.insert("_ns".into(), ns);
+    }
+    Ok((data, id))
+}
+
+/// The deepest nesting of arrays and objects of a JSON text, as read.
+struct Depth(usize);
+
+impl<'de> serde::Deserialize<'de> for Depth {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Depth;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Depth, E> {
+                Ok(Depth(0))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Depth, E> {
+                Ok(Depth(0))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Depth, E> {
+                Ok(Depth(0))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Depth, E> {
+                Ok(Depth(0))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Depth, E> {
+                Ok(Depth(0))
+            }
+            fn visit_unit<E>(self) -> Result<Depth, E> {
+                Ok(Depth(0))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Depth, A::Error> {
+                let mut deepest = 0;
+                while let Some(Depth(d)) = seq.next_element()? {
+                    deepest = deepest.max(d);
+                }
+                Ok(Depth(deepest + 1))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Depth, A::Error> {
+                let mut deepest = 0;
+                while let Some((serde::de::IgnoredAny, Depth(d))) = map.next_entry()? {
+                    deepest = deepest.max(d);
+                }
+                Ok(Depth(deepest + 1))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Raw events that stress what a copy of the JSON text must not let
+/// through: deep nesting, huge numbers, escapes, duplicate and escaped keys.
+fn tricky_event() -> impl Strategy<Value = String> {
+    let member = prop_oneof![
+        (60usize..68).prop_map(|d| format!("{}1{}", "[".repeat(d), "]".repeat(d))),
+        (60usize..68).prop_map(|d| format!("{}\"]}}[{{\"{}", "[".repeat(d), "]".repeat(d))),
+        (1usize..3).prop_map(|_| "1e400".to_string()),
+        Just("-1e308".to_string()),
+        Just("1E-999".to_string()),
+        (300usize..330).prop_map(|n| "9".repeat(n)),
+        Just("18446744073709551616".to_string()),
+        Just("\"\\ud800\"".to_string()),
+        Just("\"\\ud83d\\ude00\"".to_string()),
+        Just("\"\\u00e9\\n\\t\\\"\"".to_string()),
+        Just("{\"a\" : [ 1 , 2 ] }".to_string()),
+        Just("\"\\\\u\"".to_string()),
+    ];
+    let key = prop_oneof![
+        Just("x".to_string()),
+        Just("x".to_string()),
+        Just("t\\u0079pe".to_string()),
+        Just("n\\u0073".to_string()),
+        Just("source".to_string()),
+        Just("_ns".to_string()),
+        Just("ns".to_string()),
+        Just("k\\\"q".to_string()),
+    ];
+    (
+        prop::collection::vec((key, member), 0..4),
+        prop_oneof![Just(r#""type":"a.b""#), Just(r#""type":"a.b","id":"i1""#)],
+    )
+        .prop_map(|(members, envelope)| {
+            let mut text = format!("{{{envelope}");
+            for (k, v) in members {
+                text.push_str(&format!(",\"{k}\":{v}"));
+            }
+            text.push('}');
+            text
+        })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// The streaming encoder accepts exactly what the plain reference
+    /// accepts, and what it stores decodes to the reference's event.
+    #[test]
+    fn encode_event_agrees_with_the_reference(
+        raw in prop_oneof![raw_event(), tricky_event()],
+        max_bytes in prop_oneof![4 => Just(1_000_000usize), 1 => 0usize..200],
+    ) {
+        let limits = EventLimits { max_event_bytes: max_bytes, ..EventLimits::default() };
+        let mut out = String::from("[");
+        let before = out.clone();
+        let result = encode_event(&raw, 0, "acme", NOW, &limits, &mut || "minted".to_string(), &mut out);
+        match (result, reference_event(&raw, NOW, &limits)) {
+            (Ok(head), Ok((mut data, id))) => {
+                // The stored form decodes as a writer's log row does: an array of events.
+                out.push(']');
+                let row: Vec<Event> = serde_json::from_str(&out).map_err(|e| TestCaseError::fail(format!("{e}: {out}")))?;
+                let stored = row.into_iter().next().unwrap();
+                prop_assert_eq!(Some(Value::String(stored.event_type.clone())), data.remove("\u{0}type"));
+                prop_assert_eq!(data.remove("\u{0}ts").map_or(NOW.0, |v| v.as_i64().unwrap()), stored.ts.0);
+                prop_assert_eq!(data.remove("\u{0}source").map(|v| v.as_str().unwrap().to_string()), stored.source.clone());
+                prop_assert_eq!(id.clone().unwrap_or_else(|| "minted".into()), stored.id.clone());
+                prop_assert_eq!(&data, &stored.data);
+                prop_assert_eq!(stored.ns.as_str(), "acme");
+                prop_assert_eq!(head.ts, stored.ts);
+                prop_assert_eq!(head.client_id, id);
+            }
+            (Err(fault), Err(field)) => {
+                prop_assert_eq!(fault.field.as_str(), field);
+                prop_assert_eq!(&out, &before, "a refused event leaves nothing in the output");
+            }
+            (got, want) => prop_assert!(false, "encoder {:?}, reference {:?} for {}", got.map(|_| ()), want.map(|_| ()), raw),
         }
     }
 }

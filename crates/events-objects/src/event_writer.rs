@@ -41,7 +41,9 @@
 //! consumer catches up, so nothing acknowledged is ever dropped.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 
+use events_core::event::EncodedEvents;
 use events_core::limits::BATCH_ID_TTL_MS;
 use events_core::pattern::Pattern;
 use events_core::{ApiError, ErrorCode, Event, Timestamp};
@@ -132,14 +134,11 @@ pub struct ReadFilter {
 pub enum WriterRequest {
     /// Appends validated events durably.
     Append {
-        /// The events.
-        events: Vec<Event>,
+        /// The events, in their stored form. Events whose id the server made
+        /// (fresh and random) get no deduplication entry.
+        events: EncodedEvents,
         /// The client's idempotency key, if any.
         batch_id: Option<String>,
-        /// `server_ids[i]`: the server made `events[i].id` (fresh and random),
-        /// so it gets no deduplication entry. Missing entries count as false.
-        #[serde(default)]
-        server_ids: Vec<bool>,
     },
     /// Plans a flush if one is due (with `force`: if anything is unflushed)
     /// and answers the plan, or the plan already open. Sent by the lake relay.
@@ -214,6 +213,14 @@ pub enum WriterRequest {
         /// What went wrong.
         error: String,
     },
+}
+
+impl WriterRequest {
+    /// An append of validated events of `ns`; `server_ids[i]`: the server
+    /// made the id of `events[i]` (missing entries count as false).
+    pub fn append(ns: &str, events: &[Event], server_ids: &[bool], batch_id: Option<String>) -> Self {
+        WriterRequest::Append { events: EncodedEvents::from_events(ns, events, server_ids), batch_id }
+    }
 }
 
 /// A flush plan: the sequence range of the rows one flush writes.
@@ -637,9 +644,8 @@ impl EventWriter {
     fn append<H: Host>(
         &mut self,
         cx: &ObjectContext<H>,
-        events: Vec<Event>,
+        mut events: EncodedEvents,
         batch_id: Option<String>,
-        server_ids: &[bool],
     ) -> ObjectResult<Appended> {
         let db = cx.storage();
         let now = cx.now().as_millis();
@@ -657,46 +663,55 @@ impl EventWriter {
                 &[batch.as_str().into(), received.into(), now.into()],
             )?;
         }
-        let mut kept = Vec::with_capacity(events.len());
-        for (index, event) in events.into_iter().enumerate() {
-            let server_id = server_ids.get(index).copied().unwrap_or(false);
-            if !server_id {
+        let mut seen = Vec::new();
+        for (index, head) in events.heads().iter().enumerate() {
+            if let Some(id) = &head.client_id {
                 let fresh = db.execute(
                     "INSERT INTO event_ids (id, at) VALUES (?1, ?2) ON CONFLICT(id) DO NOTHING",
-                    &[event.id.as_str().into(), now.into()],
+                    &[id.as_str().into(), now.into()],
                 )?;
                 if fresh == 0 {
-                    continue;
+                    seen.push(index);
                 }
             }
-            kept.push(event);
         }
-        if !kept.is_empty() {
-            self.insert_rows(db, &kept, now)?;
+        if !seen.is_empty() {
+            events.retain(|i| seen.binary_search(&i).is_err());
         }
-        let stored = kept.len();
+        if !events.is_empty() {
+            self.insert_rows(db, &events, 0..events.len(), now)?;
+        }
+        let stored = events.len();
         Ok(Appended { received, stored, duplicates: received - stored, deduplicated: false })
     }
 
-    /// Stores `events` as one log row (or, past [`MAX_LOG_ROW_BYTES`], as
-    /// several) under the next sequence numbers.
-    fn insert_rows<S: SqlStorage>(&mut self, db: &S, events: &[Event], now: i64) -> ObjectResult<()> {
-        let body = serde_json::to_vec(events).map_err(corrupt)?;
-        if body.len() > MAX_LOG_ROW_BYTES && events.len() > 1 {
-            let (head, tail) = events.split_at(events.len() / 2);
-            self.insert_rows(db, head, now)?;
-            return self.insert_rows(db, tail, now);
+    /// Stores the events `range` of `events` as one log row (or, past
+    /// [`MAX_LOG_ROW_BYTES`], as several) under the next sequence numbers.
+    fn insert_rows<S: SqlStorage>(
+        &mut self,
+        db: &S,
+        events: &EncodedEvents,
+        range: Range<usize>,
+        now: i64,
+    ) -> ObjectResult<()> {
+        debug_assert!(!range.is_empty());
+        if events.json_of(range.clone()).len() + 2 > MAX_LOG_ROW_BYTES && range.len() > 1 {
+            let middle = range.start + range.len() / 2;
+            self.insert_rows(db, events, range.start..middle, now)?;
+            return self.insert_rows(db, events, middle..range.end, now);
         }
-        let (min_ts, max_ts) = events
-            .iter()
-            .fold((i64::MAX, i64::MIN), |(lo, hi), e| (lo.min(e.ts.as_millis()), hi.max(e.ts.as_millis())));
+        let body = events.array_of(range.clone()).into_bytes();
+        let heads = &events.heads()[range.clone()];
+        let (min_ts, max_ts) =
+            heads.iter().fold((i64::MAX, i64::MIN), |(lo, hi), h| (lo.min(h.ts.as_millis()), hi.max(h.ts.as_millis())));
         let bytes = body.len() as u64;
-        let last_seq = self.last_seq + events.len() as u64;
+        let count = range.len();
+        let last_seq = self.last_seq + count as u64;
         db.execute(
             "INSERT INTO log (last_seq, count, bytes, min_ts, max_ts, received_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             &[
                 (last_seq as i64).into(),
-                events.len().into(),
+                count.into(),
                 (bytes as i64).into(),
                 min_ts.into(),
                 max_ts.into(),
@@ -705,7 +720,7 @@ impl EventWriter {
             ],
         )?;
         self.last_seq = last_seq;
-        self.buffered += events.len() as u64;
+        self.buffered += count as u64;
         self.buffered_bytes += bytes;
         self.oldest_received.get_or_insert(now);
         Ok(())
@@ -855,12 +870,10 @@ impl DurableObject for EventWriter {
         let db = cx.storage();
         let now = cx.now().as_millis();
         match req {
-            WriterRequest::Append { events, batch_id, server_ids } => {
-                for e in &events {
-                    assert_eq!(e.ns, self.ns, "events reach only their own namespace's writer");
-                }
+            WriterRequest::Append { events, batch_id } => {
+                assert_eq!(events.namespace(), self.ns, "events reach only their own namespace's writer");
                 self.check_room()?;
-                let result = self.append(cx, events, batch_id, &server_ids)?;
+                let result = self.append(cx, events, batch_id)?;
                 if result.stored > 0 {
                     for &consumer in fanout::CONSUMERS {
                         self.wake(cx, consumer, false);

@@ -49,9 +49,7 @@ async fn compact(host: &NativeHost) -> Vec<String> {
 }
 
 async fn append(host: &NativeHost, events: Vec<Event>, batch: Option<&str>) -> Appended {
-    match call(host, WriterRequest::Append { events, batch_id: batch.map(str::to_string), server_ids: Vec::new() })
-        .await
-    {
+    match call(host, WriterRequest::append("acme", &events, &[], batch.map(str::to_string))).await {
         WriterResponse::Appended(a) => a,
         other => panic!("{other:?}"),
     }
@@ -221,11 +219,7 @@ async fn a_failing_lake_fills_the_bounded_outbox_without_blocking_appends() {
     };
     assert_eq!(stats.buffered, 10, "{stats:?}");
     // At the bound the shard refuses, and stores nothing of the refused batch.
-    let over = WriterRequest::Append {
-        events: vec![event("acme", "over", T0, "order.created")],
-        batch_id: None,
-        server_ids: Vec::new(),
-    };
+    let over = WriterRequest::append("acme", &[event("acme", "over", T0, "order.created")], &[], None);
     let refused = h.call_object::<EventWriter>(&writer_name("acme", 0), over).await.unwrap_err();
     assert_eq!(refused.code, events_core::ErrorCode::ServiceUnavailable, "{refused}");
     // The fault clears: everything acknowledged reaches the lake once, and appends are taken again.
@@ -244,7 +238,7 @@ async fn only_client_given_ids_take_a_dedup_entry() {
     let dir = tempfile::tempdir().unwrap();
     let h = host(dir.path(), Arc::new(ManualClock::new(Timestamp(T0))), &[]).await;
     let events = vec![event("acme", "client-1", T0, "a"), event("acme", "01SERVERMADE", T0, "a")];
-    let req = WriterRequest::Append { events: events.clone(), batch_id: None, server_ids: vec![false, true] };
+    let req = WriterRequest::append("acme", &events, &[false, true], None);
     let WriterResponse::Appended(first) = call(&h, req).await else { panic!("append") };
     assert_eq!(first.stored, 2);
     let WriterResponse::Stats(stats) = call(&h, WriterRequest::Stats).await else { panic!("stats") };

@@ -6,7 +6,7 @@ pub mod pipeline;
 
 use std::io::Read;
 
-use events_core::event::{EventFault, EventLimits, batch_error, parse_event};
+use events_core::event::{EncodedEvents, EventFault, EventLimits, batch_error, parse_event};
 use events_core::{ApiError, ErrorCode, Event, Timestamp};
 use http::{HeaderMap, header};
 use serde_json::value::RawValue;
@@ -95,6 +95,28 @@ pub fn validate_events(
     random: &mut dyn FnMut() -> u128,
 ) -> Result<Vec<Event>, ApiError> {
     validate_events_with_origin(raw, ns, now, limits, random).map(|v| v.events)
+}
+
+/// Validates every event straight into the writer's stored form (no maps
+/// are built: see [`events_core::event::encode_event`]); all faults are
+/// reported together. New event ids take their randomness from `random`.
+pub fn encode_events(
+    raw: &[Box<RawValue>],
+    ns: &str,
+    now: Timestamp,
+    limits: &EventLimits,
+    random: &mut dyn FnMut() -> u128,
+) -> Result<EncodedEvents, ApiError> {
+    let bytes = raw.iter().map(|r| r.get().len()).sum();
+    let mut events = EncodedEvents::with_capacity(ns, raw.len(), bytes);
+    let mut faults: Vec<EventFault> = Vec::new();
+    let mut new_id = || events_core::id::ulid_string(now, random());
+    for (index, r) in raw.iter().enumerate() {
+        if let Err(fault) = events.push_raw(r.get(), index, now, limits, &mut new_id) {
+            faults.push(fault);
+        }
+    }
+    if faults.is_empty() { Ok(events) } else { Err(batch_error(&faults, limits)) }
 }
 
 /// Validated events, and which of their ids the server made.

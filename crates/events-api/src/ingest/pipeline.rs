@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use events_core::event::EventLimits;
+use events_core::event::{EncodedEvents, EventLimits};
 use events_core::name::validate_batch_id;
 use events_core::{ApiError, ErrorCode, Event};
 use events_objects::event_writer::{Appended, WriterRequest, WriterResponse, writer_name};
@@ -35,7 +35,7 @@ use events_runtime::Host;
 use http::HeaderMap;
 use serde_json::{Value, json};
 
-use super::{DecodedBatch, decode_body, validate_events_with_origin};
+use super::{DecodedBatch, decode_body, encode_events};
 use crate::limits::{LocalLimits, SyncJob};
 
 /// How long a namespace's shard layout and limits are cached (ms).
@@ -271,11 +271,8 @@ impl Ingest {
             .into());
         }
         let event_limits = EventLimits { max_event_bytes: settings.max_event_bytes, ..EventLimits::default() };
-        let validated =
-            validate_events_with_origin(&batch.events, ns, host.now(), &event_limits, &mut || host.random())?;
-        // Change-capture events must be readable changes: a malformed one refuses the batch.
-        events_core::cdc::check_batch(&validated.events)?;
-        let (events, warnings) = self.check_schemas(host, ns, validated.events).await?;
+        let events = encode_events(&batch.events, ns, host.now(), &event_limits, &mut || host.random())?;
+        let (events, warnings) = self.check_whole_events(host, ns, events).await?;
 
         let per_day = limits.events_per_day.unwrap_or_default();
         if per_day > 0 {
@@ -293,9 +290,8 @@ impl Ingest {
             }
         }
 
-        let (appended, shard) = self
-            .append(host, hooks, settings, ns, events, validated.server_ids, batch.batch_id, &mut side.background)
-            .await?;
+        let (appended, shard) =
+            self.append(host, hooks, settings, ns, events, batch.batch_id, &mut side.background).await?;
         Ok(Accepted {
             received: appended.received,
             stored: appended.stored,
@@ -369,6 +365,40 @@ impl Ingest {
         }
     }
 
+    /// The checks that need events decoded whole, run only when they may
+    /// apply: change-capture events must be readable changes (a malformed
+    /// one refuses the batch), and a namespace with schemas validates them.
+    async fn check_whole_events<H: Host>(
+        &self,
+        host: &H,
+        ns: &str,
+        events: EncodedEvents,
+    ) -> Result<(EncodedEvents, Vec<Value>), ApiError> {
+        let changes = events.heads().iter().any(|h| h.maybe_change);
+        let schemas = !self.known_without_schemas(ns, host.now().as_millis());
+        if !changes && !schemas {
+            return Ok((events, Vec::new()));
+        }
+        let decoded =
+            events.decode().map_err(|e| ApiError::internal(format!("an encoded event does not decode: {e}")))?;
+        if changes {
+            events_core::cdc::check_batch(&decoded)?;
+        }
+        if !schemas {
+            return Ok((events, Vec::new()));
+        }
+        let (checked, warnings) = self.check_schemas(host, ns, decoded).await?;
+        // Warn-mode failures mark their events: store what the registry answered.
+        let server_ids: Vec<bool> = events.heads().iter().map(|h| h.client_id.is_none()).collect();
+        Ok((EncodedEvents::from_events(ns, &checked, &server_ids), warnings))
+    }
+
+    /// Whether `ns` was seen without schemas recently enough to believe it.
+    fn known_without_schemas(&self, ns: &str, now: i64) -> bool {
+        let known = self.no_schemas.lock().unwrap_or_else(|p| p.into_inner());
+        known.get(ns).is_some_and(|at| now - at < NO_SCHEMAS_CACHE_TTL_MS)
+    }
+
     /// Schemas: strict failures refuse the batch; warn failures come back
     /// as warnings, with the events marked.
     async fn check_schemas<H: Host>(
@@ -378,12 +408,6 @@ impl Ingest {
         events: Vec<Event>,
     ) -> Result<(Vec<Event>, Vec<Value>), ApiError> {
         let now = host.now().as_millis();
-        {
-            let known = self.no_schemas.lock().unwrap_or_else(|p| p.into_inner());
-            if known.get(ns).is_some_and(|at| now - at < NO_SCHEMAS_CACHE_TTL_MS) {
-                return Ok((events, Vec::new()));
-            }
-        }
         let answer = host.call::<SchemaRegistry>(ns, SchemaRequest::Validate { events }).await?;
         let SchemaResponse::Validated { events, has_schemas, failures } = answer else {
             return Err(ApiError::internal("schema registry answered out of protocol"));
@@ -422,10 +446,9 @@ impl Ingest {
         batch_id: Option<String>,
     ) -> Result<(Appended, u32, Vec<Background>), ApiError> {
         let mut background = Vec::new();
-        let (appended, shard) = self
-            .append(host, hooks, settings, ns, events, server_ids, batch_id, &mut background)
-            .await
-            .map_err(|r| r.error)?;
+        let events = EncodedEvents::from_events(ns, &events, &server_ids);
+        let (appended, shard) =
+            self.append(host, hooks, settings, ns, events, batch_id, &mut background).await.map_err(|r| r.error)?;
         Ok((appended, shard, background))
     }
 
@@ -438,8 +461,7 @@ impl Ingest {
         hooks: &impl IngestHooks,
         settings: &IngestSettings,
         ns: &str,
-        events: Vec<Event>,
-        server_ids: Vec<bool>,
+        events: EncodedEvents,
         batch_id: Option<String>,
         background: &mut Vec<Background>,
     ) -> Result<(Appended, u32), Refusal> {
@@ -461,7 +483,7 @@ impl Ingest {
         if depth >= settings.backpressure_inflight && self.should_report(ns, host.now().as_millis()) {
             background.push(self.backpressure(ns, shard));
         }
-        let result = host.call::<EventWriter>(&writer, WriterRequest::Append { events, batch_id, server_ids }).await;
+        let result = host.call::<EventWriter>(&writer, WriterRequest::Append { events, batch_id }).await;
         inflight.fetch_sub(1, Ordering::Relaxed);
         match result {
             Ok(WriterResponse::Appended(appended)) => Ok((appended, shard)),

@@ -8,6 +8,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+mod stored;
+
+pub use stored::{EncodedEvents, EncodedHead, encode_event};
+
 use crate::error::{ApiError, ErrorCode};
 use crate::limits::*;
 use crate::time::Timestamp;
@@ -94,7 +98,8 @@ pub struct EventFault {
     pub too_large: bool,
 }
 
-/// Validates one raw event and builds the stored [`Event`].
+/// Validates one raw event and builds the stored [`Event`]: the stored form
+/// of [`encode_event`], decoded.
 ///
 /// `new_id` is called only when the event has no `id`.
 pub fn parse_event(
@@ -105,69 +110,19 @@ pub fn parse_event(
     limits: &EventLimits,
     new_id: &mut dyn FnMut() -> String,
 ) -> Result<Event, EventFault> {
-    let fault = |field: &str, message: String| EventFault { index, field: field.into(), message, too_large: false };
-    if raw.len() > limits.max_event_bytes {
-        return Err(EventFault {
-            too_large: true,
-            ..fault("", format!("event is {} bytes, more than the limit of {}", raw.len(), limits.max_event_bytes))
-        });
-    }
-    let mut data: Map<String, Value> = match serde_json::from_str(raw) {
-        Ok(Value::Object(map)) => map,
-        Ok(_) => return Err(fault("", "event must be a JSON object".into())),
-        Err(e) => return Err(fault("", format!("invalid JSON: {e}"))),
-    };
-    let event_type = match data.remove("type") {
-        Some(Value::String(t)) if valid_event_type(&t) => t,
-        Some(Value::String(_)) => {
-            return Err(fault(
-                "type",
-                format!("must be {MIN_EVENT_TYPE_LEN}-{MAX_EVENT_TYPE_LEN} characters of [A-Za-z0-9._-]"),
-            ));
-        }
-        Some(_) => return Err(fault("type", "must be a string".into())),
-        None => return Err(fault("type", "is required".into())),
-    };
-    let ts = match data.remove("ts") {
-        None | Some(Value::Null) => now,
-        Some(Value::String(s)) => match Timestamp::parse_iso(&s) {
-            Some(ts) if ts.as_millis() < now.as_millis() - limits.max_age_ms => {
-                return Err(fault(
-                    "ts",
-                    format!("{s} is more than {} days in the past", limits.max_age_ms / 86_400_000),
-                ));
-            }
-            Some(ts) if ts.as_millis() > now.as_millis() + limits.max_future_ms => {
-                return Err(fault(
-                    "ts",
-                    format!("{s} is more than {} minutes in the future", limits.max_future_ms / 60_000),
-                ));
-            }
-            Some(ts) => ts,
-            None => return Err(fault("ts", format!("{s:?} is not an ISO-8601 date-time with offset"))),
-        },
-        Some(_) => return Err(fault("ts", "must be an ISO-8601 string".into())),
-    };
-    let id = match data.remove("id") {
-        None | Some(Value::Null) => new_id(),
-        Some(Value::String(id)) if valid_event_id(&id) => id,
-        Some(_) => return Err(fault("id", "must be 1-128 printable ASCII characters without spaces".into())),
-    };
-    let source = match data.remove("source") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.len() <= MAX_EVENT_TYPE_LEN => Some(s),
-        Some(other) => {
-            // Not a short string: keep it as ordinary data rather than lose it.
-            data.insert("source".into(), other);
-            None
-        }
-    };
-    // `ns` is always the authenticated namespace; a client-supplied one is data.
-    if let Some(client_ns) = data.remove("ns") {
-        data.insert("_ns".into(), client_ns);
-    }
-    Ok(Event { id, ns: ns.to_string(), ts, event_type, source, data })
+    let mut stored = String::with_capacity(raw.len() + STORED_ENVELOPE_BYTES);
+    encode_event(raw, index, ns, now, limits, new_id, &mut stored)?;
+    // Cannot fail when `encode_event` holds its promise; a fault, never a panic, if not.
+    serde_json::from_str(&stored).map_err(|e| EventFault {
+        index,
+        field: String::new(),
+        message: format!("invalid JSON: {e}"),
+        too_large: false,
+    })
 }
+
+/// Room for the envelope fields the stored form adds to an event, in bytes.
+pub const STORED_ENVELOPE_BYTES: usize = 96;
 
 /// Whether `t` is a valid event type.
 pub fn valid_event_type(t: &str) -> bool {
