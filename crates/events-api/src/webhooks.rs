@@ -316,8 +316,12 @@ pub fn verify(
             (ty.to_string(), id.to_string())
         }
     };
-    let payload =
-        serde_json::from_slice(body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
+    // A body that is not JSON, or nests too deep to sit inside an event
+    // (one level down), is kept whole as text.
+    let payload = serde_json::from_slice(body)
+        .ok()
+        .filter(|p| 1 + events_core::event::value_depth(p) <= events_core::limits::MAX_EVENT_DEPTH)
+        .unwrap_or_else(|| Value::String(String::from_utf8_lossy(body).into_owned()));
     let challenge = (provider == Provider::Slack && str_at(&payload, &["type"]) == Some("url_verification"))
         .then(|| str_at(&payload, &["challenge"]).map(str::to_string))
         .flatten();
@@ -400,6 +404,34 @@ mod tests {
             ErrorCode::InvalidSignature
         );
         assert!(verify(Provider::Github, &config(&["old-secret"]), &h, br#"{"zen":"ho"}"#, 0).is_err());
+    }
+
+    /// A payload nested deeper than an event may be is kept as text, so the
+    /// stored event always decodes (stored rows sit two levels deeper still).
+    #[test]
+    fn a_payload_too_deep_for_an_event_is_kept_as_text() {
+        let deep = |levels: usize| format!("{}1{}", "[".repeat(levels), "]".repeat(levels)).into_bytes();
+        let sign = |body: &[u8]| {
+            headers(&[
+                ("x-hub-signature-256", format!("sha256={}", hex::encode(hmac_sha256(b"s", &[body])))),
+                ("x-github-event", "push".into()),
+            ])
+        };
+        use events_core::limits::MAX_EVENT_DEPTH;
+        let fits = deep(MAX_EVENT_DEPTH - 1);
+        let payload = verify(Provider::Github, &config(&["s"]), &sign(&fits), &fits, 0).unwrap().payload;
+        assert!(payload.is_array());
+        let too_deep = deep(MAX_EVENT_DEPTH);
+        let payload = verify(Provider::Github, &config(&["s"]), &sign(&too_deep), &too_deep, 0).unwrap().payload;
+        assert_eq!(payload, Value::String(String::from_utf8(too_deep).unwrap()));
+        let (event, _) = delivery_event(
+            Provider::Github,
+            "acme",
+            Delivery { event_type: "push".into(), delivery_id: "d".into(), payload, challenge: None },
+            events_core::Timestamp(0),
+        );
+        let row = serde_json::to_string(&[event]).unwrap();
+        assert!(serde_json::from_str::<Vec<events_core::Event>>(&row).is_ok());
     }
 
     #[test]

@@ -148,12 +148,21 @@ pub async fn run(opts: &StagesBench) -> anyhow::Result<Vec<Figure>> {
         last_seq: BATCH as u64,
         count: BATCH as u64,
         events: RawValue::from_string(serde_json::to_string(&validated.events)?)?,
+        types: None,
     };
+    let listed = OutboxRow { types: Some(vec!["bench.other".into()]), ..row.clone() };
     let rows = [row];
     stages.push((
         "fan-out: type scan, nothing taken (relay)",
         rate(seconds, BATCH, || {
             std::hint::black_box(decode_matching(&rows, 0, |_| false).expect("scans"));
+        }),
+    ));
+    let listed = [listed];
+    stages.push((
+        "fan-out: row with listed types, nothing taken (relay)",
+        rate(seconds, BATCH, || {
+            std::hint::black_box(decode_matching(&listed, 0, |t| t.starts_with("cdc.")).expect("skips"));
         }),
     ));
     stages.push((

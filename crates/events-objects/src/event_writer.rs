@@ -300,6 +300,10 @@ pub struct OutboxRow {
     pub count: u64,
     /// The events, a JSON array.
     pub events: Box<RawValue>,
+    /// Every event type in the row (maybe more), when the writer listed
+    /// them: a reader that wants none of them skips the row undecoded.
+    #[serde(default)]
+    pub types: Option<Vec<String>>,
 }
 
 impl OutboxRow {
@@ -412,6 +416,13 @@ const MIGRATIONS: &[Migration] = &[
                   (SELECT MAX(cursor) FROM consumers),
                   0)) ON CONFLICT(name) DO UPDATE SET value = excluded.value;
               DROP TABLE buffer;",
+    },
+    Migration {
+        version: 4,
+        name: "the event types of each log row",
+        // A JSON array of every type in the row; NULL when not listed (too
+        // many types, or a row written before): readers then look at each event.
+        sql: "ALTER TABLE log ADD COLUMN types TEXT;",
     },
 ];
 
@@ -707,8 +718,13 @@ impl EventWriter {
         let bytes = body.len() as u64;
         let count = range.len();
         let last_seq = self.last_seq + count as u64;
+        let types = match events.types() {
+            Some(types) => serde_json::to_string(types).map_err(corrupt)?.into(),
+            None => SqlValue::Null,
+        };
         db.execute(
-            "INSERT INTO log (last_seq, count, bytes, min_ts, max_ts, received_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO log (last_seq, count, bytes, min_ts, max_ts, received_at, body, types)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             &[
                 (last_seq as i64).into(),
                 count.into(),
@@ -717,6 +733,7 @@ impl EventWriter {
                 max_ts.into(),
                 now.into(),
                 SqlValue::Blob(body),
+                types,
             ],
         )?;
         self.last_seq = last_seq;
@@ -736,15 +753,16 @@ impl EventWriter {
         }
         let mut events = 0;
         db.query_each(
-            "SELECT last_seq, count, body FROM log WHERE last_seq > ?1 AND last_seq - count < ?2 ORDER BY last_seq",
+            "SELECT last_seq, count, body, types FROM log WHERE last_seq > ?1 AND last_seq - count < ?2 ORDER BY last_seq",
             &[(after as i64).into(), (upto.min(events_runtime::MAX_EXACT_INTEGER as u64) as i64).into()],
             &mut |r| {
                 let (last_seq, count) = (r.i64(0) as u64, r.i64(1) as u64);
                 let body = String::from_utf8(r.bytes(2).to_vec())
                     .map_err(corrupt)
                     .and_then(|text| RawValue::from_string(text).map_err(corrupt));
-                match body {
-                    Ok(events) => rows.push(OutboxRow { last_seq, count, events }),
+                let types = r.opt_str(3).map(serde_json::from_str::<Vec<String>>).transpose().map_err(corrupt);
+                match body.and_then(|events| Ok((events, types?))) {
+                    Ok((events, types)) => rows.push(OutboxRow { last_seq, count, events, types }),
                     Err(e) => {
                         failure = Some(e);
                         return false;

@@ -47,7 +47,8 @@ struct EventType<'a> {
 }
 
 /// Decodes the events of `rows` after `after` whose type `wanted` accepts;
-/// the others are only scanned for their type.
+/// the others are only scanned for their type, and rows whose listed types
+/// `wanted` all refuses are skipped unread.
 pub fn decode_matching(
     rows: &[OutboxRow],
     after: u64,
@@ -55,6 +56,9 @@ pub fn decode_matching(
 ) -> ObjectResult<Vec<OutboxEvent>> {
     let mut out = Vec::new();
     for row in rows {
+        if row.types.as_ref().is_some_and(|types| !types.iter().any(|t| wanted(t))) {
+            continue;
+        }
         for (seq, raw) in row.raw_events(after)? {
             let head: EventType<'_> = serde_json::from_str(raw.get()).map_err(corrupt)?;
             if wanted(&head.event_type) {
@@ -118,7 +122,7 @@ mod tests {
             )
             .collect();
         let events = RawValue::from_string(serde_json::to_string(&events).unwrap()).unwrap();
-        OutboxRow { last_seq, count: types.len() as u64, events }
+        OutboxRow { last_seq, count: types.len() as u64, events, types: None }
     }
 
     #[test]
@@ -129,6 +133,17 @@ mod tests {
         assert_eq!(got, [(3, "order.paid"), (4, "order.x")], "seq 1 is at the cursor, the rest do not match");
         assert_eq!(orders[0].event.data["n"], 2);
         assert!(decode_matching(&rows, 5, |_| true).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_row_whose_listed_types_are_unwanted_is_skipped_unread() {
+        let mut listed = row(2, &["order.created", "order.paid"]);
+        listed.types = Some(vec!["order.created".into(), "order.paid".into()]);
+        // Not even its count is checked: the row is not read.
+        listed.count = 7;
+        assert!(decode_matching(&[listed.clone()], 0, |t| t.starts_with("user.")).unwrap().is_empty());
+        let e = decode_matching(&[listed], 0, |t| t == "order.paid").unwrap_err();
+        assert_eq!(e.code, events_core::ErrorCode::StorageError, "a wanted type reads the row: {e}");
     }
 
     #[test]

@@ -124,6 +124,16 @@ pub fn parse_event(
 /// Room for the envelope fields the stored form adds to an event, in bytes.
 pub const STORED_ENVELOPE_BYTES: usize = 96;
 
+/// The nesting depth of `value`: 0 for a scalar, 1 for an object or array
+/// of scalars, and so on (see [`MAX_EVENT_DEPTH`]).
+pub fn value_depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(value_depth).max().unwrap_or(0),
+        Value::Object(members) => 1 + members.values().map(value_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// Whether `t` is a valid event type.
 pub fn valid_event_type(t: &str) -> bool {
     (MIN_EVENT_TYPE_LEN..=MAX_EVENT_TYPE_LEN).contains(&t.len())

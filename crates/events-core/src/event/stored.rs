@@ -58,6 +58,19 @@ pub fn encode_event(
     new_id: &mut dyn FnMut() -> String,
     out: &mut String,
 ) -> Result<EncodedHead, EventFault> {
+    encode_with_type(raw, index, ns, now, limits, new_id, out).map(|(head, _)| head)
+}
+
+/// [`encode_event`], also answering where in `out` the event's type was written.
+fn encode_with_type(
+    raw: &str,
+    index: usize,
+    ns: &str,
+    now: Timestamp,
+    limits: &EventLimits,
+    new_id: &mut dyn FnMut() -> String,
+    out: &mut String,
+) -> Result<(EncodedHead, std::ops::Range<usize>), EventFault> {
     let fault = |field: &str, message: String| EventFault { index, field: field.into(), message, too_large: false };
     if raw.len() > limits.max_event_bytes {
         return Err(EventFault {
@@ -205,7 +218,7 @@ fn finish(
     limits: &EventLimits,
     new_id: &mut dyn FnMut() -> String,
     out: &mut String,
-) -> Result<EncodedHead, (&'static str, String)> {
+) -> Result<(EncodedHead, std::ops::Range<usize>), (&'static str, String)> {
     let event_type = match envelope.event_type.map(as_string) {
         Some(Some(t)) if valid_event_type(&t) => t,
         Some(Some(_)) => {
@@ -278,13 +291,16 @@ fn finish(
     out.push_str(",\"ts\":");
     let _ = write!(out, "{}", ts.as_millis());
     out.push_str(",\"type\":");
+    // Valid types need no escaping: the text between the quotes is the type.
+    let type_at = out.len() + 1..out.len() + 1 + event_type.len();
     write_string(out, &event_type);
+    debug_assert_eq!(&out[type_at.clone()], event_type.as_ref());
     if let Some(source) = &source {
         out.push_str(",\"source\":");
         write_string(out, source);
     }
     out.push('}');
-    Ok(EncodedHead { ts, client_id, maybe_change: crate::cdc::may_be_change(&event_type) })
+    Ok((EncodedHead { ts, client_id, maybe_change: crate::cdc::may_be_change(&event_type) }, type_at))
 }
 
 fn is_null(raw: &RawValue) -> bool {
@@ -345,7 +361,14 @@ pub struct EncodedEvents {
     ends: Vec<u32>,
     /// Per event: time, client id, change type.
     heads: Vec<EncodedHead>,
+    /// The distinct types, while there are at most [`MAX_SUMMARY_TYPES`].
+    types: Vec<String>,
+    /// There were more distinct types than that.
+    many_types: bool,
 }
+
+/// Most distinct event types a batch lists ([`EncodedEvents::types`]).
+pub const MAX_SUMMARY_TYPES: usize = 32;
 
 impl EncodedEvents {
     /// An empty batch of namespace `ns` with room for `events` events of
@@ -356,6 +379,8 @@ impl EncodedEvents {
             json: String::with_capacity(bytes + events * super::STORED_ENVELOPE_BYTES),
             ends: Vec::with_capacity(events),
             heads: Vec::with_capacity(events),
+            types: Vec::new(),
+            many_types: false,
         }
     }
 
@@ -373,8 +398,13 @@ impl EncodedEvents {
         if start > 0 {
             self.json.push(',');
         }
-        match encode_event(raw, index, &self.ns, now, limits, new_id, &mut self.json) {
-            Ok(head) => {
+        match encode_with_type(raw, index, &self.ns, now, limits, new_id, &mut self.json) {
+            Ok((head, type_at)) => {
+                let event_type = &self.json[type_at];
+                if !self.types.iter().any(|t| t == event_type) {
+                    let event_type = event_type.to_string();
+                    self.note_type(event_type);
+                }
                 self.seal(head);
                 Ok(())
             }
@@ -393,11 +423,30 @@ impl EncodedEvents {
             self.json.push(',');
         }
         self.json.push_str(&serde_json::to_string(event).expect("an event serialises"));
+        if !self.types.iter().any(|t| *t == event.event_type) {
+            self.note_type(event.event_type.clone());
+        }
         self.seal(EncodedHead {
             ts: event.ts,
             client_id: (!server_id).then(|| event.id.clone()),
             maybe_change: crate::cdc::may_be_change(&event.event_type),
         });
+    }
+
+    fn note_type(&mut self, event_type: String) {
+        if self.types.len() < MAX_SUMMARY_TYPES {
+            self.types.push(event_type);
+        } else {
+            self.many_types = true;
+        }
+    }
+
+    /// Every event type of the batch (each once; after [`Self::retain`] maybe
+    /// also types no longer in it), or `None` when there are more than
+    /// [`MAX_SUMMARY_TYPES`]. Readers that want only some types skip a stored
+    /// row whose types they do not want without decoding it.
+    pub fn types(&self) -> Option<&[String]> {
+        (!self.many_types).then_some(self.types.as_slice())
     }
 
     fn seal(&mut self, head: EncodedHead) {
@@ -468,6 +517,9 @@ impl EncodedEvents {
                 kept.seal(head.clone());
             }
         }
+        // The types stay a superset of what is left, which is all a reader needs.
+        kept.types = std::mem::take(&mut self.types);
+        kept.many_types = self.many_types;
         *self = kept;
     }
 
