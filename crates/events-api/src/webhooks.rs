@@ -320,7 +320,7 @@ pub fn verify(
     // (one level down), is kept whole as text.
     let payload = serde_json::from_slice(body)
         .ok()
-        .filter(|p| 1 + events_core::event::value_depth(p) <= events_core::limits::MAX_EVENT_DEPTH)
+        .filter(|p| events_core::event::value_depth(p) < events_core::limits::MAX_EVENT_DEPTH)
         .unwrap_or_else(|| Value::String(String::from_utf8_lossy(body).into_owned()));
     let challenge = (provider == Provider::Slack && str_at(&payload, &["type"]) == Some("url_verification"))
         .then(|| str_at(&payload, &["challenge"]).map(str::to_string))

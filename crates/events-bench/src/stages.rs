@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use events_api::ingest::{decode_body, encode_events, validate_events_with_origin};
 use events_core::event::EventLimits;
 use events_core::{Event, Timestamp};
+use events_lake::StoredEvent;
 use events_lake::columns::DataColumn;
 use events_objects::EventWriter;
 use events_objects::event_writer::{OutboxRow, WriterRequest, writer_name};
@@ -136,7 +137,17 @@ pub async fn run(opts: &StagesBench) -> anyhow::Result<Vec<Figure>> {
     let flush: Vec<Event> = (0..200).flat_map(|_| validated.events.iter().cloned()).collect();
     let columns: Vec<DataColumn> =
         events_lake::observe_columns(&flush).into_iter().map(|(name, kind)| DataColumn { name, kind }).collect();
-    let refs: Vec<&Event> = flush.iter().collect();
+    // The relay reads the stored JSON without decoding `data`, then encodes.
+    let stored: Vec<String> = flush.iter().map(serde_json::to_string).collect::<Result<_, _>>()?;
+    stages.push((
+        "flush: read stored events (relay)",
+        rate(seconds, flush.len(), || {
+            let views: Vec<StoredEvent<'_>> = stored.iter().map(|s| StoredEvent::parse(s).expect("reads")).collect();
+            std::hint::black_box(views);
+        }),
+    ));
+    let views: Vec<StoredEvent<'_>> = stored.iter().map(|s| StoredEvent::parse(s)).collect::<Result<_, _>>()?;
+    let refs: Vec<&StoredEvent<'_>> = views.iter().collect();
     stages.push((
         "flush: Parquet encode (relay)",
         rate(seconds, flush.len(), || {

@@ -13,11 +13,11 @@ use std::collections::BTreeMap;
 use arrow_array::ArrayRef;
 use arrow_array::builder::{BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, StringBuilder};
 use arrow_schema::{DataType, Field};
-use events_core::Event;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::schema::event_schema;
+use crate::view::{EventView, Scalar};
 
 /// Longest data column name.
 pub const MAX_DATA_COLUMN_NAME_LEN: usize = 64;
@@ -76,6 +76,18 @@ impl ColumnKind {
     }
 
     /// The narrowest kind that holds `v`, if `v` is a scalar.
+    pub fn of_scalar(v: &Scalar<'_>) -> Option<Self> {
+        match v {
+            Scalar::Bool(_) => Some(ColumnKind::Boolean),
+            Scalar::Str(_) => Some(ColumnKind::String),
+            Scalar::Number { int: Some(i), .. } if i32::try_from(*i).is_ok() => Some(ColumnKind::Int),
+            Scalar::Number { int: Some(_), .. } => Some(ColumnKind::Long),
+            Scalar::Number { int: None, .. } => Some(ColumnKind::Double),
+            Scalar::Other => None,
+        }
+    }
+
+    /// The narrowest kind that holds `v`, if `v` is a scalar.
     pub fn of(v: &Value) -> Option<Self> {
         match v {
             Value::Bool(_) => Some(ColumnKind::Boolean),
@@ -115,17 +127,17 @@ pub fn is_data_column_name(name: &str) -> bool {
 /// each: ints and longs widen to long, and any mix with a fraction to
 /// double. A field seen with two incompatible kinds (text and a number)
 /// keeps the first kind seen. At most [`MAX_OBSERVED_FIELDS`] fields.
-pub fn observe_columns(events: &[Event]) -> BTreeMap<String, ColumnKind> {
+pub fn observe_columns<E: EventView>(events: &[E]) -> BTreeMap<String, ColumnKind> {
     let mut seen: BTreeMap<String, ColumnKind> = BTreeMap::new();
     for event in events {
-        for (key, value) in &event.data {
-            let Some(kind) = ColumnKind::of(value) else { continue };
-            if let Some(current) = seen.get_mut(key.as_str()) {
+        event.for_each_member(&mut |key, value| {
+            let Some(kind) = ColumnKind::of_scalar(&value) else { return };
+            if let Some(current) = seen.get_mut(key) {
                 *current = widen(*current, kind);
             } else if seen.len() < MAX_OBSERVED_FIELDS && is_data_column_name(key) {
-                seen.insert(key.clone(), kind);
+                seen.insert(key.to_string(), kind);
             }
-        }
+        });
     }
     seen
 }
@@ -147,33 +159,33 @@ pub fn data_column_field(column: &DataColumn) -> Field {
 
 /// Builds the array of `column` for `events`: each event's top-level value
 /// if it fits the column's type, else null.
-pub fn data_column_array(column: &DataColumn, events: &[&Event]) -> ArrayRef {
+pub fn data_column_array<E: EventView>(column: &DataColumn, events: &[&E]) -> ArrayRef {
     let n = events.len();
-    let values = events.iter().map(|e| e.data.get(&column.name));
+    let values = events.iter().map(|e| e.member(&column.name));
     match column.kind {
         ColumnKind::Boolean => {
             let mut b = BooleanBuilder::with_capacity(n);
-            values.for_each(|v| b.append_option(v.and_then(Value::as_bool)));
+            values.for_each(|v| b.append_option(v.and_then(|v| if let Scalar::Bool(b) = v { Some(b) } else { None })));
             std::sync::Arc::new(b.finish())
         }
         ColumnKind::Int => {
             let mut b = Int32Builder::with_capacity(n);
-            values.for_each(|v| b.append_option(v.and_then(Value::as_i64).and_then(|i| i32::try_from(i).ok())));
+            values.for_each(|v| b.append_option(v.and_then(|v| v.as_i64()).and_then(|i| i32::try_from(i).ok())));
             std::sync::Arc::new(b.finish())
         }
         ColumnKind::Long => {
             let mut b = Int64Builder::with_capacity(n);
-            values.for_each(|v| b.append_option(v.and_then(Value::as_i64)));
+            values.for_each(|v| b.append_option(v.and_then(|v| v.as_i64())));
             std::sync::Arc::new(b.finish())
         }
         ColumnKind::Double => {
             let mut b = Float64Builder::with_capacity(n);
-            values.for_each(|v| b.append_option(v.filter(|v| v.is_number()).and_then(Value::as_f64)));
+            values.for_each(|v| b.append_option(v.and_then(|v| v.as_f64())));
             std::sync::Arc::new(b.finish())
         }
         ColumnKind::String => {
             let mut b = StringBuilder::with_capacity(n, 0);
-            values.for_each(|v| b.append_option(v.and_then(Value::as_str)));
+            values.for_each(|v| b.append_option(v.as_ref().and_then(Scalar::as_str)));
             std::sync::Arc::new(b.finish())
         }
     }
@@ -183,7 +195,7 @@ pub fn data_column_array(column: &DataColumn, events: &[&Event]) -> ArrayRef {
 mod tests {
     use super::*;
     use arrow_array::Array;
-    use events_core::Timestamp;
+    use events_core::{Event, Timestamp};
     use serde_json::json;
 
     fn ev(data: Value) -> Event {

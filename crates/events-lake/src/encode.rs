@@ -23,6 +23,7 @@ use arrow_schema::{Field, Schema, SchemaRef};
 use crate::columns::{DataColumn, data_column_array, data_column_field};
 use crate::error::LakeError;
 use crate::schema::*;
+use crate::view::EventView;
 
 /// Footer metadata key: the file format and its version, [`FORMAT_VERSION`].
 pub const META_FORMAT: &str = "events.format";
@@ -100,9 +101,9 @@ pub fn file_schema(columns: &[DataColumn]) -> SchemaRef {
 
 /// Encodes events as one Parquet file with the fixed columns followed by
 /// the data columns `columns` (see [`crate::columns`]), rows sorted by `(ts, id)`.
-pub fn encode_events_with(events: &[&Event], columns: &[DataColumn]) -> Result<Vec<u8>, LakeError> {
+pub fn encode_events_with<E: EventView>(events: &[&E], columns: &[DataColumn]) -> Result<Vec<u8>, LakeError> {
     let mut sorted = events.to_vec();
-    sorted.sort_by(|a, b| (a.ts, &a.id).cmp(&(b.ts, &b.id)));
+    sorted.sort_by(|a, b| (a.ts(), a.id()).cmp(&(b.ts(), b.id())));
 
     let schema = file_schema(columns);
     let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(writer_properties()))?;
@@ -120,14 +121,14 @@ pub fn encode_events_with(events: &[&Event], columns: &[DataColumn]) -> Result<V
     writer.append_key_value_metadata(KeyValue::new(META_FORMAT.into(), FORMAT_VERSION.to_string()));
     writer.append_key_value_metadata(KeyValue::new(META_COUNT.into(), sorted.len().to_string()));
     if let (Some(first), Some(last)) = (sorted.first(), sorted.last()) {
-        writer.append_key_value_metadata(KeyValue::new(META_MIN_TS.into(), first.ts.as_millis().to_string()));
-        writer.append_key_value_metadata(KeyValue::new(META_MAX_TS.into(), last.ts.as_millis().to_string()));
+        writer.append_key_value_metadata(KeyValue::new(META_MIN_TS.into(), first.ts().as_millis().to_string()));
+        writer.append_key_value_metadata(KeyValue::new(META_MAX_TS.into(), last.ts().as_millis().to_string()));
     }
     Ok(writer.into_inner()?)
 }
 
 /// One Arrow batch of [`event_schema`] for `events`.
-fn record_batch(events: &[&Event]) -> Result<RecordBatch, LakeError> {
+fn record_batch<E: EventView>(events: &[&E]) -> Result<RecordBatch, LakeError> {
     let n = events.len();
     let strings = || StringBuilder::with_capacity(n, 0);
     let (mut id, mut ns, mut ty, mut source, mut data) = (strings(), strings(), strings(), strings(), strings());
@@ -138,14 +139,14 @@ fn record_batch(events: &[&Event]) -> Result<RecordBatch, LakeError> {
     let mut ts = Vec::with_capacity(n);
 
     for event in events {
-        id.append_value(&event.id);
-        ns.append_value(&event.ns);
-        ts.push(event.ts.as_millis());
-        ty.append_value(&event.event_type);
-        source.append_option(event.source.as_deref());
-        data.append_value(serde_json::to_string(&event.data)?);
+        id.append_value(event.id());
+        ns.append_value(event.ns());
+        ts.push(event.ts().as_millis());
+        ty.append_value(event.event_type());
+        source.append_option(event.source());
+        data.append_value(event.data_json());
 
-        let derived = DerivedFields::from_data(&event.data);
+        let derived = DerivedFields::of(*event);
         user_id.append_option(derived.user_id);
         session_id.append_option(derived.session_id);
         collection.append_option(derived.collection);

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
-use events_core::{Event, Timestamp};
+use events_core::Timestamp;
 
 /// The default prefix of the events table, under which every namespace folder lives.
 pub const EVENTS_TABLE_PREFIX: &str = "events";
@@ -94,10 +94,10 @@ pub fn parse_event_file_key(key: &str) -> Option<EventFileKey> {
 
 /// Groups events by `(namespace, start of the UTC hour of their ts)`: one
 /// group per event file to write. Within a group, events keep their input order.
-pub fn partition_by_hour(events: &[Event]) -> BTreeMap<(String, Timestamp), Vec<&Event>> {
-    let mut parts: BTreeMap<(String, Timestamp), Vec<&Event>> = BTreeMap::new();
+pub fn partition_by_hour<E: crate::view::EventView>(events: &[E]) -> BTreeMap<(String, Timestamp), Vec<&E>> {
+    let mut parts: BTreeMap<(String, Timestamp), Vec<&E>> = BTreeMap::new();
     for event in events {
-        let key = (event.ns.clone(), hour_start(event.ts));
+        let key = (event.ns().to_string(), hour_start(event.ts()));
         parts.entry(key).or_default().push(event);
     }
     parts
@@ -106,6 +106,7 @@ pub fn partition_by_hour(events: &[Event]) -> BTreeMap<(String, Timestamp), Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use events_core::Event;
     use serde_json::Map;
 
     fn at(iso: &str) -> Timestamp {
@@ -191,6 +192,6 @@ mod tests {
                 ("b".into(), "2026-01-01T10:00:00.000Z".into(), vec!["1", "5"]),
             ]
         );
-        assert!(partition_by_hour(&[]).is_empty());
+        assert!(partition_by_hour::<Event>(&[]).is_empty());
     }
 }

@@ -12,6 +12,8 @@
 //! - [`columns`]: top-level `data` fields as typed columns (schema evolution).
 //! - [`schema`]: the Arrow schema of event files and the typed columns derived from `data`.
 //! - [`encode`]: events to one Parquet file, sorted by `(ts, id)`.
+//! - [`view`]: what the encoder reads of an event, from an [`events_core::Event`]
+//!   or borrowed from the writer's stored JSON ([`StoredEvent`]).
 //! - [`decode`]: a Parquet file back to events, or only its footer stats.
 //! - [`merge`]: compaction of several files into one, without duplicates.
 //! - [`error`]: [`LakeError`], and its mapping to the API's error envelope.
@@ -26,6 +28,7 @@ pub mod error;
 pub mod layout;
 pub mod merge;
 pub mod schema;
+pub mod view;
 
 #[cfg(test)]
 mod testdata;
@@ -39,3 +42,4 @@ pub use layout::{
 };
 pub use merge::{merge_event_files, merge_event_files_with};
 pub use schema::event_schema;
+pub use view::{EventView, StoredEvent};

@@ -5,6 +5,7 @@
 //! fields out of `data` so that query engines can filter and aggregate on
 //! them without parsing JSON. They are derived, so they are never read back.
 
+use std::borrow::Cow;
 use std::sync::{Arc, LazyLock};
 
 use arrow_array::{Array, RecordBatch, TimestampMicrosecondArray, TimestampMillisecondArray};
@@ -160,20 +161,20 @@ pub fn event_schema() -> SchemaRef {
 ///
 /// A field is `None` when no path leads to a value of the column's type: a
 /// `statusCode` of `"200"` (a string) gives no `status_code`.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DerivedFields<'a> {
     /// See [`USER_ID_PATHS`].
-    pub user_id: Option<&'a str>,
+    pub user_id: Option<Cow<'a, str>>,
     /// See [`SESSION_ID_PATHS`].
-    pub session_id: Option<&'a str>,
+    pub session_id: Option<Cow<'a, str>>,
     /// See [`COLLECTION_PATHS`].
-    pub collection: Option<&'a str>,
+    pub collection: Option<Cow<'a, str>>,
     /// See [`DOC_ID_PATHS`].
-    pub doc_id: Option<&'a str>,
+    pub doc_id: Option<Cow<'a, str>>,
     /// See [`PROVIDER_PATHS`].
-    pub provider: Option<&'a str>,
+    pub provider: Option<Cow<'a, str>>,
     /// See [`URL_PATHS`].
-    pub url: Option<&'a str>,
+    pub url: Option<Cow<'a, str>>,
     /// See [`STATUS_CODE_PATHS`].
     pub status_code: Option<i32>,
     /// See [`DURATION_MS_PATHS`].
@@ -181,9 +182,31 @@ pub struct DerivedFields<'a> {
 }
 
 impl<'a> DerivedFields<'a> {
+    /// Extracts the typed columns from an event's `data`, in whichever form.
+    pub fn of<E: crate::view::EventView>(event: &'a E) -> DerivedFields<'a> {
+        let string = |paths: &[DataPath]| {
+            paths.iter().find_map(|path| match event.member_at(path)? {
+                crate::view::Scalar::Str(s) => Some(s),
+                _ => None,
+            })
+        };
+        DerivedFields {
+            user_id: string(USER_ID_PATHS),
+            session_id: string(SESSION_ID_PATHS),
+            collection: string(COLLECTION_PATHS),
+            doc_id: string(DOC_ID_PATHS),
+            provider: string(PROVIDER_PATHS),
+            url: string(URL_PATHS),
+            status_code: STATUS_CODE_PATHS
+                .iter()
+                .find_map(|path| event.member_at(path)?.as_i64().and_then(|n| i32::try_from(n).ok())),
+            duration_ms: DURATION_MS_PATHS.iter().find_map(|path| event.member_at(path)?.as_f64()),
+        }
+    }
+
     /// Extracts the typed columns from an event's `data`.
     pub fn from_data(data: &'a Map<String, Value>) -> Self {
-        let string = |paths: &[DataPath]| first(data, paths, Value::as_str);
+        let string = |paths: &[DataPath]| first(data, paths, Value::as_str).map(Cow::Borrowed);
         DerivedFields {
             user_id: string(USER_ID_PATHS),
             session_id: string(SESSION_ID_PATHS),
@@ -239,12 +262,12 @@ mod tests {
         assert_eq!(
             d,
             DerivedFields {
-                user_id: Some("u1"),
-                session_id: Some("s1"),
-                collection: Some("posts"),
-                doc_id: Some("d1"),
-                provider: Some("stripe"),
-                url: Some("https://x.test/a"),
+                user_id: Some("u1".into()),
+                session_id: Some("s1".into()),
+                collection: Some("posts".into()),
+                doc_id: Some("d1".into()),
+                provider: Some("stripe".into()),
+                url: Some("https://x.test/a".into()),
                 status_code: Some(201),
                 duration_ms: Some(12.5),
             }
@@ -253,9 +276,9 @@ mod tests {
             derive(json!({"user_id": "u2", "session_id": "s2", "doc_id": "d2", "status_code": 404, "duration_ms": 3}));
         assert_eq!(
             (snake.user_id, snake.session_id, snake.doc_id, snake.status_code, snake.duration_ms),
-            (Some("u2"), Some("s2"), Some("d2"), Some(404), Some(3.0))
+            (Some("u2".into()), Some("s2".into()), Some("d2".into()), Some(404), Some(3.0))
         );
-        assert_eq!(derive(json!({"actor": {"id": "u3", "name": "Ann"}})).user_id, Some("u3"));
+        assert_eq!(derive(json!({"actor": {"id": "u3", "name": "Ann"}})).user_id, Some("u3".into()));
     }
 
     #[test]
@@ -270,6 +293,6 @@ mod tests {
         assert_eq!(derive(json!({"actor": "u1"})).user_id, None, "actor is not an object");
         assert_eq!(derive(json!({"actor": {"id": 7}})).user_id, None);
         // A wrongly typed alias does not hide a well-typed one.
-        assert_eq!(derive(json!({"userId": 42, "user_id": "u9"})).user_id, Some("u9"));
+        assert_eq!(derive(json!({"userId": 42, "user_id": "u9"})).user_id, Some("u9".into()));
     }
 }

@@ -17,13 +17,15 @@
 //! `writer.outbox_max_events`).
 
 use events_core::{ApiError, ErrorCode};
-use events_lake::{encode_events_with, event_file_key, hour_prefix, observe_columns, partition_by_hour};
+use events_lake::{StoredEvent, encode_events_with, event_file_key, hour_prefix, observe_columns, partition_by_hour};
 use events_runtime::{BlobStore, DurableObject, Host, Migration, ObjectContext, ObjectResult, Placement};
 use serde::{Deserialize, Serialize};
 
 use crate::alarm::AlarmSlot;
 use crate::catalog::{CatalogRequest, CatalogResponse, EVENTS_TABLE, MaintainOptions, NewFile};
-use crate::event_writer::{FlushPlan, MAX_OUTBOX_READ, WriterConfig, WriterRequest, WriterResponse};
+use crate::event_writer::{
+    FlushPlan, MAX_OUTBOX_READ, OutboxRow, WriterConfig, WriterRequest, WriterResponse, corrupt,
+};
 use crate::fanout::{self, LAKE};
 use crate::{Catalog, EventWriter};
 
@@ -116,7 +118,16 @@ impl OutboxRelay {
         };
         let Some(plan) = plan else { return Ok(None) };
         assert!(plan.first <= plan.last, "a flush plan is a non-empty range: {plan:?}");
-        let events = self.read_plan(cx, plan).await?;
+        let rows = self.read_plan(cx, plan).await?;
+        // Borrowed from the rows, undecoded but for what the file needs.
+        let mut events = Vec::new();
+        for row in &rows {
+            for (seq, raw) in row.raw_events(plan.first - 1)? {
+                if seq <= plan.last {
+                    events.push(StoredEvent::parse(raw.get()).map_err(corrupt)?);
+                }
+            }
+        }
         // Named by the first sequence number only: a flush that ran but did
         // not commit (crash) is retried from the same first row with the same
         // range, so it overwrites the same files.
@@ -163,13 +174,9 @@ impl OutboxRelay {
         Ok(Some(keys))
     }
 
-    /// The plan's rows, read a page at a time.
-    async fn read_plan<H: Host>(
-        &self,
-        cx: &ObjectContext<H>,
-        plan: FlushPlan,
-    ) -> ObjectResult<Vec<events_core::Event>> {
-        let mut events = Vec::new();
+    /// The rows holding the plan's events, read a page at a time.
+    async fn read_plan<H: Host>(&self, cx: &ObjectContext<H>, plan: FlushPlan) -> ObjectResult<Vec<OutboxRow>> {
+        let mut all = Vec::new();
         let mut after = plan.first - 1;
         while after < plan.last {
             let rows = match self.writer(cx, WriterRequest::ReadFlush { plan, after, limit: MAX_OUTBOX_READ }).await? {
@@ -178,12 +185,10 @@ impl OutboxRelay {
             };
             let Some(last) = rows.last().map(|r| r.last_seq.min(plan.last)) else { break };
             assert!(last > after, "flush pages move forward");
-            for row in &rows {
-                events.extend(row.decode(after)?.into_iter().filter(|o| o.seq <= plan.last).map(|o| o.event));
-            }
+            all.extend(rows);
             after = last;
         }
-        Ok(events)
+        Ok(all)
     }
 
     /// Asks the catalog to compact the small files of each closed hour that

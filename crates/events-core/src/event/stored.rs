@@ -423,7 +423,7 @@ impl EncodedEvents {
             self.json.push(',');
         }
         self.json.push_str(&serde_json::to_string(event).expect("an event serialises"));
-        if !self.types.iter().any(|t| *t == event.event_type) {
+        if !self.types.contains(&event.event_type) {
             self.note_type(event.event_type.clone());
         }
         self.seal(EncodedHead {
