@@ -547,12 +547,19 @@ impl<H: Host, E: TailEnv> TailTask<H, E> {
         }
         if !gaps.is_empty() {
             let missed: u64 = gaps.iter().filter_map(|g| g["missed"].as_u64()).sum();
+            // Past the gap: a client reconnecting before the next event is not told again.
+            let mut past = self.position();
+            for gap in &gaps {
+                if let (Some(shard), Some(at)) = (gap["shard"].as_u64(), gap["resumedAfter"].as_u64()) {
+                    past.0.insert(shard as u32, at);
+                }
+            }
             let data = json!({
                 "missed": missed,
                 "shards": gaps,
                 "reason": "these events already left the writers' buffers; GET /events reads them from the lake",
             });
-            self.send(sse(Some("gap"), None, &data.to_string()))?;
+            self.send(sse(Some("gap"), Some(&format!("@{}", past.encode())), &data.to_string()))?;
         }
         let mut sent = false;
         // Merge: repeatedly the earliest head (time, then id) of the shards' queues.
