@@ -229,6 +229,34 @@ async fn resuming_with_last_event_id_has_no_gap_and_no_duplicate_across_shards()
 }
 
 #[tokio::test]
+async fn a_resume_older_than_the_buffers_says_how_many_events_it_missed() {
+    let server = TestServer::start().await;
+    let key = server.create_key(&unique_ns("gap")).await;
+    let auth = key.auth();
+    send_range(&server, &auth, "old-", 1..=5).await;
+    server.admin_flush().await;
+    // Flushed rows leave the buffers once every outbox consumer took them too:
+    // resume from before the first event (`@`) until the stream reports all five missed.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let mut stream = open_ok(&server, &auth, "", Some("@")).await;
+        let first = stream.next().await;
+        if first.event == "gap" && first.json()["missed"] == 5 {
+            assert!(first.id.as_deref().is_some_and(|id| id.starts_with('@')), "the gap moves the id: {first:?}");
+            // Resuming from the gap's id does not report it again.
+            drop(stream);
+            let mut again = open_ok(&server, &auth, "", first.id.as_deref()).await;
+            server.ingest_ok(&auth, &[event("tail.test", "new")]).await;
+            let next = again.next().await;
+            assert_eq!((next.event.as_str(), next.event_id()), ("", "new".to_string()), "{next:?}");
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the flushed events never left the buffers: {first:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
 async fn a_reader_that_stops_reading_is_cut_off_with_lagged() {
     if skip_on_external("reads the server's metrics and fills its socket buffers") {
         return;
