@@ -13,6 +13,8 @@
 //! - [`reader`]: reading events back from writer buffers and Parquet files;
 //! - [`schemas`]: reporting schema validation failures;
 //! - [`tables`]: incremental reads of a table (`/tables/{table}/changes`);
+//! - [`tail`]: the live tail (`/events/stream`, Server-Sent Events): positions,
+//!   resuming, the stream limit, the reading task and the response body;
 //! - [`subscriptions`]: the `/subscriptions` API (query and body parsing,
 //!   the subscription object calls, the JSON answers);
 //! - [`webhooks`]: verifying inbound webhook signatures.
@@ -29,4 +31,5 @@ pub mod reader;
 pub mod schemas;
 pub mod subscriptions;
 pub mod tables;
+pub mod tail;
 pub mod webhooks;

@@ -206,6 +206,17 @@ pub enum WriterRequest {
         /// Last sequence number handled.
         upto: u64,
     },
+    /// The log rows after sequence number `after` (whole rows, until they
+    /// hold at least `limit` such events) and the highest sequence number
+    /// assigned, for readers that keep their own position (the live tail).
+    /// Registers nothing and holds nothing back: rows leave the log as usual,
+    /// so a reader whose position fell behind the oldest row sees the gap.
+    ReadLog {
+        /// Sequence number the reader has seen up to.
+        after: u64,
+        /// Most events wanted (0: only the highest sequence number).
+        limit: usize,
+    },
     /// A consumer failed to take the events after its cursor (kept for `Stats`).
     ConsumerFailed {
         /// Consumer name.
@@ -356,6 +367,14 @@ pub enum WriterResponse {
         /// first row may hold some).
         after: u64,
         /// The rows, in order.
+        rows: Vec<OutboxRow>,
+    },
+    /// Log rows after a reader's own position ([`WriterRequest::ReadLog`]).
+    Log {
+        /// Highest sequence number assigned.
+        last_seq: u64,
+        /// The rows, in order. The first starts after the reader's position
+        /// plus one when the rows in between already left the log.
         rows: Vec<OutboxRow>,
     },
     /// Counters.
@@ -1018,6 +1037,10 @@ impl DurableObject for EventWriter {
                 self.trim(db)?;
                 self.report_backlog();
                 Ok(WriterResponse::Ok)
+            }
+            WriterRequest::ReadLog { after, limit } => {
+                let rows = Self::read_rows(db, after, self.last_seq, limit.min(MAX_OUTBOX_READ))?;
+                Ok(WriterResponse::Log { last_seq: self.last_seq, rows })
             }
             WriterRequest::ConsumerFailed { consumer, error } if consumer == LAKE => {
                 self.lake_error = Some(error.chars().take(MAX_ERROR_CHARS).collect());

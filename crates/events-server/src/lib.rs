@@ -59,12 +59,12 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// CORS: any origin, `GET`/`POST`, with `Authorization` and `Content-Type`.
+/// CORS: any origin, `GET`/`POST`, with `Authorization`, `Content-Type` and `Last-Event-ID`.
 fn cors() -> CorsLayer {
     CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, routes::tail::LAST_EVENT_ID.clone()])
         .expose_headers([middleware::X_REQUEST_ID.clone()])
         .max_age(Duration::from_secs(600))
 }
@@ -126,6 +126,13 @@ impl Server {
         }
         let limit_merges = tokio::spawn(crate::ingest::merge_limits_periodically(state.clone()));
         let limits = conn::ConnLimits::new(&config.http, state.host.config().client_fds);
+        // Live-tail streams never end by themselves: end them when shutdown
+        // begins, so that their connections drain like the others.
+        let streams = state.streams.clone();
+        let shutdown = async move {
+            shutdown.await;
+            streams.close_all();
+        };
         conn::serve(listener, router(state.clone()), &config.http, limits, shutdown).await;
         // HTTP is drained: merge the last limit counts, flush the writers and
         // let every object commit and stop.

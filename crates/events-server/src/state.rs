@@ -30,6 +30,8 @@ pub struct AppStateInner {
     pub ingest: crate::ingest::Ingest,
     /// Parquet footers cached per namespace for `POST /query`.
     pub query_footers: events_query::FooterCaches,
+    /// Open live-tail streams per namespace (`GET /events/stream`); closed on shutdown.
+    pub streams: std::sync::Arc<events_api::tail::StreamSlots>,
     // ------------------------------------------------------------------
     // Extension point: subsystems add their handles below and build them
     // in `AppState::new` (e.g. the durable-object host of
@@ -51,6 +53,7 @@ impl AppState {
             auth: crate::auth::Auth::new(admin_token, config.dev),
             ingest: crate::ingest::Ingest::default(),
             query_footers: events_query::FooterCaches::default(),
+            streams: events_api::tail::StreamSlots::new(events_api::tail::MAX_STREAMS_PER_NAMESPACE),
             config,
         })))
     }

@@ -100,4 +100,13 @@ fn describe() {
         HTTP_CONNECTIONS_CLOSED_TOTAL,
         "Client connections closed by a timeout, by reason (header_timeout, keep_alive_timeout)."
     );
+    use events_api::tail::{METRIC_EVENTS, METRIC_LAGGED, METRIC_OPEN, METRIC_REFUSED};
+    metrics::describe_gauge!(METRIC_OPEN, "Live-tail streams open (GET /events/stream).");
+    metrics::describe_counter!(METRIC_LAGGED, "Live-tail streams ended with `event: lagged` (the client fell behind).");
+    metrics::describe_counter!(METRIC_REFUSED, "Live-tail streams refused at the per-namespace limit (429).");
+    metrics::describe_counter!(METRIC_EVENTS, "Events sent to live-tail clients.");
+    // Shown from the start, not only once a stream lags or is refused.
+    metrics::gauge!(METRIC_OPEN).increment(0.0);
+    metrics::counter!(METRIC_LAGGED).absolute(0);
+    metrics::counter!(METRIC_REFUSED).absolute(0);
 }

@@ -13,6 +13,7 @@ pub mod events;
 pub mod ingest;
 pub mod schemas;
 pub mod subscriptions;
+pub mod tail;
 pub mod webhooks;
 
 use events_core::{ApiError, ErrorCode};
@@ -79,6 +80,7 @@ pub async fn serve(req: Request, env: Env) -> worker::Result<Response> {
         ("POST", ["e"]) => ingest::ingest(&mut call, false).await,
         ("POST", ["ingest"]) => ingest::ingest(&mut call, true).await,
         ("GET", ["events"]) => events::list(&call).await,
+        ("GET", ["events", "stream"]) => tail::stream(&call).await,
         ("GET", ["recent"]) => events::recent(&call).await,
         ("POST", ["admin", "namespaces", ns, "keys"]) => admin::create_key(&mut call, ns).await,
         ("GET", ["admin", "namespaces", ns, "keys"]) => admin::list_keys(&call, ns).await,

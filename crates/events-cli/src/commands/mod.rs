@@ -15,6 +15,7 @@ pub mod schema;
 pub mod send;
 pub mod serve;
 pub mod subs;
+pub mod tail;
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
@@ -24,6 +25,7 @@ pub enum Command {
     Deliveries(subs::DeliveriesArgs),
     Replay(subs::ReplayArgs),
     Send(send::SendArgs),
+    Tail(tail::TailArgs),
     Keys(keys::KeysArgs),
     Bench(bench::BenchArgs),
     Schema(schema::SchemaArgs),
@@ -43,6 +45,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deliveries(args) => subs::run_deliveries(&global, args).await,
         Command::Replay(args) => subs::run_replay(&global, args).await,
         Command::Send(args) => send::run(&global, args).await,
+        Command::Tail(args) => tail::run(&global, args).await,
         Command::Keys(args) => keys::run(&global, args).await,
         Command::Bench(args) => bench::run(&global, args).await,
         Command::Schema(args) => schema::run(&global, args).await,

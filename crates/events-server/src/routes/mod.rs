@@ -33,6 +33,7 @@ pub mod query;
 pub mod schemas;
 pub mod subscriptions;
 pub mod tables;
+pub mod tail;
 pub mod webhooks;
 
 /// Every route module, in registration order. The one list of routes.
@@ -41,6 +42,7 @@ pub const MODULES: &[fn(ApiRouter) -> ApiRouter] = &[
     meta::register,
     ingest::register,
     events::register,
+    tail::register,
     admin::register,
     subscriptions::register,
     schemas::register,
