@@ -49,8 +49,8 @@ async fn a_reader_reads_after_its_own_position_and_sees_rows_that_left_the_log()
 
     assert_eq!(read_log(&host, 0, 10).await.0, 0, "an empty log");
     for batch in [&["a", "b", "c"][..], &["d"], &["e", "f"]] {
-        let events = batch.iter().map(|id| event(id)).collect();
-        call(&host, WriterRequest::Append { events, batch_id: None, server_ids: Vec::new() }).await;
+        let events: Vec<_> = batch.iter().map(|id| event(id)).collect();
+        call(&host, WriterRequest::append("acme", &events, &[], None)).await;
     }
     // Whole rows; a position inside a row skips what the reader already has.
     let (last, rows) = read_log(&host, 0, 100).await;
