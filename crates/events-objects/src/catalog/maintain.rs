@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use events_core::ApiError;
+use events_core::{ApiError, ErrorCode};
 use events_iceberg::commit::{TableUpdate, apply_commit};
 use events_iceberg::manifest::ManifestFile;
 use events_iceberg::metadata::Snapshot;
@@ -11,6 +11,33 @@ use events_runtime::{BlobStore, Host, ObjectContext, ObjectResult, SqlStorage};
 use super::*;
 
 impl Catalog {
+    /// Runs maintenance on one managed table or on all of them ([`CatalogRequest::Maintain`]).
+    pub(super) async fn maintain_tables<H: Host>(
+        &mut self,
+        cx: &ObjectContext<H>,
+        table: Option<String>,
+        options: &MaintainOptions,
+    ) -> ObjectResult<Vec<MaintainReport>> {
+        let db = cx.storage();
+        let tables = match table {
+            Some(t) => {
+                if !Self::require_table(db, &t)?.0 {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidRequest,
+                        format!("{t} is an external table; its engine maintains it"),
+                    ));
+                }
+                vec![t]
+            }
+            None => Self::managed_tables(db)?,
+        };
+        let mut reports = Vec::new();
+        for t in tables {
+            reports.push(self.maintain(cx, &t, options).await?);
+        }
+        Ok(reports)
+    }
+
     pub(super) async fn maintain<H: Host>(
         &mut self,
         cx: &ObjectContext<H>,

@@ -1,10 +1,6 @@
 //! The [`DurableObject`] implementation: load, request dispatch and the alarm.
 
-use std::collections::BTreeMap;
-
-use events_core::{ApiError, ErrorCode};
-use events_iceberg::metadata::{NAME_MAPPING_PROPERTY, TableMetadata};
-use events_runtime::{DurableObject, Host, Migration, ObjectContext, ObjectResult, Placement, SqlStorage};
+use events_runtime::{DurableObject, Host, Migration, ObjectContext, ObjectResult, Placement};
 
 use super::*;
 use crate::var_or;
@@ -42,30 +38,10 @@ impl DurableObject for Catalog {
                 Ok(CatalogResponse::Columns(self.prepare_columns(cx, &table, observed).await?))
             }
             CatalogRequest::EnsureManagedTable { table, schema, properties } => {
-                validate_table_name(&table)?;
-                if !table.starts_with("cdc_") {
-                    return Err(ApiError::new(
-                        ErrorCode::InvalidRequest,
-                        format!("managed tables besides events are named cdc_*, not {table}"),
-                    ));
-                }
-                if let Some((managed, _, loaded)) = Self::load_table(db, &table)? {
-                    if !managed {
-                        return Err(ApiError::new(ErrorCode::Conflict, format!("{table} exists as an external table")));
-                    }
-                    return Ok(CatalogResponse::Table(Box::new(loaded)));
-                }
-                let location = self.uri(&self.table_prefix(&table)).trim_end_matches('/').to_string();
-                let mut meta = TableMetadata::new(Self::uuid(cx), location, schema.clone(), cx.now().as_millis());
-                meta.properties.extend(properties);
-                meta.properties.insert(NAME_MAPPING_PROPERTY.into(), schema.name_mapping_json());
-                meta.properties.insert("events.managed".into(), "true".into());
-                let loaded = self.store(cx, &table, true, None, meta).await?;
-                Ok(CatalogResponse::Table(Box::new(loaded)))
+                Ok(CatalogResponse::Table(Box::new(self.ensure_managed_table(cx, &table, schema, properties).await?)))
             }
             CatalogRequest::IntendFiles { table, keys } => {
-                Self::intend_files(db, &table, &keys, cx.now().as_millis())?;
-                Ok(CatalogResponse::Ok)
+                Self::intend_files(db, &table, &keys, cx.now().as_millis()).map(|()| CatalogResponse::Ok)
             }
             CatalogRequest::CommitFiles { table, added, removed } => {
                 Ok(CatalogResponse::Committed(self.commit_files(cx, &table, added, removed, false).await?))
@@ -81,126 +57,25 @@ impl DurableObject for Catalog {
                 Ok(CatalogResponse::Table(Box::new(Self::require_table(db, &table)?.2)))
             }
             CatalogRequest::SchemaHistory { table } => {
-                Self::require_table(db, &table)?;
-                let changes = db
-                    .query(
-                        "SELECT at, change FROM schema_changes WHERE tbl = ?1 ORDER BY seq",
-                        &[table.as_str().into()],
-                    )?
-                    .iter()
-                    .map(|r| {
-                        Ok(RecordedChange {
-                            at: r.i64(0),
-                            change: serde_json::from_slice(r.bytes(1)).map_err(corrupt)?,
-                        })
-                    })
-                    .collect::<ObjectResult<Vec<_>>>()?;
-                Ok(CatalogResponse::SchemaHistory(changes))
+                Ok(CatalogResponse::SchemaHistory(Self::schema_history(db, &table)?))
             }
-            CatalogRequest::NamespaceInfo => {
-                let props = db
-                    .query_one("SELECT properties FROM namespace WHERE id = 1", &[])?
-                    .map(|r| serde_json::from_slice(r.bytes(0)).map_err(corrupt))
-                    .transpose()?;
-                Ok(CatalogResponse::Namespace(props))
-            }
+            CatalogRequest::NamespaceInfo => Ok(CatalogResponse::Namespace(Self::namespace_properties(db)?)),
             CatalogRequest::CreateNamespace { properties } => {
-                if db.query_one("SELECT 1 FROM namespace WHERE id = 1", &[])?.is_some() {
-                    return Err(ApiError::new(ErrorCode::Conflict, format!("namespace {} already exists", self.ns)));
-                }
-                db.execute(
-                    "INSERT INTO namespace (id, properties) VALUES (1, ?1)",
-                    &[serde_json::to_string(&properties).map_err(corrupt)?.into()],
-                )?;
-                Ok(CatalogResponse::Namespace(Some(properties)))
+                Ok(CatalogResponse::Namespace(Some(self.create_namespace(db, properties)?)))
             }
-            CatalogRequest::DropNamespace => {
-                if db.query_one("SELECT 1 FROM namespace WHERE id = 1", &[])?.is_none() {
-                    return Err(ApiError::not_found(format!("no namespace {}", self.ns)));
-                }
-                if db.query_one("SELECT 1 FROM tables LIMIT 1", &[])?.is_some() {
-                    return Err(ApiError::new(ErrorCode::Conflict, format!("namespace {} has tables", self.ns)));
-                }
-                db.execute("DELETE FROM namespace", &[])?;
-                Ok(CatalogResponse::Ok)
-            }
+            CatalogRequest::DropNamespace => self.drop_namespace(db).map(|()| CatalogResponse::Ok),
             CatalogRequest::UpdateNamespaceProperties { removals, updates } => {
-                let row = db.query_one("SELECT properties FROM namespace WHERE id = 1", &[])?;
-                let mut props: BTreeMap<String, String> = match row {
-                    Some(r) => serde_json::from_slice(r.bytes(0)).map_err(corrupt)?,
-                    None => return Err(ApiError::not_found(format!("no namespace {}", self.ns))),
-                };
-                if removals.iter().any(|k| updates.contains_key(k)) {
-                    return Err(ApiError::new(ErrorCode::InvalidRequest, "a key is both removed and updated"));
-                }
-                let (mut removed, mut missing) = (Vec::new(), Vec::new());
-                for k in removals {
-                    if props.remove(&k).is_some() { removed.push(k) } else { missing.push(k) }
-                }
-                let updated: Vec<String> = updates.keys().cloned().collect();
-                props.extend(updates);
-                db.execute(
-                    "UPDATE namespace SET properties = ?1 WHERE id = 1",
-                    &[serde_json::to_string(&props).map_err(corrupt)?.into()],
-                )?;
-                Ok(CatalogResponse::PropertiesUpdated { updated, removed, missing })
+                self.update_namespace_properties(db, removals, updates)
             }
             CatalogRequest::CreateTable { name, schema, properties } => {
-                validate_table_name(&name)?;
-                if is_managed_table(&name) {
-                    return Err(ApiError::new(
-                        ErrorCode::Forbidden,
-                        format!("{name} is a name reserved for tables events.do writes"),
-                    ));
-                }
-                if Self::load_table(db, &name)?.is_some() {
-                    return Err(ApiError::new(ErrorCode::Conflict, format!("table {name} already exists")));
-                }
-                let count = db.query_one("SELECT COUNT(*) FROM tables", &[])?.map_or(0, |r| r.i64(0));
-                if count as usize >= MAX_TABLES {
-                    return Err(ApiError::new(
-                        ErrorCode::InvalidRequest,
-                        format!("a namespace has at most {MAX_TABLES} tables"),
-                    ));
-                }
-                let location = self.uri(&self.table_prefix(&name)).trim_end_matches('/').to_string();
-                let mut meta = TableMetadata::new(Self::uuid(cx), location, schema, cx.now().as_millis());
-                meta.properties = properties;
-                let loaded = self.store(cx, &name, false, None, meta).await?;
-                Ok(CatalogResponse::Table(Box::new(loaded)))
+                Ok(CatalogResponse::Table(Box::new(self.create_table(cx, &name, schema, properties).await?)))
             }
             CatalogRequest::CommitTable { table, requirements, updates } => {
                 Ok(CatalogResponse::Table(Box::new(self.commit_table(cx, &table, requirements, updates).await?)))
             }
-            CatalogRequest::DropTable { table } => {
-                let (managed, _, _) = Self::require_table(db, &table)?;
-                if managed {
-                    return Err(ApiError::new(
-                        ErrorCode::Forbidden,
-                        format!("{table} is managed by events.do and cannot be dropped"),
-                    ));
-                }
-                db.execute("DELETE FROM tables WHERE name = ?1", &[table.as_str().into()])?;
-                Ok(CatalogResponse::Ok)
-            }
+            CatalogRequest::DropTable { table } => Self::drop_table(db, &table).map(|()| CatalogResponse::Ok),
             CatalogRequest::Maintain { table, options } => {
-                let tables = match table {
-                    Some(t) => {
-                        if !Self::require_table(db, &t)?.0 {
-                            return Err(ApiError::new(
-                                ErrorCode::InvalidRequest,
-                                format!("{t} is an external table; its engine maintains it"),
-                            ));
-                        }
-                        vec![t]
-                    }
-                    None => Self::managed_tables(db)?,
-                };
-                let mut reports = Vec::new();
-                for t in tables {
-                    reports.push(self.maintain(cx, &t, &options).await?);
-                }
-                Ok(CatalogResponse::Maintained(reports))
+                Ok(CatalogResponse::Maintained(self.maintain_tables(cx, table, &options).await?))
             }
         }
     }

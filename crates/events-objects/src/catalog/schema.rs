@@ -106,4 +106,13 @@ impl Catalog {
         let stored = self.store(cx, table, true, Some((version, &loaded)), next_meta).await?;
         Ok(Self::data_columns(stored.metadata.current_schema()))
     }
+
+    /// A table's recorded schema changes, oldest first ([`CatalogRequest::SchemaHistory`]).
+    pub(super) fn schema_history<S: SqlStorage>(db: &S, table: &str) -> ObjectResult<Vec<RecordedChange>> {
+        Self::require_table(db, table)?;
+        db.query("SELECT at, change FROM schema_changes WHERE tbl = ?1 ORDER BY seq", &[table.into()])?
+            .iter()
+            .map(|r| Ok(RecordedChange { at: r.i64(0), change: serde_json::from_slice(r.bytes(1)).map_err(corrupt)? }))
+            .collect()
+    }
 }

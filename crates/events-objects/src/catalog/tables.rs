@@ -1,8 +1,10 @@
 //! Table names, managed and external tables, and REST commits to them.
 
+use std::collections::BTreeMap;
+
 use events_core::{ApiError, ErrorCode};
 use events_iceberg::commit::{TableRequirement, TableUpdate, apply_commit};
-use events_iceberg::metadata::{NAME_MAPPING_PROPERTY, TableMetadata};
+use events_iceberg::metadata::{NAME_MAPPING_PROPERTY, Schema, TableMetadata};
 use events_runtime::{Host, ObjectContext, ObjectResult, SqlStorage};
 
 use super::*;
@@ -131,5 +133,80 @@ impl Catalog {
             return Ok(loaded);
         }
         self.store(cx, table, managed, Some((version, &loaded)), next).await
+    }
+
+    /// Creates a managed CDC table (`cdc_*`) with `schema` unless it exists
+    /// ([`CatalogRequest::EnsureManagedTable`]).
+    pub(super) async fn ensure_managed_table<H: Host>(
+        &mut self,
+        cx: &ObjectContext<H>,
+        table: &str,
+        schema: Schema,
+        properties: BTreeMap<String, String>,
+    ) -> ObjectResult<LoadedTable> {
+        validate_table_name(table)?;
+        if !table.starts_with("cdc_") {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("managed tables besides events are named cdc_*, not {table}"),
+            ));
+        }
+        if let Some((managed, _, loaded)) = Self::load_table(cx.storage(), table)? {
+            if !managed {
+                return Err(ApiError::new(ErrorCode::Conflict, format!("{table} exists as an external table")));
+            }
+            return Ok(loaded);
+        }
+        let location = self.uri(&self.table_prefix(table)).trim_end_matches('/').to_string();
+        let mut meta = TableMetadata::new(Self::uuid(cx), location, schema.clone(), cx.now().as_millis());
+        meta.properties.extend(properties);
+        meta.properties.insert(NAME_MAPPING_PROPERTY.into(), schema.name_mapping_json());
+        meta.properties.insert("events.managed".into(), "true".into());
+        self.store(cx, table, true, None, meta).await
+    }
+
+    /// Creates an external table ([`CatalogRequest::CreateTable`]).
+    pub(super) async fn create_table<H: Host>(
+        &mut self,
+        cx: &ObjectContext<H>,
+        name: &str,
+        schema: Schema,
+        properties: BTreeMap<String, String>,
+    ) -> ObjectResult<LoadedTable> {
+        let db = cx.storage();
+        validate_table_name(name)?;
+        if is_managed_table(name) {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("{name} is a name reserved for tables events.do writes"),
+            ));
+        }
+        if Self::load_table(db, name)?.is_some() {
+            return Err(ApiError::new(ErrorCode::Conflict, format!("table {name} already exists")));
+        }
+        let count = db.query_one("SELECT COUNT(*) FROM tables", &[])?.map_or(0, |r| r.i64(0));
+        if count as usize >= MAX_TABLES {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("a namespace has at most {MAX_TABLES} tables"),
+            ));
+        }
+        let location = self.uri(&self.table_prefix(name)).trim_end_matches('/').to_string();
+        let mut meta = TableMetadata::new(Self::uuid(cx), location, schema, cx.now().as_millis());
+        meta.properties = properties;
+        self.store(cx, name, false, None, meta).await
+    }
+
+    /// Drops an external table; its files are left to its engine ([`CatalogRequest::DropTable`]).
+    pub(super) fn drop_table<S: SqlStorage>(db: &S, table: &str) -> ObjectResult<()> {
+        let (managed, _, _) = Self::require_table(db, table)?;
+        if managed {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("{table} is managed by events.do and cannot be dropped"),
+            ));
+        }
+        db.execute("DELETE FROM tables WHERE name = ?1", &[table.into()])?;
+        Ok(())
     }
 }

@@ -56,31 +56,38 @@ impl DurableObject for CdcCollections {
         cx: &ObjectContext<H>,
         req: CollectionsRequest,
     ) -> ObjectResult<CollectionsResponse> {
-        let db = cx.storage();
         match req {
-            CollectionsRequest::Register { collection } => {
-                let count = db.query_one("SELECT COUNT(*) FROM collections", &[])?.map_or(0, |r| r.i64(0)) as usize;
-                let known = db.query_one("SELECT 1 FROM collections WHERE name = ?1", &[collection.as_str().into()])?;
-                if known.is_none() {
-                    if count >= MAX_COLLECTIONS_PER_NAMESPACE {
-                        return Err(ApiError::new(
-                            ErrorCode::Conflict,
-                            format!("a namespace has at most {MAX_COLLECTIONS_PER_NAMESPACE} collections"),
-                        ));
-                    }
-                    db.execute(
-                        "INSERT INTO collections (name, registered_at) VALUES (?1, ?2)",
-                        &[SqlValue::Text(collection), cx.now().as_millis().into()],
-                    )?;
-                }
-                Ok(CollectionsResponse::Ok)
-            }
-            CollectionsRequest::List => Ok(CollectionsResponse::Collections(
-                db.query("SELECT name FROM collections ORDER BY name", &[])?
-                    .iter()
-                    .map(|r| r.str(0).to_string())
-                    .collect(),
-            )),
+            CollectionsRequest::Register { collection } => Self::register(cx, collection),
+            CollectionsRequest::List => Self::list(cx.storage()),
         }
+    }
+}
+
+impl CdcCollections {
+    /// Records a collection unless known ([`CollectionsRequest::Register`]).
+    fn register<H: Host>(cx: &ObjectContext<H>, collection: String) -> ObjectResult<CollectionsResponse> {
+        let db = cx.storage();
+        let count = db.query_one("SELECT COUNT(*) FROM collections", &[])?.map_or(0, |r| r.i64(0)) as usize;
+        let known = db.query_one("SELECT 1 FROM collections WHERE name = ?1", &[collection.as_str().into()])?;
+        if known.is_none() {
+            if count >= MAX_COLLECTIONS_PER_NAMESPACE {
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    format!("a namespace has at most {MAX_COLLECTIONS_PER_NAMESPACE} collections"),
+                ));
+            }
+            db.execute(
+                "INSERT INTO collections (name, registered_at) VALUES (?1, ?2)",
+                &[SqlValue::Text(collection), cx.now().as_millis().into()],
+            )?;
+        }
+        Ok(CollectionsResponse::Ok)
+    }
+
+    /// Every known collection, by name ([`CollectionsRequest::List`]).
+    fn list<S: SqlStorage>(db: &S) -> ObjectResult<CollectionsResponse> {
+        Ok(CollectionsResponse::Collections(
+            db.query("SELECT name FROM collections ORDER BY name", &[])?.iter().map(|r| r.str(0).to_string()).collect(),
+        ))
     }
 }

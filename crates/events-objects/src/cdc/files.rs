@@ -321,4 +321,11 @@ impl CdcProcessor {
         let json = serde_json::to_vec_pretty(&manifest).map_err(corrupt)?;
         cx.host().blobs().put(&manifest_key(&self.ns, &self.collection), json).await
     }
+
+    /// Compacts now and sets the next alarm ([`CdcRequest::Compact`]).
+    pub(super) async fn compact_now<H: Host>(&mut self, cx: &ObjectContext<H>) -> ObjectResult<Vec<String>> {
+        let files = self.compact(cx).await?;
+        self.schedule(cx).await?;
+        Ok(files)
+    }
 }

@@ -146,40 +146,15 @@ impl CdcProcessor {
         match req {
             CdcRequest::Apply { changes } => Ok(CdcResponse::Applied(self.apply(cx, changes).await?)),
             CdcRequest::Flush => Ok(CdcResponse::Files(self.flush(cx).await?)),
-            CdcRequest::Compact => {
-                let files = self.compact(cx).await?;
-                self.schedule(cx).await?;
-                Ok(CdcResponse::Files(files))
-            }
-            CdcRequest::Snapshot { kind } => {
-                let key = self.snapshot(cx, kind, kind.label(cx.now())).await?;
-                self.schedule(cx).await?;
-                Ok(CdcResponse::Snapshot(key))
-            }
+            CdcRequest::Compact => Ok(CdcResponse::Files(self.compact_now(cx).await?)),
+            CdcRequest::Snapshot { kind } => Ok(CdcResponse::Snapshot(self.snapshot_now(cx, kind).await?)),
             CdcRequest::Stats => Ok(CdcResponse::Stats(self.stats(db)?)),
             CdcRequest::Manifest => Ok(CdcResponse::Manifest(self.manifest(db, cx.now().as_millis())?)),
             CdcRequest::ReadState { at, after, limit, include_deleted } => {
-                let (docs, next) = match at.map(|t| t.as_millis()) {
-                    Some(at) if !self.history_covers(at) => self
-                        .read_files(cx, at, FileBase::Auto, (after, limit), include_deleted)
-                        .await
-                        .map_err(|e| self.trimmed_error(at, e))?,
-                    _ => self.read_state(db, at, after, limit, include_deleted)?,
-                };
+                let (docs, next) = self.read_docs(cx, at, after, limit, include_deleted).await?;
                 Ok(CdcResponse::Docs { docs, next })
             }
-            CdcRequest::ReadDoc { id, at } => {
-                let state = match at.map(|t| t.as_millis()) {
-                    None => db
-                        .query_one(&format!("SELECT {DOC_COLUMNS} FROM docs WHERE doc_id = ?1"), &[id.as_str().into()])?
-                        .map(|r| doc_state_row(&r)),
-                    Some(at) if !self.history_covers(at) => {
-                        self.read_file_doc(cx, at, &id).await.map_err(|e| self.trimmed_error(at, e))?
-                    }
-                    Some(at) => Self::doc_at(db, &id, at)?,
-                };
-                Ok(CdcResponse::Doc(state.map(doc_view).transpose()?))
-            }
+            CdcRequest::ReadDoc { id, at } => Ok(CdcResponse::Doc(self.read_doc(cx, &id, at).await?)),
             CdcRequest::History { id, after, limit } => {
                 let (changes, next) = Self::history(db, &id, after, limit)?;
                 Ok(CdcResponse::History { changes, next, history_from: self.history_from() })
@@ -188,22 +163,9 @@ impl CdcProcessor {
                 let (docs, next) = self.read_files(cx, at.as_millis(), base, (after, limit), false).await?;
                 Ok(CdcResponse::Docs { docs, next })
             }
-            CdcRequest::TrimHistory => {
-                let removed = self.trim_due(db, cx.now().as_millis())?;
-                self.schedule(cx).await?;
-                Ok(CdcResponse::Trimmed(removed))
-            }
+            CdcRequest::TrimHistory => Ok(CdcResponse::Trimmed(self.trim_now(cx).await?)),
             CdcRequest::Restore { at, restore_id, after } => {
-                if !self.history_covers(at.as_millis()) {
-                    return Err(ApiError::new(
-                        ErrorCode::InvalidQuery,
-                        format!(
-                            "a restore reaches back to {} at most: the collection's older history is trimmed",
-                            Timestamp(self.counters.history_from)
-                        ),
-                    ));
-                }
-                let (changes, examined, next) = self.restore(cx, at.as_millis(), &restore_id, after).await?;
+                let (changes, examined, next) = self.restore_step(cx, at, &restore_id, after).await?;
                 Ok(CdcResponse::Restored { changes, examined, next })
             }
         }

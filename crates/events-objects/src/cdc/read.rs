@@ -3,7 +3,7 @@
 use events_core::Timestamp;
 use events_core::cdc::ChangeOp;
 use events_lake::cdc::DocState;
-use events_runtime::{ObjectResult, SqlStorage};
+use events_runtime::{Host, ObjectContext, ObjectResult, SqlStorage};
 
 use super::*;
 use crate::catalog::cdc_table_name;
@@ -166,5 +166,46 @@ impl CdcProcessor {
         }
         let next = if more { rows.get(limit - 1).map(|r| (r.i64(2), r.i64(3))) } else { None };
         Ok((out, next))
+    }
+
+    /// A page of documents at `at` (default: now) ([`CdcRequest::ReadState`]):
+    /// from the object's state, or from the lake files at a time the trimmed
+    /// history no longer covers.
+    pub(super) async fn read_docs<H: Host>(
+        &self,
+        cx: &ObjectContext<H>,
+        at: Option<Timestamp>,
+        after: Option<String>,
+        limit: usize,
+        include_deleted: bool,
+    ) -> ObjectResult<(Vec<DocView>, Option<String>)> {
+        match at.map(|t| t.as_millis()) {
+            Some(at) if !self.history_covers(at) => self
+                .read_files(cx, at, FileBase::Auto, (after, limit), include_deleted)
+                .await
+                .map_err(|e| self.trimmed_error(at, e)),
+            _ => self.read_state(cx.storage(), at, after, limit, include_deleted),
+        }
+    }
+
+    /// One document at `at` (default: now) ([`CdcRequest::ReadDoc`]), read
+    /// like [`CdcProcessor::read_docs`].
+    pub(super) async fn read_doc<H: Host>(
+        &self,
+        cx: &ObjectContext<H>,
+        id: &str,
+        at: Option<Timestamp>,
+    ) -> ObjectResult<Option<DocView>> {
+        let db = cx.storage();
+        let state = match at.map(|t| t.as_millis()) {
+            None => db
+                .query_one(&format!("SELECT {DOC_COLUMNS} FROM docs WHERE doc_id = ?1"), &[id.into()])?
+                .map(|r| doc_state_row(&r)),
+            Some(at) if !self.history_covers(at) => {
+                self.read_file_doc(cx, at, id).await.map_err(|e| self.trimmed_error(at, e))?
+            }
+            Some(at) => Self::doc_at(db, id, at)?,
+        };
+        state.map(doc_view).transpose()
     }
 }

@@ -1,7 +1,7 @@
 //! Restoring a collection to its state at an earlier time, as new changes.
 
-use events_core::Timestamp;
 use events_core::cdc::{Change, ChangeOp};
+use events_core::{ApiError, ErrorCode, Timestamp};
 use events_lake::cdc::DocState;
 use events_runtime::{Host, ObjectContext, ObjectResult, SqlStorage};
 
@@ -57,5 +57,26 @@ impl CdcProcessor {
         }
         let applied = if changes.is_empty() { 0 } else { self.apply(cx, changes).await?.applied };
         Ok((applied, examined, next))
+    }
+
+    /// One restore step ([`CdcRequest::Restore`]), refused at a time before
+    /// the trimmed history.
+    pub(super) async fn restore_step<H: Host>(
+        &mut self,
+        cx: &ObjectContext<H>,
+        at: Timestamp,
+        restore_id: &str,
+        after: Option<String>,
+    ) -> ObjectResult<(usize, usize, Option<String>)> {
+        if !self.history_covers(at.as_millis()) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!(
+                    "a restore reaches back to {} at most: the collection's older history is trimmed",
+                    Timestamp(self.counters.history_from)
+                ),
+            ));
+        }
+        self.restore(cx, at.as_millis(), restore_id, after).await
     }
 }

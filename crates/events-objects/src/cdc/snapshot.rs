@@ -107,4 +107,16 @@ impl CdcProcessor {
         metrics::snapshot(kind.as_str(), "taken");
         Ok(Some(key))
     }
+
+    /// Takes a snapshot of `kind` labelled with the current period and sets
+    /// the next alarm ([`CdcRequest::Snapshot`]).
+    pub(super) async fn snapshot_now<H: Host>(
+        &mut self,
+        cx: &ObjectContext<H>,
+        kind: SnapshotKind,
+    ) -> ObjectResult<Option<String>> {
+        let key = self.snapshot(cx, kind, kind.label(cx.now())).await?;
+        self.schedule(cx).await?;
+        Ok(key)
+    }
 }

@@ -1,7 +1,7 @@
 //! History retention: trimming old changes to each document's winning one.
 
 use events_core::{ApiError, ErrorCode, Timestamp};
-use events_runtime::{ObjectResult, SqlStorage};
+use events_runtime::{Host, ObjectContext, ObjectResult, SqlStorage};
 
 use super::*;
 
@@ -121,5 +121,12 @@ impl CdcProcessor {
                 e.message
             ),
         )
+    }
+
+    /// Trims what the retention allows now and sets the next alarm ([`CdcRequest::TrimHistory`]).
+    pub(super) async fn trim_now<H: Host>(&mut self, cx: &ObjectContext<H>) -> ObjectResult<usize> {
+        let removed = self.trim_due(cx.storage(), cx.now().as_millis())?;
+        self.schedule(cx).await?;
+        Ok(removed)
     }
 }
