@@ -246,6 +246,65 @@ impl RateLimiter {
         db.execute("DELETE FROM days WHERE day < ?1", &[(self.day.day - 30 * DAY_MS).into()])?;
         Ok(())
     }
+
+    /// Counts a request against the per-minute limits, if they allow it ([`LimitRequest::Check`]).
+    fn check_rate<S: SqlStorage>(
+        &mut self,
+        db: &S,
+        now: Timestamp,
+        requests_per_minute: u64,
+        events_per_minute: u64,
+        events: u64,
+    ) -> ObjectResult<LimitResponse> {
+        let decision = self.window.check(now, requests_per_minute, events_per_minute, events);
+        if decision.allowed {
+            self.save(db)?;
+        }
+        Ok(LimitResponse::Rate(decision))
+    }
+
+    /// Counts events against the daily quota, if it allows them ([`LimitRequest::Quota`]).
+    fn check_quota<S: SqlStorage>(
+        &mut self,
+        db: &S,
+        now: Timestamp,
+        events_per_day: u64,
+        events: u64,
+    ) -> ObjectResult<LimitResponse> {
+        let decision = self.day.check(now, events_per_day, events);
+        if decision.allowed {
+            self.save(db)?;
+        }
+        Ok(LimitResponse::Quota(decision))
+    }
+
+    /// Today's usage of the quota ([`LimitRequest::QuotaUsage`]).
+    fn quota_usage(&mut self, now: Timestamp) -> LimitResponse {
+        self.day.roll(now);
+        LimitResponse::Quota(self.day.decision(now, 0, true))
+    }
+
+    /// Adds counts made elsewhere and answers the totals ([`LimitRequest::Merge`]).
+    fn merge<S: SqlStorage>(
+        &mut self,
+        db: &S,
+        now: Timestamp,
+        windows: Vec<(i64, u64, u64)>,
+        days: Vec<(i64, u64)>,
+    ) -> ObjectResult<LimitResponse> {
+        self.window.roll(now);
+        self.day.roll(now);
+        for (start, requests, events) in windows {
+            self.window.add(start, requests, events);
+        }
+        for (day, events) in days {
+            if day == self.day.day {
+                self.day.events += events;
+            }
+        }
+        self.save(db)?;
+        Ok(LimitResponse::Counts { window: self.window, day: self.day })
+    }
 }
 
 impl DurableObject for RateLimiter {
@@ -276,41 +335,14 @@ impl DurableObject for RateLimiter {
     }
 
     async fn handle<H: Host>(&mut self, cx: &ObjectContext<H>, req: LimitRequest) -> ObjectResult<LimitResponse> {
-        let db = cx.storage();
-        let now = cx.now();
+        let (db, now) = (cx.storage(), cx.now());
         match req {
             LimitRequest::Check { requests_per_minute, events_per_minute, events } => {
-                let decision = self.window.check(now, requests_per_minute, events_per_minute, events);
-                if decision.allowed {
-                    self.save(db)?;
-                }
-                Ok(LimitResponse::Rate(decision))
+                self.check_rate(db, now, requests_per_minute, events_per_minute, events)
             }
-            LimitRequest::Quota { events_per_day, events } => {
-                let decision = self.day.check(now, events_per_day, events);
-                if decision.allowed {
-                    self.save(db)?;
-                }
-                Ok(LimitResponse::Quota(decision))
-            }
-            LimitRequest::QuotaUsage => {
-                self.day.roll(now);
-                Ok(LimitResponse::Quota(self.day.decision(now, 0, true)))
-            }
-            LimitRequest::Merge { windows, days } => {
-                self.window.roll(now);
-                self.day.roll(now);
-                for (start, requests, events) in windows {
-                    self.window.add(start, requests, events);
-                }
-                for (day, events) in days {
-                    if day == self.day.day {
-                        self.day.events += events;
-                    }
-                }
-                self.save(db)?;
-                Ok(LimitResponse::Counts { window: self.window, day: self.day })
-            }
+            LimitRequest::Quota { events_per_day, events } => self.check_quota(db, now, events_per_day, events),
+            LimitRequest::QuotaUsage => Ok(self.quota_usage(now)),
+            LimitRequest::Merge { windows, days } => self.merge(db, now, windows, days),
         }
     }
 }

@@ -561,6 +561,71 @@ impl SchemaRegistry {
         Ok(SchemaResponse::Registered { version, created: true })
     }
 
+    /// Registers a schema version ([`SchemaRequest::Register`]).
+    fn register_or_reload<H: Host>(
+        &mut self,
+        cx: &ObjectContext<H>,
+        r: RegisterSchema,
+    ) -> ObjectResult<SchemaResponse> {
+        let result = self.register(cx, r);
+        if result.is_err() {
+            // The request's writes roll back; keep memory in step with storage.
+            self.reload(cx)?;
+        }
+        result
+    }
+
+    /// The live schema of every subject, by subject ([`SchemaRequest::List`]).
+    fn list(&self) -> SchemaResponse {
+        SchemaResponse::Versions({
+            let mut v: Vec<SchemaVersion> = self.live.iter().map(|l| l.version.clone()).collect();
+            v.sort_by(|a, b| a.subject.cmp(&b.subject));
+            v
+        })
+    }
+
+    /// One version of a subject, or its live one ([`SchemaRequest::Get`]).
+    fn get<H: Host>(cx: &ObjectContext<H>, subject: &str, version: Option<u32>) -> ObjectResult<SchemaResponse> {
+        let all = Self::versions(cx, subject)?;
+        let found = match version {
+            Some(n) => all.into_iter().find(|v| v.version == n),
+            None => all.into_iter().next_back().filter(|v| !v.deleted),
+        };
+        found
+            .map(SchemaResponse::Version)
+            .ok_or_else(|| ApiError::not_found(format!("no schema {subject:?} in namespace {}", cx.name())))
+    }
+
+    /// Every version of a subject ([`SchemaRequest::Versions`]).
+    fn all_versions<H: Host>(cx: &ObjectContext<H>, subject: &str) -> ObjectResult<SchemaResponse> {
+        let all = Self::versions(cx, subject)?;
+        if all.is_empty() {
+            return Err(ApiError::not_found(format!("no schema {subject:?} in namespace {}", cx.name())));
+        }
+        Ok(SchemaResponse::Versions(all))
+    }
+
+    /// Marks a subject's versions deleted ([`SchemaRequest::Delete`]).
+    fn delete<H: Host>(&mut self, cx: &ObjectContext<H>, subject: &str) -> ObjectResult<SchemaResponse> {
+        let n = cx
+            .storage()
+            .execute("UPDATE schemas SET deleted = 1 WHERE subject = ?1 AND deleted = 0", &[subject.into()])?;
+        if n == 0 {
+            return Err(ApiError::not_found(format!("no live schema {subject:?} in namespace {}", cx.name())));
+        }
+        self.validators.retain(|(s, _), _| s != subject);
+        self.reload(cx)?;
+        let all = Self::versions(cx, subject)?;
+        Ok(SchemaResponse::Versions(all))
+    }
+
+    /// Replaces the namespace-wide settings ([`SchemaRequest::SetConfig`]).
+    fn set_config<H: Host>(&mut self, cx: &ObjectContext<H>, config: RegistryConfig) -> ObjectResult<SchemaResponse> {
+        cx.kv().put("config", &config)?;
+        self.config = config;
+        Ok(SchemaResponse::Config(config))
+    }
+
     fn validate(&mut self, mut events: Vec<Event>) -> ObjectResult<SchemaResponse> {
         let mut failures = Vec::new();
         if !self.live.is_empty() {
@@ -613,55 +678,13 @@ impl DurableObject for SchemaRegistry {
 
     async fn handle<H: Host>(&mut self, cx: &ObjectContext<H>, req: SchemaRequest) -> ObjectResult<SchemaResponse> {
         match req {
-            SchemaRequest::Register(r) => {
-                let result = self.register(cx, r);
-                if result.is_err() {
-                    // The request's writes roll back; keep memory in step with storage.
-                    self.reload(cx)?;
-                }
-                result
-            }
-            SchemaRequest::List => Ok(SchemaResponse::Versions({
-                let mut v: Vec<SchemaVersion> = self.live.iter().map(|l| l.version.clone()).collect();
-                v.sort_by(|a, b| a.subject.cmp(&b.subject));
-                v
-            })),
-            SchemaRequest::Get { subject, version } => {
-                let all = Self::versions(cx, &subject)?;
-                let found = match version {
-                    Some(n) => all.into_iter().find(|v| v.version == n),
-                    None => all.into_iter().next_back().filter(|v| !v.deleted),
-                };
-                found
-                    .map(SchemaResponse::Version)
-                    .ok_or_else(|| ApiError::not_found(format!("no schema {subject:?} in namespace {}", cx.name())))
-            }
-            SchemaRequest::Versions { subject } => {
-                let all = Self::versions(cx, &subject)?;
-                if all.is_empty() {
-                    return Err(ApiError::not_found(format!("no schema {subject:?} in namespace {}", cx.name())));
-                }
-                Ok(SchemaResponse::Versions(all))
-            }
-            SchemaRequest::Delete { subject } => {
-                let n = cx.storage().execute(
-                    "UPDATE schemas SET deleted = 1 WHERE subject = ?1 AND deleted = 0",
-                    &[subject.as_str().into()],
-                )?;
-                if n == 0 {
-                    return Err(ApiError::not_found(format!("no live schema {subject:?} in namespace {}", cx.name())));
-                }
-                self.validators.retain(|(s, _), _| s != &subject);
-                self.reload(cx)?;
-                let all = Self::versions(cx, &subject)?;
-                Ok(SchemaResponse::Versions(all))
-            }
+            SchemaRequest::Register(r) => self.register_or_reload(cx, r),
+            SchemaRequest::List => Ok(self.list()),
+            SchemaRequest::Get { subject, version } => Self::get(cx, &subject, version),
+            SchemaRequest::Versions { subject } => Self::all_versions(cx, &subject),
+            SchemaRequest::Delete { subject } => self.delete(cx, &subject),
             SchemaRequest::GetConfig => Ok(SchemaResponse::Config(self.config)),
-            SchemaRequest::SetConfig(config) => {
-                cx.kv().put("config", &config)?;
-                self.config = config;
-                Ok(SchemaResponse::Config(config))
-            }
+            SchemaRequest::SetConfig(config) => self.set_config(cx, config),
             SchemaRequest::Validate { events } => self.validate(events),
         }
     }

@@ -126,6 +126,22 @@ impl ShardCoordinator {
         self.state.changed_at = now;
         self.state.reports.clear();
     }
+
+    /// Records a writer shard's backpressure report ([`ShardRequest::Backpressure`]);
+    /// enough of them within the report window add a shard, outside the cooldown.
+    async fn backpressure<H: Host>(&mut self, cx: &ObjectContext<H>, shard: u32, now: i64) -> ObjectResult<()> {
+        self.state.reports.retain(|t| now - t < REPORT_WINDOW_MS);
+        self.state.reports.push(now);
+        self.state.last_report = now;
+        let cooling = now - self.state.changed_at < self.cooldown_ms && self.state.epoch > 0;
+        if self.state.reports.len() >= SCALE_UP_REPORTS && self.state.shards < self.max_shards && !cooling {
+            let shards = self.state.shards + 1;
+            self.change(shards, now);
+            cx.storage().set_alarm(Timestamp(now + self.quiet_ms)).await?;
+            let _ = shard;
+        }
+        Ok(())
+    }
 }
 
 impl DurableObject for ShardCoordinator {
@@ -163,18 +179,7 @@ impl DurableObject for ShardCoordinator {
                 let load = ShardLoad { shard, backlog, rate, at: now };
                 self.state.subs.report(&self.subs_thresholds, load, now);
             }
-            ShardRequest::Backpressure { shard } => {
-                self.state.reports.retain(|t| now - t < REPORT_WINDOW_MS);
-                self.state.reports.push(now);
-                self.state.last_report = now;
-                let cooling = now - self.state.changed_at < self.cooldown_ms && self.state.epoch > 0;
-                if self.state.reports.len() >= SCALE_UP_REPORTS && self.state.shards < self.max_shards && !cooling {
-                    let shards = self.state.shards + 1;
-                    self.change(shards, now);
-                    cx.storage().set_alarm(Timestamp(now + self.quiet_ms)).await?;
-                    let _ = shard;
-                }
-            }
+            ShardRequest::Backpressure { shard } => self.backpressure(cx, shard, now).await?,
         }
         cx.kv().put("state", &self.state)?;
         let layout = self.layout();

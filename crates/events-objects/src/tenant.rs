@@ -200,89 +200,114 @@ impl DurableObject for Tenant {
     }
 
     async fn handle<H: Host>(&mut self, cx: &ObjectContext<H>, req: TenantRequest) -> ObjectResult<TenantResponse> {
+        match req {
+            TenantRequest::CreateKey { name } => Self::create_key(cx, name),
+            TenantRequest::ListKeys => Self::list_keys(cx),
+            TenantRequest::RevokeKey { id } => Self::revoke_key(cx, &id),
+            TenantRequest::Authenticate { secret_sha256 } => Self::authenticate(cx, &secret_sha256),
+            TenantRequest::ReserveBatch { batch_id, shard } => Self::reserve_batch(cx, &batch_id, shard),
+            TenantRequest::GetLimits => Ok(TenantResponse::Limits(cx.kv().get("limits")?.unwrap_or_default())),
+            TenantRequest::SetLimits(limits) => Self::set_limits(cx, limits),
+        }
+    }
+}
+
+impl Tenant {
+    /// Creates a key ([`TenantRequest::CreateKey`]); the answer holds its only copy of the secret.
+    fn create_key<H: Host>(cx: &ObjectContext<H>, name: Option<String>) -> ObjectResult<TenantResponse> {
         let db = cx.storage();
         let ns = cx.name();
-        match req {
-            TenantRequest::CreateKey { name } => {
-                if name.as_ref().is_some_and(|n| n.len() > MAX_KEY_NAME_LEN) {
-                    return Err(ApiError::new(ErrorCode::InvalidRequest, "key names are at most 128 characters"));
-                }
-                let count = db.query_one("SELECT COUNT(*) FROM api_keys", &[])?.map_or(0, |r| r.i64(0));
-                if count as usize >= MAX_KEYS_PER_NAMESPACE {
-                    return Err(ApiError::new(ErrorCode::Conflict, "this namespace has the maximum number of keys"));
-                }
-                let secret = format!("{:032x}{:032x}", cx.host().random(), cx.host().random());
-                let key = format!("ns_{ns}_{secret}");
-                let id = cx.ulid();
-                let prefix: String = key.chars().take(ns.len() + 8).collect();
-                let now = cx.now();
-                db.execute(
-                    "INSERT INTO api_keys (id, secret_sha256, name, prefix, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    &[
-                        id.as_str().into(),
-                        secret_digest(&secret).into(),
-                        name.clone().into(),
-                        prefix.as_str().into(),
-                        now.as_millis().into(),
-                    ],
-                )?;
-                let info = KeyInfo { id, namespace: ns.to_string(), name, created_at: now, revoked_at: None, prefix };
-                Ok(TenantResponse::KeyCreated { info, key })
-            }
-            TenantRequest::ListKeys => {
-                let rows = db.query(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at, id"), &[])?;
-                Ok(TenantResponse::Keys(rows.iter().map(|r| key_info(ns, r)).collect()))
-            }
-            TenantRequest::RevokeKey { id } => {
-                db.execute(
-                    "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-                    &[id.as_str().into(), cx.now().as_millis().into()],
-                )?;
-                let row =
-                    db.query_one(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"), &[id.as_str().into()])?;
-                row.map(|r| TenantResponse::Key(key_info(ns, &r)))
-                    .ok_or_else(|| ApiError::not_found(format!("no key {id} in namespace {ns}")))
-            }
-            TenantRequest::Authenticate { secret_sha256 } => {
-                let row = db.query_one(
-                    &format!("SELECT {KEY_COLUMNS}, secret_sha256 FROM api_keys WHERE secret_sha256 = ?1"),
-                    &[secret_sha256.as_str().into()],
-                )?;
-                let valid = row.filter(|r| {
-                    // The index lookup already matched; compare again in constant time.
-                    let stored = r.str(5).as_bytes();
-                    bool::from(stored.ct_eq(secret_sha256.as_bytes())) && r.opt_i64(3).is_none()
-                });
-                Ok(TenantResponse::Authenticated(valid.map(|r| key_info(ns, &r))))
-            }
-            TenantRequest::ReserveBatch { batch_id, shard } => {
-                let now = cx.now().as_millis();
-                db.execute(
-                    "DELETE FROM batches WHERE batch_id IN
-                       (SELECT batch_id FROM batches WHERE reserved_at < ?1 ORDER BY reserved_at LIMIT ?2)",
-                    &[(now - BATCH_ID_TTL_MS).into(), PRUNE_PER_REQUEST.into()],
-                )?;
-                let existing = db.query_one(
-                    "SELECT shard FROM batches WHERE batch_id = ?1 AND reserved_at >= ?2",
-                    &[batch_id.as_str().into(), (now - BATCH_ID_TTL_MS).into()],
-                )?;
-                if let Some(r) = existing {
-                    return Ok(TenantResponse::BatchShard(r.i64(0) as u32));
-                }
-                db.execute(
-                    "INSERT INTO batches (batch_id, shard, reserved_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(batch_id) DO UPDATE SET shard = excluded.shard, reserved_at = excluded.reserved_at",
-                    &[batch_id.as_str().into(), shard.into(), now.into()],
-                )?;
-                Ok(TenantResponse::BatchShard(shard))
-            }
-            TenantRequest::GetLimits => Ok(TenantResponse::Limits(cx.kv().get("limits")?.unwrap_or_default())),
-            TenantRequest::SetLimits(limits) => {
-                limits.validate()?;
-                cx.kv().put("limits", &limits)?;
-                Ok(TenantResponse::Limits(limits))
-            }
+        if name.as_ref().is_some_and(|n| n.len() > MAX_KEY_NAME_LEN) {
+            return Err(ApiError::new(ErrorCode::InvalidRequest, "key names are at most 128 characters"));
         }
+        let count = db.query_one("SELECT COUNT(*) FROM api_keys", &[])?.map_or(0, |r| r.i64(0));
+        if count as usize >= MAX_KEYS_PER_NAMESPACE {
+            return Err(ApiError::new(ErrorCode::Conflict, "this namespace has the maximum number of keys"));
+        }
+        let secret = format!("{:032x}{:032x}", cx.host().random(), cx.host().random());
+        let key = format!("ns_{ns}_{secret}");
+        let id = cx.ulid();
+        let prefix: String = key.chars().take(ns.len() + 8).collect();
+        let now = cx.now();
+        db.execute(
+            "INSERT INTO api_keys (id, secret_sha256, name, prefix, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            &[
+                id.as_str().into(),
+                secret_digest(&secret).into(),
+                name.clone().into(),
+                prefix.as_str().into(),
+                now.as_millis().into(),
+            ],
+        )?;
+        let info = KeyInfo { id, namespace: ns.to_string(), name, created_at: now, revoked_at: None, prefix };
+        Ok(TenantResponse::KeyCreated { info, key })
+    }
+
+    /// Every key, oldest first ([`TenantRequest::ListKeys`]).
+    fn list_keys<H: Host>(cx: &ObjectContext<H>) -> ObjectResult<TenantResponse> {
+        let ns = cx.name();
+        let rows = cx.storage().query(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at, id"), &[])?;
+        Ok(TenantResponse::Keys(rows.iter().map(|r| key_info(ns, r)).collect()))
+    }
+
+    /// Revokes a key ([`TenantRequest::RevokeKey`]); revoking it again keeps the first time.
+    fn revoke_key<H: Host>(cx: &ObjectContext<H>, id: &str) -> ObjectResult<TenantResponse> {
+        let db = cx.storage();
+        let ns = cx.name();
+        db.execute(
+            "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            &[id.into(), cx.now().as_millis().into()],
+        )?;
+        let row = db.query_one(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"), &[id.into()])?;
+        row.map(|r| TenantResponse::Key(key_info(ns, &r)))
+            .ok_or_else(|| ApiError::not_found(format!("no key {id} in namespace {ns}")))
+    }
+
+    /// The key whose secret has this digest, if it is not revoked ([`TenantRequest::Authenticate`]).
+    fn authenticate<H: Host>(cx: &ObjectContext<H>, secret_sha256: &str) -> ObjectResult<TenantResponse> {
+        let ns = cx.name();
+        let row = cx.storage().query_one(
+            &format!("SELECT {KEY_COLUMNS}, secret_sha256 FROM api_keys WHERE secret_sha256 = ?1"),
+            &[secret_sha256.into()],
+        )?;
+        let valid = row.filter(|r| {
+            // The index lookup already matched; compare again in constant time.
+            let stored = r.str(5).as_bytes();
+            bool::from(stored.ct_eq(secret_sha256.as_bytes())) && r.opt_i64(3).is_none()
+        });
+        Ok(TenantResponse::Authenticated(valid.map(|r| key_info(ns, &r))))
+    }
+
+    /// Reserves a `batchId` for a shard, or names the shard that holds it
+    /// ([`TenantRequest::ReserveBatch`]); prunes expired reservations first.
+    fn reserve_batch<H: Host>(cx: &ObjectContext<H>, batch_id: &str, shard: u32) -> ObjectResult<TenantResponse> {
+        let db = cx.storage();
+        let now = cx.now().as_millis();
+        db.execute(
+            "DELETE FROM batches WHERE batch_id IN
+               (SELECT batch_id FROM batches WHERE reserved_at < ?1 ORDER BY reserved_at LIMIT ?2)",
+            &[(now - BATCH_ID_TTL_MS).into(), PRUNE_PER_REQUEST.into()],
+        )?;
+        let existing = db.query_one(
+            "SELECT shard FROM batches WHERE batch_id = ?1 AND reserved_at >= ?2",
+            &[batch_id.into(), (now - BATCH_ID_TTL_MS).into()],
+        )?;
+        if let Some(r) = existing {
+            return Ok(TenantResponse::BatchShard(r.i64(0) as u32));
+        }
+        db.execute(
+            "INSERT INTO batches (batch_id, shard, reserved_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(batch_id) DO UPDATE SET shard = excluded.shard, reserved_at = excluded.reserved_at",
+            &[batch_id.into(), shard.into(), now.into()],
+        )?;
+        Ok(TenantResponse::BatchShard(shard))
+    }
+
+    /// Replaces the namespace limits ([`TenantRequest::SetLimits`]).
+    fn set_limits<H: Host>(cx: &ObjectContext<H>, limits: NamespaceLimits) -> ObjectResult<TenantResponse> {
+        limits.validate()?;
+        cx.kv().put("limits", &limits)?;
+        Ok(TenantResponse::Limits(limits))
     }
 }
 

@@ -82,6 +82,19 @@ pub enum WebhookSecretsResponse {
 /// The namespace's webhook secrets object.
 pub struct WebhookSecrets;
 
+impl WebhookSecrets {
+    /// Replaces a provider's secrets ([`WebhookSecretsRequest::Put`]).
+    fn put<H: Host>(
+        cx: &ObjectContext<H>,
+        provider: &str,
+        config: WebhookConfig,
+    ) -> ObjectResult<WebhookSecretsResponse> {
+        config.validate()?;
+        cx.kv().put(&format!("provider:{provider}"), &config)?;
+        Ok(WebhookSecretsResponse::Config(Some(config)))
+    }
+}
+
 impl DurableObject for WebhookSecrets {
     const CLASS: &'static str = "WebhookSecrets";
     type Request = WebhookSecretsRequest;
@@ -104,11 +117,7 @@ impl DurableObject for WebhookSecrets {
             WebhookSecretsRequest::Get { provider } => {
                 Ok(WebhookSecretsResponse::Config(cx.kv().get(&format!("provider:{provider}"))?))
             }
-            WebhookSecretsRequest::Put { provider, config } => {
-                config.validate()?;
-                cx.kv().put(&format!("provider:{provider}"), &config)?;
-                Ok(WebhookSecretsResponse::Config(Some(config)))
-            }
+            WebhookSecretsRequest::Put { provider, config } => Self::put(cx, &provider, config),
         }
     }
 }

@@ -23,15 +23,12 @@ use tokio::net::TcpListener;
 use tower_http::cors::{Any, CorsLayer};
 
 pub mod auth;
-pub mod cdc_config;
 pub mod config;
 pub mod conn;
 pub mod error;
-pub mod http_config;
 pub mod ingest;
 pub mod middleware;
 pub mod objects;
-pub mod query_config;
 pub use events_api::reader;
 pub mod routes;
 pub mod state;
@@ -39,6 +36,7 @@ pub mod telemetry;
 pub use events_api::webhooks;
 
 pub use config::{ConfigError, ConfigOverrides, LogFormat, ServerConfig};
+pub use config::{cdc as cdc_config, http as http_config, query as query_config};
 pub use error::{ApiErrorResponse, ApiJson};
 pub use state::AppState;
 pub use telemetry::init_tracing;

@@ -86,6 +86,7 @@
 //! Progress is readable; `since` reaches back at most [`MAX_RECOVER_AGE_MS`].
 
 mod delivery;
+mod history;
 mod messages;
 mod object;
 mod operations;
@@ -198,4 +199,9 @@ fn corrupt(e: impl std::fmt::Display) -> ApiError {
 
 fn iso(ms: i64) -> String {
     Timestamp(ms).to_iso()
+}
+
+/// A listing's page size, brought into 1..=[`MAX_LIST_LIMIT`].
+fn limit_of(limit: usize) -> usize {
+    limit.clamp(1, MAX_LIST_LIMIT)
 }

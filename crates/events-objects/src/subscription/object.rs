@@ -1,6 +1,5 @@
 //! The [`DurableObject`] implementation: request dispatch and the alarm.
 
-use events_core::{ApiError, ErrorCode};
 use events_runtime::context::ObjectStorage;
 use events_runtime::{DurableObject, Host, HttpClient, Migration, ObjectContext, ObjectResult, SqlStorage};
 use futures::StreamExt;
@@ -36,299 +35,30 @@ impl DurableObject for Subscriptions {
 
     async fn handle<H: Host>(&mut self, cx: &ObjectContext<H>, req: SubsRequest) -> ObjectResult<SubsResponse> {
         let db = cx.storage();
-        let now = cx.now().as_millis();
-        let limit_of = |l: usize| l.clamp(1, MAX_LIST_LIMIT);
         match req {
-            SubsRequest::Patterns => Ok(SubsResponse::Patterns(
-                self.routes.iter().filter(|r| r.enabled).map(|r| r.pattern.as_str().to_string()).collect(),
-            )),
-            SubsRequest::Route { events } => {
-                if self.routes.iter().all(|r| !r.enabled) {
-                    return Ok(SubsResponse::Routed { enqueued: 0 });
-                }
-                let enqueued = self.route(db, &events, now)?;
-                if enqueued > 0
-                    && let Some(at) = self.wake_at(db, now)?
-                {
-                    self.alarm.arm(cx.storage(), at.max(now)).await?;
-                }
-                Ok(SubsResponse::Routed { enqueued })
-            }
+            SubsRequest::Patterns => Ok(self.patterns()),
+            SubsRequest::Route { events } => self.route_events(cx, &events).await,
             SubsRequest::Create(spec) => self.create(cx, spec),
-            SubsRequest::List { pattern, status, after, limit } => {
-                let limit = limit_of(limit);
-                let rows = db.query(
-                    "SELECT id, pattern, url, status, settings, created_at, updated_at, failing_since, disabled_at, disabled_reason
-                     FROM subscriptions WHERE id > ?1 AND (?2 IS NULL OR pattern = ?2) AND (?3 IS NULL OR status = ?3)
-                     ORDER BY id LIMIT ?4",
-                    &[after.unwrap_or_default().into(), pattern.into(), status.into(), (limit + 1).into()],
-                )?;
-                let mut items = rows.iter().map(|r| self.row_info(r)).collect::<ObjectResult<Vec<_>>>()?;
-                let next = (items.len() > limit).then(|| {
-                    items.truncate(limit);
-                    items.last().expect("non-empty").id.clone()
-                });
-                Ok(SubsResponse::List { items, next })
-            }
-            SubsRequest::Get { id } => {
-                Ok(SubsResponse::Subscription { info: Box::new(self.info(db, &id)?), secret: None })
-            }
-            SubsRequest::Update { id, patch } => {
-                self.update(db, &id, patch, now)?;
-                self.sync_sub_shards(cx, &id).await?;
-                Ok(SubsResponse::Subscription { info: Box::new(self.info(db, &id)?), secret: None })
-            }
-            SubsRequest::Delete { id } => {
-                Self::require(db, &id)?;
-                for table in ["subscriptions WHERE id", "secrets WHERE sub_id", "deliveries WHERE sub_id"] {
-                    db.execute(&format!("DELETE FROM {table} = ?1"), &[id.as_str().into()])?;
-                }
-                for table in ["attempts", "jobs", "ops_events"] {
-                    db.execute(&format!("DELETE FROM {table} WHERE sub_id = ?1"), &[id.as_str().into()])?;
-                }
-                self.load_routes(db)?;
-                self.sync_sub_shards(cx, &id).await?;
-                Ok(SubsResponse::Ok)
-            }
-            SubsRequest::SetActive { id, active } => {
-                Self::require(db, &id)?;
-                if active {
-                    db.execute(
-                        "UPDATE subscriptions SET status = 'active', failing_since = NULL, disabled_at = NULL,
-                         disabled_reason = NULL, updated_at = ?2 WHERE id = ?1",
-                        &[id.as_str().into(), now.into()],
-                    )?;
-                    self.load_routes(db)?;
-                    if let Some(at) = self.wake_at(db, now)? {
-                        self.alarm.arm(cx.storage(), at.max(now)).await?;
-                    }
-                } else {
-                    db.execute(
-                        "UPDATE subscriptions SET status = 'paused', updated_at = ?2 WHERE id = ?1 AND status != 'disabled'",
-                        &[id.as_str().into(), now.into()],
-                    )?;
-                }
-                self.sync_sub_shards(cx, &id).await?;
-                Ok(SubsResponse::Subscription { info: Box::new(self.info(db, &id)?), secret: None })
-            }
+            SubsRequest::List { pattern, status, after, limit } => self.list(db, pattern, status, after, limit),
+            SubsRequest::Get { id } => self.get(db, &id),
+            SubsRequest::Update { id, patch } => self.apply_patch(cx, &id, patch).await,
+            SubsRequest::Delete { id } => self.delete(cx, &id).await,
+            SubsRequest::SetActive { id, active } => self.set_active(cx, &id, active).await,
             SubsRequest::RotateSecret { id, secret, overlap_ms } => {
-                Self::require(db, &id)?;
-                let overlap = overlap_ms.unwrap_or(DEFAULT_ROTATION_OVERLAP_MS);
-                if !(0..=MAX_ROTATION_OVERLAP_MS).contains(&overlap) {
-                    return Err(ApiError::new(
-                        ErrorCode::InvalidConfig,
-                        format!("overlapMs is 0-{MAX_ROTATION_OVERLAP_MS}"),
-                    ));
-                }
-                let secret = match secret {
-                    Some(s) => {
-                        secret_key(&s)?;
-                        s
-                    }
-                    None => Self::new_secret(cx),
-                };
-                db.execute(
-                    "UPDATE secrets SET expires_at = ?2 WHERE sub_id = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
-                    &[id.as_str().into(), (now + overlap).into()],
-                )?;
-                db.execute(
-                    "INSERT INTO secrets (sub_id, secret, created_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(sub_id, secret) DO UPDATE SET expires_at = NULL",
-                    &[id.as_str().into(), secret.as_str().into(), now.into()],
-                )?;
-                self.sync_sub_shards(cx, &id).await?;
-                Ok(SubsResponse::Subscription { info: Box::new(self.info(db, &id)?), secret: Some(secret) })
+                self.rotate_secret(cx, &id, secret, overlap_ms).await
             }
             SubsRequest::Attempts { id, event_id, before, limit } => {
-                Self::require(db, &id)?;
-                let limit = limit_of(limit);
-                let ask = SubsRequest::Attempts { id: id.clone(), event_id: event_id.clone(), before, limit };
-                let rows = db.query(
-                    "SELECT id, delivery_id, event_id, attempt, at, status, duration_ms, ok, response, error, error_code, batch_id
-                     FROM attempts WHERE sub_id = ?1 AND (?2 IS NULL OR event_id = ?2) AND id < ?3
-                     ORDER BY id DESC LIMIT ?4",
-                    &[id.as_str().into(), event_id.into(), before.unwrap_or(events_runtime::MAX_EXACT_INTEGER).into(), (limit + 1).into()],
-                )?;
-                let mut items: Vec<AttemptInfo> = rows
-                    .iter()
-                    .map(|r| AttemptInfo {
-                        id: r.i64(0),
-                        delivery_id: r.str(1).to_string(),
-                        event_id: r.str(2).to_string(),
-                        attempt: r.i64(3),
-                        at: iso(r.i64(4)),
-                        status: r.opt_i64(5).map(|s| s as u16),
-                        duration_ms: r.i64(6),
-                        ok: r.i64(7) != 0,
-                        response: r.opt_str(8).map(str::to_string),
-                        error: r.opt_str(9).map(str::to_string),
-                        error_code: r.opt_str(10).map(str::to_string),
-                        batch_id: r.opt_str(11).map(str::to_string),
-                    })
-                    .collect();
-                let next = (items.len() > limit).then(|| {
-                    items.truncate(limit);
-                    items.last().expect("non-empty").id
-                });
-                let (mut pages, mut any_more) = (vec![items], next.is_some());
-                for answer in self.ask_sub_shards(cx, &ask).await? {
-                    if let SubsResponse::Attempts { items, next } = answer {
-                        any_more |= next.is_some();
-                        pages.push(items);
-                    }
-                }
-                let (items, next) = merge_pages(pages, limit, any_more, |a| a.id, true);
-                Ok(SubsResponse::Attempts { items, next })
+                self.attempts(cx, id, event_id, before, limit).await
             }
-            SubsRequest::Deliveries { id, status, after, limit } => {
-                Self::require(db, &id)?;
-                let limit = limit_of(limit);
-                let ask =
-                    SubsRequest::Deliveries { id: id.clone(), status: status.clone(), after: after.clone(), limit };
-                // `forwarded` deliveries are listed by the sub-shard that owns them;
-                // `forward` and `held` ones are pending here.
-                let rows = db.query(
-                    "SELECT * FROM (SELECT d.id, d.event_id, COALESCE(e.type, ''),
-                            CASE WHEN d.status IN ('forward', 'held') THEN 'pending' ELSE d.status END AS shown,
-                            d.attempts, d.next_at, d.created_at, d.delivered_at, d.dead_at, d.dead_reason, d.last_error
-                     FROM deliveries d LEFT JOIN events e ON e.id = d.event_id
-                     WHERE d.sub_id = ?1 AND d.status != 'forwarded' AND d.id > ?3)
-                     WHERE ?2 IS NULL OR shown = ?2 ORDER BY 1 LIMIT ?4",
-                    &[id.as_str().into(), status.into(), after.unwrap_or_default().into(), (limit + 1).into()],
-                )?;
-                let mut items: Vec<DeliveryInfo> = rows.iter().map(Self::delivery_info).collect();
-                let next = (items.len() > limit).then(|| {
-                    items.truncate(limit);
-                    items.last().expect("non-empty").id.clone()
-                });
-                let (mut pages, mut any_more) = (vec![items], next.is_some());
-                for answer in self.ask_sub_shards(cx, &ask).await? {
-                    if let SubsResponse::Deliveries { items, next } = answer {
-                        any_more |= next.is_some();
-                        pages.push(items);
-                    }
-                }
-                let (items, next) = merge_pages(pages, limit, any_more, |d| d.id.clone(), false);
-                Ok(SubsResponse::Deliveries { items, next })
-            }
-            SubsRequest::Replay { id, dl_id } => {
-                Self::require(db, &id)?;
-                let reset = "UPDATE deliveries SET status = 'pending', attempts = 0, next_at = ?2, dead_at = NULL,
-                             dead_reason = NULL WHERE sub_id = ?1 AND status = 'dead'";
-                let local = match &dl_id {
-                    Some(dl) => db.execute(
-                        &format!("{reset} AND id = ?3"),
-                        &[id.as_str().into(), now.into(), dl.as_str().into()],
-                    )?,
-                    None => db.execute(reset, &[id.as_str().into(), now.into()])?,
-                };
-                if local > 0 {
-                    self.alarm.arm(cx.storage(), now).await?;
-                }
-                let mut count = local as usize;
-                if !(local > 0 && dl_id.is_some()) {
-                    let ask = SubsRequest::Replay { id: id.clone(), dl_id: dl_id.clone() };
-                    for answer in self.ask_sub_shards(cx, &ask).await? {
-                        if let SubsResponse::Replayed { count: n } = answer {
-                            count += n;
-                        }
-                    }
-                }
-                if let Some(dl) = dl_id
-                    && count == 0
-                {
-                    return Err(ApiError::not_found(format!("no dead letter {dl} in subscription {id}")));
-                }
-                Ok(SubsResponse::Replayed { count })
-            }
-            SubsRequest::Recover { id, since } => {
-                Self::require(db, &id)?;
-                if since.as_millis() < now - MAX_RECOVER_AGE_MS {
-                    return Err(ApiError::new(
-                        ErrorCode::InvalidRequest,
-                        format!("since reaches back at most {} days", MAX_RECOVER_AGE_MS / 86_400_000),
-                    ));
-                }
-                let lake_next = events_lake::layout::hour_start(since).as_millis();
-                let lake_end =
-                    events_lake::layout::hour_start(Timestamp(now)).as_millis() + events_lake::layout::HOUR_MS;
-                let r = db
-                    .query_one(
-                        "SELECT COALESCE(MAX(seq), 0), (SELECT COUNT(*) FROM events WHERE ts >= ?1) FROM events",
-                        &[since.as_millis().into()],
-                    )?
-                    .expect("aggregate row");
-                let job = format!("job_{}", cx.ulid());
-                db.execute(
-                    "INSERT INTO jobs (id, sub_id, since, cursor, last_seq, total, processed, requeued, status, created_at,
-                                       lake_next, lake_end)
-                     VALUES (?1, ?2, ?3, 0, ?4, ?5, 0, 0, 'running', ?6, ?7, ?8)",
-                    &[
-                        job.as_str().into(),
-                        id.as_str().into(),
-                        since.as_millis().into(),
-                        r.i64(0).into(),
-                        r.i64(1).into(),
-                        now.into(),
-                        lake_next.into(),
-                        lake_end.into(),
-                    ],
-                )?;
-                self.alarm.arm(cx.storage(), now).await?;
-                Ok(SubsResponse::Job(Self::job(db, &id, &job)?))
-            }
+            SubsRequest::Deliveries { id, status, after, limit } => self.deliveries(cx, id, status, after, limit).await,
+            SubsRequest::Replay { id, dl_id } => self.replay(cx, id, dl_id).await,
+            SubsRequest::Recover { id, since } => self.start_recovery(cx, &id, since).await,
             SubsRequest::Job { id, job_id } => Ok(SubsResponse::Job(Self::job(db, &id, &job_id)?)),
-            SubsRequest::Stats { id } => {
-                Self::require(db, &id)?;
-                let mut parts = vec![Self::stats(db, &id)?];
-                for answer in self.ask_sub_shards(cx, &SubsRequest::ShardStats { id: id.clone() }).await? {
-                    if let SubsResponse::ShardStats(s, lat) = answer {
-                        parts.push((s, lat));
-                    }
-                }
-                Ok(SubsResponse::Stats(operations::combine_stats(parts)))
-            }
-            SubsRequest::ShardStats { id } => {
-                Self::require(db, &id)?;
-                let (stats, sample) = Self::stats(db, &id)?;
-                Ok(SubsResponse::ShardStats(stats, sample))
-            }
-            SubsRequest::Accept { configs, items } => {
-                if !self.is_sub_shard() {
-                    return Err(ApiError::internal("forwarded deliveries reach sub-shards only"));
-                }
-                let enqueued = self.accept(db, &configs, &items)?;
-                if let Some(at) = self.wake_at(db, now)? {
-                    self.alarm.arm(cx.storage(), at.max(now)).await?;
-                }
-                Ok(SubsResponse::Routed { enqueued })
-            }
-            SubsRequest::SyncSub { id, config } => {
-                if !self.is_sub_shard() {
-                    return Err(ApiError::internal("subscription replicas live in sub-shards only"));
-                }
-                match config {
-                    Some(c) => Self::store_config(db, &c)?,
-                    None => {
-                        for table in ["subscriptions WHERE id", "secrets WHERE sub_id", "deliveries WHERE sub_id"] {
-                            db.execute(&format!("DELETE FROM {table} = ?1"), &[id.as_str().into()])?;
-                        }
-                        for table in ["attempts", "ops_events"] {
-                            db.execute(&format!("DELETE FROM {table} WHERE sub_id = ?1"), &[id.as_str().into()])?;
-                        }
-                    }
-                }
-                self.load_routes(db)?;
-                if let Some(at) = self.wake_at(db, now)? {
-                    self.alarm.arm(cx.storage(), at.max(now)).await?;
-                }
-                Ok(SubsResponse::Ok)
-            }
-            SubsRequest::Layout => Ok(SubsResponse::Layout {
-                shards: self.layout.shards.max(1),
-                epoch: self.layout.epoch,
-                max_ever: self.layout.max_ever.max(1),
-            }),
+            SubsRequest::Stats { id } => self.all_stats(cx, &id).await,
+            SubsRequest::ShardStats { id } => Self::shard_stats(db, &id),
+            SubsRequest::Accept { configs, items } => self.accept_forwarded(cx, &configs, &items).await,
+            SubsRequest::SyncSub { id, config } => self.sync_sub(cx, &id, config).await,
+            SubsRequest::Layout => Ok(self.layout_info()),
             SubsRequest::PendingKeys { keys } => Ok(SubsResponse::Keys(Self::pending_keys(db, keys)?)),
         }
     }

@@ -147,6 +147,150 @@ impl Subscriptions {
         self.load_routes(db)
     }
 
+    /// A page of subscriptions ([`SubsRequest::List`]).
+    pub(super) fn list<S: SqlStorage>(
+        &self,
+        db: &S,
+        pattern: Option<String>,
+        status: Option<String>,
+        after: Option<String>,
+        limit: usize,
+    ) -> ObjectResult<SubsResponse> {
+        let limit = limit_of(limit);
+        let rows = db.query(
+            "SELECT id, pattern, url, status, settings, created_at, updated_at, failing_since, disabled_at, disabled_reason
+             FROM subscriptions WHERE id > ?1 AND (?2 IS NULL OR pattern = ?2) AND (?3 IS NULL OR status = ?3)
+             ORDER BY id LIMIT ?4",
+            &[after.unwrap_or_default().into(), pattern.into(), status.into(), (limit + 1).into()],
+        )?;
+        let mut items = rows.iter().map(|r| self.row_info(r)).collect::<ObjectResult<Vec<_>>>()?;
+        let next = (items.len() > limit).then(|| {
+            items.truncate(limit);
+            items.last().expect("non-empty").id.clone()
+        });
+        Ok(SubsResponse::List { items, next })
+    }
+
+    /// One subscription ([`SubsRequest::Get`]).
+    pub(super) fn get<S: SqlStorage>(&self, db: &S, id: &str) -> ObjectResult<SubsResponse> {
+        Ok(SubsResponse::Subscription { info: Box::new(self.info(db, id)?), secret: None })
+    }
+
+    /// Changes a subscription ([`SubsRequest::Update`]) and its replicas in the sub-shards.
+    pub(super) async fn apply_patch<H: Host>(
+        &mut self,
+        cx: &ObjectContext<H>,
+        id: &str,
+        patch: SubscriptionPatch,
+    ) -> ObjectResult<SubsResponse> {
+        let db = cx.storage();
+        let now = cx.now().as_millis();
+        self.update(db, id, patch, now)?;
+        self.sync_sub_shards(cx, id).await?;
+        Ok(SubsResponse::Subscription { info: Box::new(self.info(db, id)?), secret: None })
+    }
+
+    /// Deletes a subscription with everything recorded of it ([`SubsRequest::Delete`]).
+    pub(super) async fn delete<H: Host>(&mut self, cx: &ObjectContext<H>, id: &str) -> ObjectResult<SubsResponse> {
+        let db = cx.storage();
+        Self::require(db, id)?;
+        for table in ["subscriptions WHERE id", "secrets WHERE sub_id", "deliveries WHERE sub_id"] {
+            db.execute(&format!("DELETE FROM {table} = ?1"), &[id.into()])?;
+        }
+        for table in ["attempts", "jobs", "ops_events"] {
+            db.execute(&format!("DELETE FROM {table} WHERE sub_id = ?1"), &[id.into()])?;
+        }
+        self.load_routes(db)?;
+        self.sync_sub_shards(cx, id).await?;
+        Ok(SubsResponse::Ok)
+    }
+
+    /// Resumes or pauses a subscription ([`SubsRequest::SetActive`]).
+    pub(super) async fn set_active<H: Host>(
+        &mut self,
+        cx: &ObjectContext<H>,
+        id: &str,
+        active: bool,
+    ) -> ObjectResult<SubsResponse> {
+        let db = cx.storage();
+        let now = cx.now().as_millis();
+        Self::require(db, id)?;
+        if active {
+            db.execute(
+                "UPDATE subscriptions SET status = 'active', failing_since = NULL, disabled_at = NULL,
+                 disabled_reason = NULL, updated_at = ?2 WHERE id = ?1",
+                &[id.into(), now.into()],
+            )?;
+            self.load_routes(db)?;
+            if let Some(at) = self.wake_at(db, now)? {
+                self.alarm.arm(cx.storage(), at.max(now)).await?;
+            }
+        } else {
+            db.execute(
+                "UPDATE subscriptions SET status = 'paused', updated_at = ?2 WHERE id = ?1 AND status != 'disabled'",
+                &[id.into(), now.into()],
+            )?;
+        }
+        self.sync_sub_shards(cx, id).await?;
+        Ok(SubsResponse::Subscription { info: Box::new(self.info(db, id)?), secret: None })
+    }
+
+    /// Starts signing with a new secret; the old ones stay valid for the
+    /// overlap ([`SubsRequest::RotateSecret`]).
+    pub(super) async fn rotate_secret<H: Host>(
+        &mut self,
+        cx: &ObjectContext<H>,
+        id: &str,
+        secret: Option<String>,
+        overlap_ms: Option<i64>,
+    ) -> ObjectResult<SubsResponse> {
+        let db = cx.storage();
+        let now = cx.now().as_millis();
+        Self::require(db, id)?;
+        let overlap = overlap_ms.unwrap_or(DEFAULT_ROTATION_OVERLAP_MS);
+        if !(0..=MAX_ROTATION_OVERLAP_MS).contains(&overlap) {
+            return Err(ApiError::new(ErrorCode::InvalidConfig, format!("overlapMs is 0-{MAX_ROTATION_OVERLAP_MS}")));
+        }
+        let secret = match secret {
+            Some(s) => {
+                secret_key(&s)?;
+                s
+            }
+            None => Self::new_secret(cx),
+        };
+        db.execute(
+            "UPDATE secrets SET expires_at = ?2 WHERE sub_id = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+            &[id.into(), (now + overlap).into()],
+        )?;
+        db.execute(
+            "INSERT INTO secrets (sub_id, secret, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(sub_id, secret) DO UPDATE SET expires_at = NULL",
+            &[id.into(), secret.as_str().into(), now.into()],
+        )?;
+        self.sync_sub_shards(cx, id).await?;
+        Ok(SubsResponse::Subscription { info: Box::new(self.info(db, id)?), secret: Some(secret) })
+    }
+
+    /// Statistics over the main object and its sub-shards ([`SubsRequest::Stats`]).
+    pub(super) async fn all_stats<H: Host>(&self, cx: &ObjectContext<H>, id: &str) -> ObjectResult<SubsResponse> {
+        let db = cx.storage();
+        Self::require(db, id)?;
+        let mut parts = vec![Self::stats(db, id)?];
+        for answer in self.ask_sub_shards(cx, &SubsRequest::ShardStats { id: id.to_string() }).await? {
+            if let SubsResponse::ShardStats(s, lat) = answer {
+                parts.push((s, lat));
+            }
+        }
+        Ok(SubsResponse::Stats(combine_stats(parts)))
+    }
+
+    /// This object's part of the statistics ([`SubsRequest::ShardStats`]).
+    pub(super) fn shard_stats<S: SqlStorage>(db: &S, id: &str) -> ObjectResult<SubsResponse> {
+        Self::require(db, id)?;
+        let (stats, sample) = Self::stats(db, id)?;
+        Ok(SubsResponse::ShardStats(stats, sample))
+    }
+
     pub(super) fn require<S: SqlStorage>(db: &S, id: &str) -> ObjectResult<()> {
         if db.query_one("SELECT 1 FROM subscriptions WHERE id = ?1", &[id.into()])?.is_none() {
             return Err(ApiError::not_found(format!("no subscription {id}")));

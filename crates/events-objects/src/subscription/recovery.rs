@@ -14,6 +14,51 @@ use super::*;
 const LAKE_HOUR_ATTEMPTS: usize = 3;
 
 impl Subscriptions {
+    /// Starts a recovery job re-enqueueing the subscription's events since
+    /// `since` ([`SubsRequest::Recover`]).
+    pub(super) async fn start_recovery<H: Host>(
+        &mut self,
+        cx: &ObjectContext<H>,
+        id: &str,
+        since: Timestamp,
+    ) -> ObjectResult<SubsResponse> {
+        let db = cx.storage();
+        let now = cx.now().as_millis();
+        Self::require(db, id)?;
+        if since.as_millis() < now - MAX_RECOVER_AGE_MS {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("since reaches back at most {} days", MAX_RECOVER_AGE_MS / 86_400_000),
+            ));
+        }
+        let lake_next = events_lake::layout::hour_start(since).as_millis();
+        let lake_end = events_lake::layout::hour_start(Timestamp(now)).as_millis() + events_lake::layout::HOUR_MS;
+        let r = db
+            .query_one(
+                "SELECT COALESCE(MAX(seq), 0), (SELECT COUNT(*) FROM events WHERE ts >= ?1) FROM events",
+                &[since.as_millis().into()],
+            )?
+            .expect("aggregate row");
+        let job = format!("job_{}", cx.ulid());
+        db.execute(
+            "INSERT INTO jobs (id, sub_id, since, cursor, last_seq, total, processed, requeued, status, created_at,
+                               lake_next, lake_end)
+             VALUES (?1, ?2, ?3, 0, ?4, ?5, 0, 0, 'running', ?6, ?7, ?8)",
+            &[
+                job.as_str().into(),
+                id.into(),
+                since.as_millis().into(),
+                r.i64(0).into(),
+                r.i64(1).into(),
+                now.into(),
+                lake_next.into(),
+                lake_end.into(),
+            ],
+        )?;
+        self.alarm.arm(cx.storage(), now).await?;
+        Ok(SubsResponse::Job(Self::job(db, id, &job)?))
+    }
+
     /// Advances the lake phase of running recovery jobs: imports the
     /// subscription's matching events of up to [`RECOVER_LAKE_HOURS`] hours
     /// (or [`RECOVER_CHUNK`] events read) into the event log. Returns whether a

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use events_core::pattern::Pattern;
 use events_core::{Event, Timestamp};
-use events_runtime::{ObjectResult, SqlStorage};
+use events_runtime::{Host, ObjectContext, ObjectResult, SqlStorage};
 use serde_json::Value;
 
 use super::*;
@@ -60,6 +60,34 @@ impl Subscriptions {
             })
             .collect::<ObjectResult<_>>()?;
         Ok(())
+    }
+
+    /// The patterns of the enabled subscriptions ([`SubsRequest::Patterns`]).
+    pub(super) fn patterns(&self) -> SubsResponse {
+        SubsResponse::Patterns(
+            self.routes.iter().filter(|r| r.enabled).map(|r| r.pattern.as_str().to_string()).collect(),
+        )
+    }
+
+    /// Routes a batch of events ([`SubsRequest::Route`]) and sets the alarm
+    /// for the deliveries it enqueued.
+    pub(super) async fn route_events<H: Host>(
+        &mut self,
+        cx: &ObjectContext<H>,
+        events: &[Event],
+    ) -> ObjectResult<SubsResponse> {
+        let db = cx.storage();
+        let now = cx.now().as_millis();
+        if self.routes.iter().all(|r| !r.enabled) {
+            return Ok(SubsResponse::Routed { enqueued: 0 });
+        }
+        let enqueued = self.route(db, events, now)?;
+        if enqueued > 0
+            && let Some(at) = self.wake_at(db, now)?
+        {
+            self.alarm.arm(cx.storage(), at.max(now)).await?;
+        }
+        Ok(SubsResponse::Routed { enqueued })
     }
 
     /// Enqueues deliveries for `events`.

@@ -436,6 +436,65 @@ impl Subscriptions {
         Ok(out)
     }
 
+    /// Takes over deliveries the main object forwarded ([`SubsRequest::Accept`]; sub-shards only).
+    pub(super) async fn accept_forwarded<H: Host>(
+        &mut self,
+        cx: &ObjectContext<H>,
+        configs: &[SubConfig],
+        items: &[Forwarded],
+    ) -> ObjectResult<SubsResponse> {
+        let db = cx.storage();
+        let now = cx.now().as_millis();
+        if !self.is_sub_shard() {
+            return Err(ApiError::internal("forwarded deliveries reach sub-shards only"));
+        }
+        let enqueued = self.accept(db, configs, items)?;
+        if let Some(at) = self.wake_at(db, now)? {
+            self.alarm.arm(cx.storage(), at.max(now)).await?;
+        }
+        Ok(SubsResponse::Routed { enqueued })
+    }
+
+    /// Stores a subscription's replica, or removes it with everything
+    /// recorded of it here ([`SubsRequest::SyncSub`]; sub-shards only).
+    pub(super) async fn sync_sub<H: Host>(
+        &mut self,
+        cx: &ObjectContext<H>,
+        id: &str,
+        config: Option<SubConfig>,
+    ) -> ObjectResult<SubsResponse> {
+        let db = cx.storage();
+        let now = cx.now().as_millis();
+        if !self.is_sub_shard() {
+            return Err(ApiError::internal("subscription replicas live in sub-shards only"));
+        }
+        match config {
+            Some(c) => Self::store_config(db, &c)?,
+            None => {
+                for table in ["subscriptions WHERE id", "secrets WHERE sub_id", "deliveries WHERE sub_id"] {
+                    db.execute(&format!("DELETE FROM {table} = ?1"), &[id.into()])?;
+                }
+                for table in ["attempts", "ops_events"] {
+                    db.execute(&format!("DELETE FROM {table} WHERE sub_id = ?1"), &[id.into()])?;
+                }
+            }
+        }
+        self.load_routes(db)?;
+        if let Some(at) = self.wake_at(db, now)? {
+            self.alarm.arm(cx.storage(), at.max(now)).await?;
+        }
+        Ok(SubsResponse::Ok)
+    }
+
+    /// The sub-shard layout new deliveries follow ([`SubsRequest::Layout`]).
+    pub(super) fn layout_info(&self) -> SubsResponse {
+        SubsResponse::Layout {
+            shards: self.layout.shards.max(1),
+            epoch: self.layout.epoch,
+            max_ever: self.layout.max_ever.max(1),
+        }
+    }
+
     /// Main object: sends `req` to every sub-shard ever used (1..max_ever)
     /// and returns their answers; a sub-shard that never saw the
     /// subscription answers "not found", which counts as nothing.
