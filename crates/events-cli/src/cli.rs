@@ -13,7 +13,9 @@ Examples:
   events serve --config /etc/events/config.toml --listen 0.0.0.0:8787
 
   # Help for one command
-  events serve --help";
+  events serve --help
+
+Benchmarks are a separate binary, events-bench (cargo run --release -p events-bench -- --help).";
 
 /// events.do: event streaming, CDC and lakehouse.
 #[derive(Debug, Parser)]

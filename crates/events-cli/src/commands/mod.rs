@@ -7,7 +7,6 @@ use clap::Subcommand;
 
 use crate::cli::Cli;
 
-pub mod bench;
 pub mod cdc;
 pub mod keys;
 pub mod lake;
@@ -25,7 +24,6 @@ pub enum Command {
     Replay(subs::ReplayArgs),
     Send(send::SendArgs),
     Keys(keys::KeysArgs),
-    Bench(bench::BenchArgs),
     Schema(schema::SchemaArgs),
     Cdc(cdc::CdcArgs),
     Query(lake::QueryArgs),
@@ -44,7 +42,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => subs::run_replay(&global, args).await,
         Command::Send(args) => send::run(&global, args).await,
         Command::Keys(args) => keys::run(&global, args).await,
-        Command::Bench(args) => bench::run(&global, args).await,
         Command::Schema(args) => schema::run(&global, args).await,
         Command::Cdc(args) => cdc::run(&global, args).await,
         Command::Query(args) => lake::run_query(&global, args).await,
