@@ -628,13 +628,22 @@ impl DurableObject for SchemaRegistry {
             })),
             SchemaRequest::Get { subject, version } => {
                 let all = Self::versions(cx, &subject)?;
+                let latest = all.last().map(|v| v.version);
                 let found = match version {
                     Some(n) => all.into_iter().find(|v| v.version == n),
                     None => all.into_iter().next_back().filter(|v| !v.deleted),
                 };
-                found
-                    .map(SchemaResponse::Version)
-                    .ok_or_else(|| ApiError::not_found(format!("no schema {subject:?} in namespace {}", cx.name())))
+                found.map(SchemaResponse::Version).ok_or_else(|| {
+                    let ns = cx.name();
+                    ApiError::not_found(match (version, latest) {
+                        (Some(n), Some(latest)) => {
+                            format!("schema {subject:?} in namespace {ns} has no version {n} (latest: {latest})")
+                        }
+                        (Some(n), None) => format!("no schema {subject:?} in namespace {ns}, so no version {n}"),
+                        (None, Some(_)) => format!("schema {subject:?} in namespace {ns} is deleted"),
+                        (None, None) => format!("no schema {subject:?} in namespace {ns}"),
+                    })
+                })
             }
             SchemaRequest::Versions { subject } => {
                 let all = Self::versions(cx, &subject)?;
