@@ -51,7 +51,7 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// The `EVENTS_*` variables the server reads; removed from the child's
 /// environment so that the developer's shell cannot change a test's setup.
-const SERVER_ENV_VARS: &[&str] = &[
+pub const SERVER_ENV_VARS: &[&str] = &[
     "EVENTS_DATA_DIR",
     "EVENTS_LISTEN",
     "EVENTS_ENV",
