@@ -194,18 +194,20 @@ cmd_test() {
 }
 
 # Ingest on the Worker (local workerd) against the native `events serve` on
-# the same machine: `events bench hosts`. The native server is the release
+# the same machine: `events-bench hosts`. The native server is the release
 # binary if built (cargo build --release -p events-cli), else the debug one.
 cmd_bench() { # [seconds]
     local seconds="${1:-10}"
     cmd_build
-    local state native port nport events serve_bin
+    local state native port nport events bench serve_bin
     state="$(mktemp -d "${TMPDIR:-/tmp}/events-worker-bench-XXXXXX")"
     native="$(mktemp -d "${TMPDIR:-/tmp}/events-native-bench-XXXXXX")"
     events="$native_target/debug/events"
     serve_bin="${EVENTS_SERVE_BIN:-$native_target/release/events}"
     [[ -x "$serve_bin" ]] || serve_bin="$events"
+    bench="$native_target/debug/events-bench"
     [[ -x "$events" ]] || (cd "$root" && CARGO_TARGET_DIR="$native_target" cargo build -p events-cli --bin events)
+    [[ -x "$bench" ]] || (cd "$root" && CARGO_TARGET_DIR="$native_target" cargo build -p events-bench --bin events-bench)
     port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
     nport="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
     export EVENTS_WORKER_ADMIN_TOKEN="worker-bench-admin-token-$RANDOM$RANDOM"
@@ -224,7 +226,7 @@ cmd_bench() { # [seconds]
     done
     log "bench: Worker on :$port, native ($serve_bin) on :$nport, $seconds s per phase"
     EVENTS_BENCH_ADMIN_TOKEN="$EVENTS_WORKER_ADMIN_TOKEN" EVENTS_BENCH_AGAINST_TOKEN="$native_token" \
-        "$events" bench hosts --seconds "$seconds" --base-url "http://127.0.0.1:$port" \
+        "$bench" hosts --seconds "$seconds" --base-url "http://127.0.0.1:$port" \
         --against-url "http://127.0.0.1:$nport"
 }
 

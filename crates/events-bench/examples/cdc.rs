@@ -1,5 +1,5 @@
 //! `cargo run --release -p events-bench --example cdc -- [documents]`: the
-//! same run as `events bench cdc --docs <documents>` (default 1,000,000),
+//! same run as `events-bench cdc --docs <documents>` (default 1,000,000),
 //! without building the CLI.
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

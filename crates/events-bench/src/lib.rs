@@ -3,7 +3,8 @@
 //! Each benchmark reports its figure next to a ceiling measured in the same
 //! run on the same machine (raw fsync rate, raw SQLite, a bare HTTP
 //! endpoint), so the numbers mean something on a noisy machine. Run them with
-//! `events bench <name>`; `BENCHMARKS.md` keeps the latest figures.
+//! `events-bench <name>` (the binary of this crate); `BENCHMARKS.md` keeps the
+//! latest figures.
 
 pub mod cdc;
 #[cfg(feature = "server")]

@@ -1,5 +1,5 @@
 //! NATS JetStream as a peer of the ingest benchmark
-//! (`events bench ingest --against-nats`).
+//! (`events-bench ingest --against-nats`).
 //!
 //! `nats-server -js` runs as a child process on a free loopback port, with
 //! its store in a temporary directory, and one stream with file storage takes

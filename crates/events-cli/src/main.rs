@@ -7,6 +7,7 @@ use clap::Parser;
 mod cli;
 mod client;
 mod commands;
+mod output;
 
 #[tokio::main]
 async fn main() -> ExitCode {

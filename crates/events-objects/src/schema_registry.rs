@@ -587,13 +587,22 @@ impl SchemaRegistry {
     /// One version of a subject, or its live one ([`SchemaRequest::Get`]).
     fn get<H: Host>(cx: &ObjectContext<H>, subject: &str, version: Option<u32>) -> ObjectResult<SchemaResponse> {
         let all = Self::versions(cx, subject)?;
+        let latest = all.last().map(|v| v.version);
         let found = match version {
             Some(n) => all.into_iter().find(|v| v.version == n),
             None => all.into_iter().next_back().filter(|v| !v.deleted),
         };
-        found
-            .map(SchemaResponse::Version)
-            .ok_or_else(|| ApiError::not_found(format!("no schema {subject:?} in namespace {}", cx.name())))
+        found.map(SchemaResponse::Version).ok_or_else(|| {
+            let ns = cx.name();
+            ApiError::not_found(match (version, latest) {
+                (Some(n), Some(latest)) => {
+                    format!("schema {subject:?} in namespace {ns} has no version {n} (latest: {latest})")
+                }
+                (Some(n), None) => format!("no schema {subject:?} in namespace {ns}, so no version {n}"),
+                (None, Some(_)) => format!("schema {subject:?} in namespace {ns} is deleted"),
+                (None, None) => format!("no schema {subject:?} in namespace {ns}"),
+            })
+        })
     }
 
     /// Every version of a subject ([`SchemaRequest::Versions`]).

@@ -44,7 +44,7 @@ pub use py::{
 pub use reqwest;
 use reqwest::Client;
 pub use serde_json;
-pub use server::{ServerOptions, TestServer, events_bin, raise_open_files_limit};
+pub use server::{SERVER_ENV_VARS, ServerOptions, TestServer, events_bin, raise_open_files_limit};
 
 /// The admin token written into every local server's configuration.
 pub const LOCAL_ADMIN_TOKEN: &str = "e2e-admin-token-0123456789abcdef";

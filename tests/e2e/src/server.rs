@@ -19,7 +19,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The `EVENTS_*` variables the server reads; removed from the child's
 /// environment so that the developer's shell cannot change a test's setup.
-const SERVER_ENV_VARS: &[&str] = &[
+pub const SERVER_ENV_VARS: &[&str] = &[
     "EVENTS_DATA_DIR",
     "EVENTS_LISTEN",
     "EVENTS_ENV",

@@ -6,11 +6,11 @@ use std::process::Command;
 use events_e2e::serde_json::{self, Value};
 use events_e2e::*;
 
-/// Runs `events --url <server> --token <admin token> <args>`; answers stdout, panicking on failure.
+/// Runs `events <args> --url <server> --token <admin token>`; answers stdout, panicking on failure.
 fn events(server: &TestServer, args: &[&str]) -> String {
     let out = Command::new(events_bin())
-        .args(["--url", server.base_url(), "--token", server.admin_token()])
         .args(args)
+        .args(["--url", server.base_url(), "--token", server.admin_token()])
         .env_remove("EVENTS_URL")
         .env_remove("EVENTS_TOKEN")
         .output()
@@ -51,7 +51,7 @@ async fn query_prints_columns_in_select_order_nulls_included() {
     let sql = "SELECT 2 AS z, CAST(NULL AS BIGINT) AS b, 'x' AS a";
     let out = tokio::task::block_in_place(|| {
         Command::new(events_bin())
-            .args(["--url", server.base_url(), "--token", &token, "query", sql])
+            .args(["query", sql, "--format", "table", "--url", server.base_url(), "--token", &token])
             .env_remove("EVENTS_URL")
             .env_remove("EVENTS_TOKEN")
             .output()
@@ -62,5 +62,5 @@ async fn query_prints_columns_in_select_order_nulls_included() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["z", "b", "a"], "{stdout}");
     assert_eq!(lines[2].split_whitespace().collect::<Vec<_>>(), ["2", "x"], "{stdout}");
-    assert_eq!(lines[3], "(1 rows)", "{stdout}");
+    assert_eq!(lines[3], "(1 row)", "{stdout}");
 }

@@ -481,6 +481,38 @@ async fn daily_quota_gives_429_quota_exceeded() {
 }
 
 #[tokio::test]
+async fn a_quota_set_during_the_day_counts_the_events_already_sent() {
+    if skip_on_external("sets namespace limits and restarts the server") {
+        return;
+    }
+    let mut server = TestServer::start().await;
+    let batch =
+        |prefix: &str, n: usize| -> Vec<Value> { (0..n).map(|i| event("a.b", &format!("{prefix}-{i}"))).collect() };
+    let set_quota = |server: &TestServer, ns: &str, per_day: u64| {
+        let path = format!("/admin/namespaces/{ns}/limits");
+        server.client().put(server.url(&path)).json(&json!({ "eventsPerDay": per_day }))
+    };
+
+    // Counted in this process: 100 events without a quota, then a quota of 50.
+    let ns = unique_ns("quota-late");
+    let key = server.create_key(&ns).await;
+    server.ingest_ok(&key.auth(), &batch("before", 100)).await;
+    server.send(set_quota(&server, &ns, 50), &server.admin()).await.expect(200);
+    let r = server.ingest(&key.auth(), &batch("after", 1)).await;
+    let details = r.expect_error(429, "QUOTA_EXCEEDED");
+    assert_eq!((details["used"].as_u64(), details["limit"].as_u64()), (Some(100), Some(50)), "{}", r.text);
+
+    // Counted in the namespace's quota object: the count outlives the process.
+    let ns = unique_ns("quota-late-restart");
+    let key = server.create_key(&ns).await;
+    server.ingest_ok(&key.auth(), &batch("before", 60)).await;
+    tokio::time::sleep(Duration::from_millis(3 * LIMIT_MERGE_INTERVAL_MS)).await;
+    server.restart().await;
+    server.send(set_quota(&server, &ns, 50), &server.admin()).await.expect(200);
+    server.ingest(&key.auth(), &batch("after", 1)).await.expect_error(429, "QUOTA_EXCEEDED");
+}
+
+#[tokio::test]
 async fn replayed_batch_id_is_deduplicated() {
     let (server, key) = server_and_key("replay").await;
     // No client ids: only the batchId can make the replay idempotent.

@@ -274,20 +274,20 @@ impl Ingest {
         let events = encode_events(&batch.events, ns, host.now(), &event_limits, &mut || host.random())?;
         let (events, warnings) = self.check_whole_events(host, ns, events).await?;
 
+        // The day's events are counted with or without a quota (0 = unlimited),
+        // so that a quota set during the day applies to what was already sent.
         let per_day = limits.events_per_day.unwrap_or_default();
-        if per_day > 0 {
-            let (quota, job) = self.limits.check_quota(host, &format!("quota:{ns}"), per_day, count).await?;
-            side.background.extend(job.map(Background::MergeLimits));
-            if let QuotaDecision { allowed: false, used, limit, reset_seconds } = quota {
-                return Err(Refusal {
-                    error: ApiError::new(
-                        ErrorCode::QuotaExceeded,
-                        format!("daily event quota exceeded: {used} of {limit} used"),
-                    )
-                    .with_details(json!({"used": used, "limit": limit, "requested": count})),
-                    retry_after: Some(reset_seconds),
-                });
-            }
+        let (quota, job) = self.limits.check_quota(host, &format!("quota:{ns}"), per_day, count).await?;
+        side.background.extend(job.map(Background::MergeLimits));
+        if let QuotaDecision { allowed: false, used, limit, reset_seconds } = quota {
+            return Err(Refusal {
+                error: ApiError::new(
+                    ErrorCode::QuotaExceeded,
+                    format!("daily event quota exceeded: {used} of {limit} used"),
+                )
+                .with_details(json!({"used": used, "limit": limit, "requested": count})),
+                retry_after: Some(reset_seconds),
+            });
         }
 
         let (appended, shard) =

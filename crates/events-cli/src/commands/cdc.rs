@@ -1,12 +1,15 @@
 //! `events cdc`: change capture of collections through the HTTP API
-//! (global `--url`, `--token`): collections, point-in-time reads, history,
+//! (`--url`, `--token`): collections, point-in-time reads, history,
 //! restore, compaction, snapshots.
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use reqwest::Method;
+use serde_json::json;
 
-use crate::cli::GlobalArgs;
+use crate::cli::ClientArgs;
+use crate::client::{Client, enc};
+use crate::output::{Doc, Format};
 
 /// Longest time one API call may take (a restore of a large collection is long).
 const REQUEST_TIMEOUT_SECS: u64 = 600;
@@ -36,6 +39,8 @@ Examples:
 pub struct CdcArgs {
     #[command(subcommand)]
     pub command: CdcCommand,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// The `cdc` subcommands.
@@ -64,7 +69,7 @@ pub enum CdcCommand {
         /// Page size.
         #[arg(long, default_value_t = 100)]
         limit: usize,
-        /// Follow every page (prints one JSON document per line).
+        /// Follow every page (when piped, each page is printed as it arrives).
         #[arg(long)]
         all: bool,
         /// Include tombstones.
@@ -118,63 +123,23 @@ pub enum CdcCommand {
     },
 }
 
-struct Api {
-    base: String,
-    token: Option<String>,
-    client: reqwest::Client,
-}
-
-impl Api {
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let mut rb = self.client.request(method.clone(), format!("{}{path}", self.base));
-        if let Some(t) = &self.token {
-            rb = rb.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let res = rb.send().await.with_context(|| format!("{method} {path}"))?;
-        let status = res.status();
-        let text = res.text().await?;
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        if !status.is_success() {
-            bail!(
-                "{method} {path}: HTTP {status} {}: {}",
-                v["code"].as_str().unwrap_or(""),
-                v["error"].as_str().map_or(v.to_string(), str::to_string)
-            );
-        }
-        Ok(v)
-    }
-}
-
-/// Percent-encodes a path segment or query value.
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn print(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-}
-
 /// Runs `events cdc ...`.
-pub async fn run(global: &GlobalArgs, args: CdcArgs) -> anyhow::Result<()> {
-    use reqwest::Method;
-    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(REQUEST_TIMEOUT_SECS)).build()?;
-    let api = Api { base: global.url.trim_end_matches('/').to_string(), token: global.token.clone(), client };
-    let v = match args.command {
-        CdcCommand::Collections { ns } => api.send(Method::GET, &format!("/cdc/{}", enc(&ns)), None).await?,
+pub async fn run(args: CdcArgs) -> anyhow::Result<()> {
+    let api = Client::with_timeout(&args.client, std::time::Duration::from_secs(REQUEST_TIMEOUT_SECS))?;
+    let out = args.client.output.printer();
+    match args.command {
+        CdcCommand::Collections { ns } => {
+            let list = api.call(Method::GET, &format!("/cdc/{}", enc(&ns)), None).await?;
+            out.list(&list, list.get("collections").items());
+        }
         CdcCommand::Get { ns, collection, id: Some(id), at, .. } => {
             let q = at.map(|a| format!("?at={}", enc(&a))).unwrap_or_default();
-            api.send(Method::GET, &format!("/cdc/{}/{}/{}{q}", enc(&ns), enc(&collection), enc(&id)), None).await?
+            let path = format!("/cdc/{}/{}/{}{q}", enc(&ns), enc(&collection), enc(&id));
+            out.record(&api.call(Method::GET, &path, None).await?);
         }
         CdcCommand::Get { ns, collection, id: None, at, limit, all, include_deleted } => {
             let mut cursor: Option<String> = None;
+            let mut documents: Vec<Doc> = Vec::new();
             for _ in 0..MAX_PAGES {
                 let mut q = format!("limit={limit}&includeDeleted={include_deleted}");
                 if let Some(a) = &at {
@@ -183,37 +148,53 @@ pub async fn run(global: &GlobalArgs, args: CdcArgs) -> anyhow::Result<()> {
                 if let Some(c) = &cursor {
                     q.push_str(&format!("&cursor={}", enc(c)));
                 }
-                let page = api.send(Method::GET, &format!("/cdc/{}/{}?{q}", enc(&ns), enc(&collection)), None).await?;
+                let page = api.call(Method::GET, &format!("/cdc/{}/{}?{q}", enc(&ns), enc(&collection)), None).await?;
+                let next = page.get("nextCursor").as_str().map(str::to_string);
                 if !all {
-                    print(&page);
+                    out.list(&page, page.get("documents").items());
+                    if next.is_some() && out.format == Format::Table {
+                        println!("(more: --all follows every page)");
+                    }
                     return Ok(());
                 }
-                for doc in page["documents"].as_array().into_iter().flatten() {
-                    println!("{doc}");
+                if out.format == Format::Ndjson {
+                    out.list(&page, page.get("documents").items());
+                } else {
+                    documents.extend(page.get("documents").items().iter().cloned());
                 }
-                match page["nextCursor"].as_str() {
-                    Some(c) => cursor = Some(c.to_string()),
-                    None => return Ok(()),
+                match next {
+                    Some(c) => cursor = Some(c),
+                    None => {
+                        if out.format != Format::Ndjson {
+                            let answer = Doc::object([
+                                ("collection", Doc::from(collection.as_str())),
+                                ("documents", Doc::Array(documents.clone())),
+                            ]);
+                            out.list(&answer, &documents);
+                        }
+                        return Ok(());
+                    }
                 }
             }
             bail!("more than {MAX_PAGES} pages; use --limit or read a page at a time");
         }
         CdcCommand::History { ns, collection, id, limit } => {
             let path = format!("/cdc/{}/{}/{}/history?limit={limit}", enc(&ns), enc(&collection), enc(&id));
-            api.send(Method::GET, &path, None).await?
+            let page = api.call(Method::GET, &path, None).await?;
+            out.list(&page, page.get("changes").items());
         }
         CdcCommand::Restore { ns, collection, at } => {
             let path = format!("/cdc/{}/{}/_restore", enc(&ns), enc(&collection));
-            api.send(Method::POST, &path, Some(json!({ "at": at }))).await?
+            out.record(&api.call(Method::POST, &path, Some(json!({ "at": at }))).await?);
         }
         CdcCommand::Compact { ns, collection } => {
-            api.send(Method::POST, &format!("/cdc/{}/{}/_compact", enc(&ns), enc(&collection)), None).await?
+            let path = format!("/cdc/{}/{}/_compact", enc(&ns), enc(&collection));
+            out.record(&api.call(Method::POST, &path, None).await?);
         }
         CdcCommand::Snapshot { ns, collection, kind } => {
             let path = format!("/cdc/{}/{}/_snapshot?kind={}", enc(&ns), enc(&collection), enc(&kind));
-            api.send(Method::POST, &path, None).await?
+            out.record(&api.call(Method::POST, &path, None).await?);
         }
-    };
-    print(&v);
+    }
     Ok(())
 }

@@ -2,19 +2,23 @@
 
 use clap::{Args, Subcommand};
 use reqwest::Method;
+use serde_json::json;
 
-use crate::cli::GlobalArgs;
-use crate::client::Client;
+use crate::cli::ClientArgs;
+use crate::client::{Client, enc};
 
 const EXAMPLES: &str = "\
 Examples:
   # Create a key for namespace acme (the key is printed once)
   events keys create acme --name checkout-service --token $EVENTS_ADMIN_TOKEN
 
+  # Keep it in a variable
+  KEY=$(events keys create acme --name importer --token $EVENTS_ADMIN_TOKEN)
+
   # List a namespace's keys
   events keys list acme --token $EVENTS_ADMIN_TOKEN
 
-  # Revoke a key by id
+  # Revoke a key by id (see `events keys list`)
   events keys revoke acme 01JD0Z7Q6C3W5X8Y9Z0A1B2C3D --token $EVENTS_ADMIN_TOKEN";
 
 /// Manage namespace API keys (needs the admin token).
@@ -23,13 +27,18 @@ Examples:
 pub struct KeysArgs {
     #[command(subcommand)]
     pub action: KeysAction,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// Key actions.
 #[derive(Debug, Subcommand)]
 pub enum KeysAction {
-    /// Create a key; prints it once.
-    #[command(after_help = "Examples:\n  events keys create acme --name checkout-service")]
+    /// Create a key. Prints the key alone (shown once; its id goes to stderr); --json prints the whole record.
+    #[command(after_help = "\
+Examples:
+  events keys create acme --name checkout-service --token $EVENTS_ADMIN_TOKEN
+  events keys create acme --name checkout-service --token $EVENTS_ADMIN_TOKEN --json")]
     Create {
         /// Namespace.
         namespace: String,
@@ -38,13 +47,18 @@ pub enum KeysAction {
         name: Option<String>,
     },
     /// List keys (without secrets).
-    #[command(after_help = "Examples:\n  events keys list acme")]
+    #[command(after_help = "\
+Examples:
+  events keys list acme --token $EVENTS_ADMIN_TOKEN
+  events keys list acme --token $EVENTS_ADMIN_TOKEN --json")]
     List {
         /// Namespace.
         namespace: String,
     },
     /// Revoke a key: it stops working at once.
-    #[command(after_help = "Examples:\n  events keys revoke acme 01JD0Z7Q6C3W5X8Y9Z0A1B2C3D")]
+    #[command(after_help = "\
+Examples:
+  events keys revoke acme 01JD0Z7Q6C3W5X8Y9Z0A1B2C3D --token $EVENTS_ADMIN_TOKEN")]
     Revoke {
         /// Namespace.
         namespace: String,
@@ -54,37 +68,31 @@ pub enum KeysAction {
 }
 
 /// Runs `events keys`.
-pub async fn run(global: &GlobalArgs, args: KeysArgs) -> anyhow::Result<()> {
-    let client = Client::new(global)?;
+pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.client)?;
+    let out = args.client.output.printer();
     match args.action {
         KeysAction::Create { namespace, name } => {
-            let body = serde_json::json!({ "name": name });
-            let key = client
-                .json(client.request(Method::POST, &format!("/admin/namespaces/{namespace}/keys")).json(&body))
-                .await?;
-            println!("{}", key["key"].as_str().unwrap_or_default());
+            let path = format!("/admin/namespaces/{}/keys", enc(&namespace));
+            let key = client.call(Method::POST, &path, Some(json!({ "name": name }))).await?;
+            let chosen = args.client.output.json || args.client.output.format.is_some();
+            if chosen {
+                out.record(&key);
+            } else {
+                println!("{}", key.get("key").as_str().unwrap_or_default());
+            }
             eprintln!(
-                "key id {} for namespace {namespace}: store it now, it is not shown again",
-                key["id"].as_str().unwrap_or("?")
+                "key id {} for namespace {namespace}: store the key now, it is not shown again",
+                key.get("id").as_str().unwrap_or("?")
             );
         }
         KeysAction::List { namespace } => {
-            let list = client.json(client.request(Method::GET, &format!("/admin/namespaces/{namespace}/keys"))).await?;
-            println!("{:<28} {:<20} {:<26} {:<16} STATUS", "ID", "NAME", "CREATED", "PREFIX");
-            for k in list["keys"].as_array().into_iter().flatten() {
-                let status = if k["revokedAt"].is_null() { "active" } else { "revoked" };
-                println!(
-                    "{:<28} {:<20} {:<26} {:<16} {status}",
-                    k["id"].as_str().unwrap_or(""),
-                    k["name"].as_str().unwrap_or("-"),
-                    k["createdAt"].as_str().unwrap_or(""),
-                    k["prefix"].as_str().unwrap_or(""),
-                );
-            }
+            let list = client.call(Method::GET, &format!("/admin/namespaces/{}/keys", enc(&namespace)), None).await?;
+            out.list(&list, list.get("keys").items());
         }
         KeysAction::Revoke { namespace, id } => {
-            client.json(client.request(Method::DELETE, &format!("/admin/namespaces/{namespace}/keys/{id}"))).await?;
-            println!("revoked {id}");
+            let path = format!("/admin/namespaces/{}/keys/{}", enc(&namespace), enc(&id));
+            out.record(&client.call(Method::DELETE, &path, None).await?);
         }
     }
     Ok(())

@@ -1,14 +1,15 @@
 //! One module per subcommand. To add one: write `commands/foo.rs` with a
 //! `FooArgs` (clap `Args`, with `about` and an `after_help` holding
-//! `Examples:`) and `pub async fn run(global: &GlobalArgs, args: FooArgs)`,
+//! `Examples:`; a client command flattens [`crate::cli::ClientArgs`] and
+//! prints through [`crate::output`]) and `pub async fn run(args: FooArgs)`,
 //! then add a variant to [`Command`] and an arm to [`run`].
 
 use clap::Subcommand;
 
 use crate::cli::Cli;
 
-pub mod bench;
 pub mod cdc;
+pub mod flush;
 pub mod keys;
 pub mod lake;
 pub mod schema;
@@ -21,38 +22,37 @@ pub mod tail;
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Serve(serve::ServeArgs),
-    Subs(subs::SubsArgs),
-    Deliveries(subs::DeliveriesArgs),
-    Replay(subs::ReplayArgs),
     Send(send::SendArgs),
     Tail(tail::TailArgs),
-    Keys(keys::KeysArgs),
-    Bench(bench::BenchArgs),
-    Schema(schema::SchemaArgs),
-    Cdc(cdc::CdcArgs),
+    Flush(flush::FlushArgs),
     Query(lake::QueryArgs),
     Tables(lake::TablesArgs),
     Snapshots(lake::SnapshotsArgs),
     Maintain(lake::MaintainArgs),
+    Keys(keys::KeysArgs),
+    Schema(schema::SchemaArgs),
+    Subs(subs::SubsArgs),
+    Deliveries(subs::DeliveriesArgs),
+    Replay(subs::ReplayArgs),
+    Cdc(cdc::CdcArgs),
 }
 
 /// Runs the chosen subcommand.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let Cli { global, command } = cli;
-    match command {
-        Command::Serve(args) => serve::run(&global, args).await,
-        Command::Subs(args) => subs::run_subs(&global, args).await,
-        Command::Deliveries(args) => subs::run_deliveries(&global, args).await,
-        Command::Replay(args) => subs::run_replay(&global, args).await,
-        Command::Send(args) => send::run(&global, args).await,
-        Command::Tail(args) => tail::run(&global, args).await,
-        Command::Keys(args) => keys::run(&global, args).await,
-        Command::Bench(args) => bench::run(&global, args).await,
-        Command::Schema(args) => schema::run(&global, args).await,
-        Command::Cdc(args) => cdc::run(&global, args).await,
-        Command::Query(args) => lake::run_query(&global, args).await,
-        Command::Tables(args) => lake::run_tables(&global, args).await,
-        Command::Snapshots(args) => lake::run_snapshots(&global, args).await,
-        Command::Maintain(args) => lake::run_maintain(&global, args).await,
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Send(args) => send::run(args).await,
+        Command::Flush(args) => flush::run(args).await,
+        Command::Tail(args) => tail::run(args).await,
+        Command::Query(args) => lake::run_query(args).await,
+        Command::Tables(args) => lake::run_tables(args).await,
+        Command::Snapshots(args) => lake::run_snapshots(args).await,
+        Command::Maintain(args) => lake::run_maintain(args).await,
+        Command::Keys(args) => keys::run(args).await,
+        Command::Schema(args) => schema::run(args).await,
+        Command::Subs(args) => subs::run_subs(args).await,
+        Command::Deliveries(args) => subs::run_deliveries(args).await,
+        Command::Replay(args) => subs::run_replay(args).await,
+        Command::Cdc(args) => cdc::run(args).await,
     }
 }

@@ -7,16 +7,17 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::cli::GlobalArgs;
-use crate::client::Client;
+use crate::cli::ClientArgs;
+use crate::client::{Client, enc};
+use crate::output::Doc;
 
 const EXAMPLES: &str = "\
 Examples:
   # Register a schema for one event type (BACKWARD compatibility by default)
-  events schema register --ns shop --type order.created --schema order.json
+  events schema register --ns acme --type order.created --schema order.json
 
   # Register a schema for every order.* type, in warn mode
-  events schema register --ns shop --pattern 'order.*' --schema order.json --mode warn
+  events schema register --ns acme --pattern 'order.*' --schema order.json --mode warn
 
   # Test events against a local schema file, without a server
   events schema validate --schema order.json --events events.ndjson";
@@ -27,6 +28,8 @@ Examples:
 pub struct SchemaArgs {
     #[command(subcommand)]
     pub command: SchemaCommand,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// The `schema` subcommands.
@@ -35,32 +38,33 @@ pub enum SchemaCommand {
     /// Register a new schema version for an event type or a type pattern.
     #[command(after_help = "\
 Examples:
-  events schema register --ns shop --type order.created --schema order.json
-  events schema register --ns shop --pattern 'order.*' --schema order.json --compatibility FULL_TRANSITIVE
-  events schema register --ns shop --type page.viewed --schema page.json --mode warn --description 'page views'
+  events schema register --ns acme --type order.created --schema order.json
+  events schema register --ns acme --pattern 'order.*' --schema order.json --compatibility FULL_TRANSITIVE
+  events schema register --ns acme --type page.viewed --schema page.json --mode warn --description 'page views'
 
 An incompatible change fails with 409 SCHEMA_INCOMPATIBLE and lists the breaking differences.")]
     Register(RegisterArgs),
     /// List the latest version of every schema of a namespace.
     #[command(after_help = "\
 Examples:
-  events schema list --ns shop
-  EVENTS_TOKEN=ns_shop_... events schema list --ns shop")]
+  events schema list --ns acme
+  EVENTS_TOKEN=ns_acme_... events schema list --ns acme")]
     List(NsArg),
     /// Show a schema: the latest version, one version, or the whole history.
     #[command(after_help = "\
 Examples:
-  events schema show --ns shop order.created
-  events schema show --ns shop order.created --at 2
-  events schema show --ns shop 'order.*' --history")]
+  events schema show --ns acme order.created
+  events schema show --ns acme order.created --at 2
+  events schema show --ns acme 'order.*' --history")]
     Show(ShowArgs),
     /// Validate events against a namespace's schemas (no storage), or against a local schema file.
     #[command(after_help = "\
 Examples:
   # Against the server's schemas (nothing is stored)
-  events schema validate --ns shop --events batch.json
+  events schema validate --ns acme --events batch.json
 
-  # Offline: a local schema file and a local events file (JSON array, {\"events\": [...]} or NDJSON)
+  # Offline: a local schema file and a local events file (a JSON array, an object with an
+  # \"events\" array, or NDJSON)
   events schema validate --schema order.json --events events.ndjson
 
 Exits with status 1 when an event fails.")]
@@ -68,9 +72,9 @@ Exits with status 1 when an event fails.")]
     /// Show or change the namespace's validation mode and default compatibility.
     #[command(after_help = "\
 Examples:
-  events schema config --ns shop
-  events schema config --ns shop --mode warn
-  events schema config --ns shop --mode strict --compatibility FULL")]
+  events schema config --ns acme
+  events schema config --ns acme --mode warn
+  events schema config --ns acme --mode strict --compatibility FULL")]
     Config(ConfigArgs),
 }
 
@@ -194,25 +198,33 @@ pub fn validate_local(schema: &Value, events: &[Value]) -> anyhow::Result<Vec<Va
     Ok(out)
 }
 
-fn print(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+/// Prints a validation result (the errors as rows) and exits with status 1 when an event failed.
+fn report(out: crate::output::Printer, result: &Doc) {
+    out.list(result, result.get("errors").items());
+    if result.get("valid") != &Doc::Bool(true) {
+        if out.format == crate::output::Format::Table {
+            println!("invalid");
+        }
+        std::process::exit(1);
+    }
+    if out.format == crate::output::Format::Table {
+        println!("valid");
+    }
 }
 
 /// Runs `events schema ...`.
-pub async fn run(global: &GlobalArgs, args: SchemaArgs) -> anyhow::Result<()> {
+pub async fn run(args: SchemaArgs) -> anyhow::Result<()> {
+    let out = args.client.output.printer();
     match args.command {
         SchemaCommand::Validate(a) if a.schema.is_some() => {
             let schema = read_json(a.schema.as_deref().unwrap_or(Path::new("")))?;
             let events = read_events(&a.events)?;
             let errors = validate_local(&schema, &events)?;
-            print(&json!({"valid": errors.is_empty(), "errors": errors}));
-            if !errors.is_empty() {
-                std::process::exit(1);
-            }
+            report(out, &Doc::from(&json!({"valid": errors.is_empty(), "errors": errors})));
             Ok(())
         }
         command => {
-            let client = Client::new(global)?;
+            let client = Client::new(&args.client)?;
             match command {
                 SchemaCommand::Register(a) => {
                     let mut body = json!({"schema": read_json(&a.schema)?});
@@ -227,31 +239,36 @@ pub async fn run(global: &GlobalArgs, args: SchemaArgs) -> anyhow::Result<()> {
                             body[k] = json!(v);
                         }
                     }
-                    print(&client.json(client.request(Method::POST, &format!("/schemas/{}", a.ns)).json(&body)).await?);
+                    out.record(&client.call(Method::POST, &format!("/schemas/{}", enc(&a.ns)), Some(body)).await?);
                 }
                 SchemaCommand::List(a) => {
-                    print(&client.json(client.request(Method::GET, &format!("/schemas/{}", a.ns))).await?);
+                    let list = client.call(Method::GET, &format!("/schemas/{}", enc(&a.ns)), None).await?;
+                    out.list(&list, list.get("schemas").items());
                 }
                 SchemaCommand::Show(a) => {
-                    let path = match (a.at, a.history) {
-                        (Some(n), _) => format!("/schemas/{}/{}/versions/{n}", a.ns, a.subject),
-                        (None, true) => format!("/schemas/{}/{}/versions", a.ns, a.subject),
-                        (None, false) => format!("/schemas/{}/{}", a.ns, a.subject),
-                    };
-                    print(&client.json(client.request(Method::GET, &path)).await?);
+                    let (ns, subject) = (enc(&a.ns), enc(&a.subject));
+                    match (a.at, a.history) {
+                        (Some(n), _) => out.record(
+                            &client.call(Method::GET, &format!("/schemas/{ns}/{subject}/versions/{n}"), None).await?,
+                        ),
+                        (None, true) => {
+                            let all =
+                                client.call(Method::GET, &format!("/schemas/{ns}/{subject}/versions"), None).await?;
+                            out.list(&all, all.get("schemas").items());
+                        }
+                        (None, false) => {
+                            out.record(&client.call(Method::GET, &format!("/schemas/{ns}/{subject}"), None).await?)
+                        }
+                    }
                 }
                 SchemaCommand::Validate(a) => {
                     let events = read_events(&a.events)?;
-                    let path = format!("/schemas/{}/validate", a.ns);
-                    let v = client.json(client.request(Method::POST, &path).json(&json!({"events": events}))).await?;
-                    print(&v);
-                    if v["valid"] != Value::Bool(true) {
-                        std::process::exit(1);
-                    }
+                    let path = format!("/schemas/{}/validate", enc(&a.ns));
+                    report(out, &client.call(Method::POST, &path, Some(json!({"events": events}))).await?);
                 }
                 SchemaCommand::Config(a) => {
-                    let path = format!("/schemas/{}/config", a.ns);
-                    let mut current = client.json(client.request(Method::GET, &path)).await?;
+                    let path = format!("/schemas/{}/config", enc(&a.ns));
+                    let mut current = client.call(Method::GET, &path, None).await?.to_value();
                     if a.mode.is_some() || a.compatibility.is_some() {
                         if let Some(m) = a.mode {
                             current["mode"] = json!(m);
@@ -259,9 +276,10 @@ pub async fn run(global: &GlobalArgs, args: SchemaArgs) -> anyhow::Result<()> {
                         if let Some(c) = a.compatibility {
                             current["compatibility"] = json!(c);
                         }
-                        current = client.json(client.request(Method::PUT, &path).json(&current)).await?;
+                        out.record(&client.call(Method::PUT, &path, Some(current)).await?);
+                    } else {
+                        out.record(&Doc::from(&current));
                     }
-                    print(&current);
                 }
             }
             Ok(())

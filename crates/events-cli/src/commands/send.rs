@@ -9,21 +9,23 @@ use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::cli::GlobalArgs;
+use crate::cli::ClientArgs;
 use crate::client::Client;
+use crate::output::Doc;
 
-const EXAMPLES: &str = "\
-Examples:
+const EXAMPLES: &str = r#"Examples:
   # Send the events of an NDJSON file (one JSON event per line)
   events send --token $EVENTS_TOKEN events.ndjson
 
-  # Send a JSON array, or {\"events\": [...]}, from stdin
-  echo '[{\"type\":\"order.created\",\"amount\":5}]' | events send --token $EVENTS_TOKEN -
+  # Send a JSON array, or {"events": [...]}, from stdin
+  echo '[{"type":"order.created","amount":5}]' | events send --token $EVENTS_TOKEN -
 
   # Smaller batches, with an idempotency prefix so a re-run is not stored twice
-  events send --batch-size 200 --batch-id-prefix import-2026-11 events.ndjson";
+  events send --batch-size 200 --batch-id-prefix import-2026-11 events.ndjson
 
-/// Send events (JSON array, {\"events\": [...]} or NDJSON) to the server, in batches.
+Prints how many events were sent, accepted, and already stored (replayed batches)."#;
+
+/// Send events (a JSON array, an object with an "events" array, or NDJSON) to the server, in batches.
 #[derive(Debug, Args)]
 #[command(after_help = EXAMPLES)]
 pub struct SendArgs {
@@ -39,6 +41,8 @@ pub struct SendArgs {
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// Parses a JSON array, an `{"events": [...]}` object, or NDJSON.
@@ -64,7 +68,7 @@ pub fn parse_events(text: &str) -> anyhow::Result<Vec<Value>> {
 }
 
 /// Runs `events send`.
-pub async fn run(global: &GlobalArgs, args: SendArgs) -> anyhow::Result<()> {
+pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         (1..=MAX_EVENTS_PER_BATCH).contains(&args.batch_size),
         "--batch-size must be 1-{MAX_EVENTS_PER_BATCH}"
@@ -76,27 +80,32 @@ pub async fn run(global: &GlobalArgs, args: SendArgs) -> anyhow::Result<()> {
         text = std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file))?;
     }
     let events = parse_events(&text)?;
-    let client = Client::new(global)?;
+    let client = Client::new(&args.client)?;
     let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(events.len() as u64) };
     bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} events {msg}").expect("template"));
-    let (mut accepted, mut deduplicated) = (0usize, 0usize);
+    let (mut accepted, mut deduplicated) = (0u64, 0u64);
     for (n, chunk) in events.chunks(args.batch_size).enumerate() {
         let mut body = serde_json::json!({ "events": chunk });
         if let Some(prefix) = &args.batch_id_prefix {
             body["batchId"] = Value::String(format!("{prefix}-{n}"));
         }
-        let answer = client.json(client.request(Method::POST, "/e").json(&body)).await.with_context(|| {
+        let answer = client.call(Method::POST, "/e", Some(body)).await.with_context(|| {
             format!("batch {n} (events {}..{}) was refused", n * args.batch_size, n * args.batch_size + chunk.len())
         })?;
-        if answer["deduplicated"] == Value::Bool(true) {
-            deduplicated += chunk.len();
+        if answer.get("deduplicated") == &Doc::Bool(true) {
+            deduplicated += chunk.len() as u64;
         } else {
-            accepted += answer["received"].as_u64().unwrap_or(0) as usize;
+            accepted += answer.get("received").to_value().as_u64().unwrap_or(0);
         }
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
-    println!("sent {} events: {accepted} accepted, {deduplicated} already stored (replayed batches)", events.len());
+    let summary = Doc::object([
+        ("sent", Doc::from(events.len() as u64)),
+        ("accepted", Doc::from(accepted)),
+        ("alreadyStored", Doc::from(deduplicated)),
+    ]);
+    args.client.output.printer().record(&summary);
     Ok(())
 }
 

@@ -6,18 +6,16 @@ use std::path::PathBuf;
 use clap::Args;
 use events_server::{ConfigOverrides, ServerConfig};
 
-use crate::cli::GlobalArgs;
-
 const EXAMPLES: &str = "\
 Examples:
   # Development server on 127.0.0.1:8787, unauthenticated writes allowed
   events serve --dev
 
-  # Pick a free port; the first stdout line tells which
-  events serve --listen 127.0.0.1:0 --data-dir /tmp/events
+  # Pick a free port, a scratch data directory; the first stdout line tells the address
+  events serve --listen 127.0.0.1:0 --data-dir scratch-data
 
-  # Production, from a config file
-  events serve --config /etc/events/config.toml --env production
+  # From a config file (data_dir, listen, admin_token, [ingest] limits, ...)
+  events serve --config events.toml --env production
 
 Configuration precedence: defaults < --config FILE < EVENTS_* environment
 variables (EVENTS_DATA_DIR, EVENTS_LISTEN, EVENTS_ENV, EVENTS_DEV,
@@ -65,7 +63,7 @@ impl ServeArgs {
 }
 
 /// Loads the configuration and serves until a shutdown signal.
-pub async fn run(_global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServerConfig::load(args.config.as_deref(), &|k| std::env::var(k).ok(), args.overrides())?;
     events_server::init_tracing(config.log_format);
     tracing::debug!(?config, "configuration loaded");

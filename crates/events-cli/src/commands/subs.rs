@@ -1,14 +1,14 @@
 //! `events subs`, `events deliveries`, `events replay`: webhook subscriptions
-//! from the command line, through the HTTP API (global `--url`, `--token`).
+//! from the command line, through the HTTP API (`--url`, `--token`).
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use reqwest::Method;
+use serde_json::json;
 
-use crate::cli::GlobalArgs;
-
-/// Longest time one API call of these commands may take.
-const REQUEST_TIMEOUT_SECS: u64 = 60;
+use crate::cli::ClientArgs;
+use crate::client::{Client, enc};
+use crate::output::Doc;
 
 const SUBS_EXAMPLES: &str = "\
 Examples:
@@ -19,10 +19,11 @@ Examples:
   events subs create --pattern '**' --target https://h.example.com/all \\
       --batch-size 100 --batch-window-ms 1000 --ordering-key customerId --retry 0,5000,60000
 
-  # List, inspect, pause, resume, delete
+  # List, inspect, pause, resume, delete (ids: `events subs list`)
   events subs list
   events subs show sub_01J...
   events subs pause sub_01J...
+  events subs resume sub_01J...
   events subs delete sub_01J...
 
 Acting on a namespace with the admin token: add --namespace NS (sent as X-Namespace).";
@@ -36,6 +37,8 @@ pub struct SubsArgs {
     /// Namespace to act on with the admin token (X-Namespace).
     #[arg(long, global = true, value_name = "NS")]
     pub namespace: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// The `subs` subcommands.
@@ -137,18 +140,20 @@ pub struct DeliveriesArgs {
     /// Namespace to act on with the admin token (X-Namespace).
     #[arg(long, value_name = "NS")]
     pub namespace: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 const REPLAY_EXAMPLES: &str = "\
 Examples:
+  # One dead letter (ids: `events deliveries sub_01J... --status dead`)
+  events replay sub_01J... --dead-letter msg_01J...
+
   # Send every dead letter again
   events replay sub_01J... --all
 
-  # One dead letter
-  events replay sub_01J... --dead-letter msg_01J...
-
   # Everything since a time (a background job; prints its progress)
-  events replay sub_01J... --since 2026-01-01T00:00:00Z";
+  events replay sub_01J... --since 2026-11-27T12:00:00Z";
 
 /// Replay dead letters, or recover everything since a time.
 #[derive(Debug, Clone, Args)]
@@ -168,53 +173,15 @@ pub struct ReplayArgs {
     /// Namespace to act on with the admin token (X-Namespace).
     #[arg(long, value_name = "NS")]
     pub namespace: Option<String>,
-}
-
-struct Api {
-    base: String,
-    token: Option<String>,
-    namespace: Option<String>,
-    client: reqwest::Client,
-}
-
-impl Api {
-    fn new(global: &GlobalArgs, namespace: Option<String>) -> anyhow::Result<Api> {
-        let client =
-            reqwest::Client::builder().timeout(std::time::Duration::from_secs(REQUEST_TIMEOUT_SECS)).build()?;
-        Ok(Api { base: global.url.trim_end_matches('/').to_string(), token: global.token.clone(), namespace, client })
-    }
-
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let mut rb = self.client.request(method.clone(), format!("{}{path}", self.base));
-        if let Some(t) = &self.token {
-            rb = rb.bearer_auth(t);
-        }
-        if let Some(ns) = &self.namespace {
-            rb = rb.header("X-Namespace", ns);
-        }
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let res = rb.send().await.with_context(|| format!("{method} {path}"))?;
-        let status = res.status();
-        let text = res.text().await?;
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        if !status.is_success() {
-            bail!("{method} {path}: HTTP {status}: {}", v["error"].as_str().map_or(v.to_string(), str::to_string));
-        }
-        Ok(v)
-    }
-}
-
-fn print(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// Runs `events subs ...`.
-pub async fn run_subs(global: &GlobalArgs, args: SubsArgs) -> anyhow::Result<()> {
-    use reqwest::Method;
-    let api = Api::new(global, args.namespace)?;
-    let v = match args.command {
+pub async fn run_subs(args: SubsArgs) -> anyhow::Result<()> {
+    let api = Client::new(&args.client)?.namespace(args.namespace);
+    let out = args.client.output.printer();
+    match args.command {
         SubsCommand::Create(c) => {
             let mut body = json!({"pattern": c.pattern, "url": c.target});
             if let Some(s) = c.secret {
@@ -232,65 +199,74 @@ pub async fn run_subs(global: &GlobalArgs, args: SubsArgs) -> anyhow::Result<()>
             if let Some(k) = c.ordering_key {
                 body["orderingKey"] = json!(k);
             }
-            api.send(Method::POST, "/subscriptions", Some(body)).await?
+            out.record(&api.call(Method::POST, "/subscriptions", Some(body)).await?);
         }
         SubsCommand::List { status, pattern } => {
             let mut q = Vec::new();
             if let Some(s) = status {
-                q.push(format!("status={s}"));
+                q.push(format!("status={}", enc(&s)));
             }
             if let Some(p) = pattern {
-                q.push(format!("pattern={p}"));
+                q.push(format!("pattern={}", enc(&p)));
             }
-            api.send(Method::GET, &format!("/subscriptions?{}", q.join("&")), None).await?
+            let list = api.call(Method::GET, &format!("/subscriptions?{}", q.join("&")), None).await?;
+            out.list(&list, list.get("subscriptions").items());
         }
         SubsCommand::Show { id } => {
-            let sub = api.send(Method::GET, &format!("/subscriptions/{id}"), None).await?;
-            let stats = api.send(Method::GET, &format!("/subscriptions/{id}/stats"), None).await?;
-            json!({"subscription": sub, "stats": stats})
+            let id = enc(&id);
+            let sub = api.call(Method::GET, &format!("/subscriptions/{id}"), None).await?;
+            let stats = api.call(Method::GET, &format!("/subscriptions/{id}/stats"), None).await?;
+            out.record(&Doc::object([("subscription", sub), ("stats", stats)]));
         }
-        SubsCommand::Pause { id } => api.send(Method::POST, &format!("/subscriptions/{id}/pause"), None).await?,
-        SubsCommand::Resume { id } => api.send(Method::POST, &format!("/subscriptions/{id}/resume"), None).await?,
-        SubsCommand::Delete { id } => api.send(Method::DELETE, &format!("/subscriptions/{id}"), None).await?,
-    };
-    print(&v);
+        SubsCommand::Pause { id } => {
+            out.record(&api.call(Method::POST, &format!("/subscriptions/{}/pause", enc(&id)), None).await?)
+        }
+        SubsCommand::Resume { id } => {
+            out.record(&api.call(Method::POST, &format!("/subscriptions/{}/resume", enc(&id)), None).await?)
+        }
+        SubsCommand::Delete { id } => {
+            out.record(&api.call(Method::DELETE, &format!("/subscriptions/{}", enc(&id)), None).await?)
+        }
+    }
     Ok(())
 }
 
 /// Runs `events deliveries ...`.
-pub async fn run_deliveries(global: &GlobalArgs, args: DeliveriesArgs) -> anyhow::Result<()> {
-    let api = Api::new(global, args.namespace)?;
-    let id = &args.id;
-    let path = match (&args.event, &args.status) {
-        (Some(e), _) => format!("/subscriptions/{id}/events/{e}/attempts?limit={}", args.limit),
-        (None, Some(s)) => format!("/subscriptions/{id}/deliveries?status={s}&limit={}", args.limit),
-        (None, None) => format!("/subscriptions/{id}/deliveries?limit={}", args.limit),
+pub async fn run_deliveries(args: DeliveriesArgs) -> anyhow::Result<()> {
+    let api = Client::new(&args.client)?.namespace(args.namespace);
+    let (id, limit) = (enc(&args.id), args.limit);
+    let (path, field) = match (&args.event, &args.status) {
+        (Some(e), _) => (format!("/subscriptions/{id}/events/{}/attempts?limit={limit}", enc(e)), "attempts"),
+        (None, Some(s)) => (format!("/subscriptions/{id}/deliveries?status={}&limit={limit}", enc(s)), "deliveries"),
+        (None, None) => (format!("/subscriptions/{id}/deliveries?limit={limit}"), "deliveries"),
     };
-    print(&api.send(reqwest::Method::GET, &path, None).await?);
+    let list = api.call(Method::GET, &path, None).await?;
+    args.client.output.printer().list(&list, list.get(field).items());
     Ok(())
 }
 
 /// Runs `events replay ...`.
-pub async fn run_replay(global: &GlobalArgs, args: ReplayArgs) -> anyhow::Result<()> {
-    use reqwest::Method;
-    let api = Api::new(global, args.namespace)?;
-    let id = &args.id;
-    let v = match (args.dead_letter, args.all, args.since) {
+pub async fn run_replay(args: ReplayArgs) -> anyhow::Result<()> {
+    let api = Client::new(&args.client)?.namespace(args.namespace);
+    let id = enc(&args.id);
+    let answer = match (args.dead_letter, args.all, args.since) {
         (Some(dl), _, _) => {
-            api.send(Method::POST, &format!("/subscriptions/{id}/dead-letters/{dl}/replay"), None).await?
+            api.call(Method::POST, &format!("/subscriptions/{id}/dead-letters/{}/replay", enc(&dl)), None).await?
         }
-        (None, true, _) => api.send(Method::POST, &format!("/subscriptions/{id}/dead-letters/replay"), None).await?,
+        (None, true, _) => api.call(Method::POST, &format!("/subscriptions/{id}/dead-letters/replay"), None).await?,
         (None, false, Some(since)) => {
             let job =
-                api.send(Method::POST, &format!("/subscriptions/{id}/recover"), Some(json!({"since": since}))).await?;
-            let job_id = job["id"].as_str().context("the server returned no job id")?.to_string();
+                api.call(Method::POST, &format!("/subscriptions/{id}/recover"), Some(json!({"since": since}))).await?;
+            let job_id = job.get("id").as_str().context("the server returned no job id")?.to_string();
             loop {
-                let j = api.send(Method::GET, &format!("/subscriptions/{id}/recover/{job_id}"), None).await?;
+                let j = api.call(Method::GET, &format!("/subscriptions/{id}/recover/{}", enc(&job_id)), None).await?;
                 eprintln!(
                     "recovery {job_id}: {} of {} examined, {} re-queued",
-                    j["processed"], j["total"], j["requeued"]
+                    j.get("processed").cell(),
+                    j.get("total").cell(),
+                    j.get("requeued").cell()
                 );
-                if j["status"] != "running" {
+                if j.get("status").as_str() != Some("running") {
                     break j;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -298,6 +274,6 @@ pub async fn run_replay(global: &GlobalArgs, args: ReplayArgs) -> anyhow::Result
         }
         (None, false, None) => bail!("say what to replay: --dead-letter ID, --all or --since TIME"),
     };
-    print(&v);
+    args.client.output.printer().record(&answer);
     Ok(())
 }

@@ -4,13 +4,14 @@
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::cli::GlobalArgs;
-use crate::client::{Client, decode};
+use crate::cli::ClientArgs;
+use crate::client::{Client, error};
+use crate::output::Format;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -24,7 +25,7 @@ Examples:
   events tail --count 10 --json
 
   # With the admin token, another namespace
-  events tail --token $ADMIN_TOKEN --namespace acme
+  events tail --token $EVENTS_ADMIN_TOKEN --namespace acme
 
 A dropped connection is retried, resuming after the last event printed, so
 none is skipped or printed twice. When the server no longer holds the events
@@ -39,9 +40,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub struct TailArgs {
     /// Event-type pattern (`order.*`, `webhook.**`); every event without.
     pub pattern: Option<String>,
-    /// One JSON object per line (NDJSON) instead of the readable form.
-    #[arg(long)]
-    pub json: bool,
     /// Exit after this many events.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
@@ -54,6 +52,10 @@ pub struct TailArgs {
     /// Namespace to tail with the admin token (X-Namespace).
     #[arg(long, value_name = "NS")]
     pub namespace: Option<String>,
+    /// Server, credentials and output (`--json`, or any format but `table`,
+    /// prints one JSON object per line; so does a pipe).
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// One Server-Sent Events message.
@@ -151,7 +153,7 @@ struct Tail {
 impl Tail {
     fn print(&mut self, message: &Message) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
-        if self.args.json {
+        if self.args.client.output.format() != Format::Table {
             writeln!(out, "{}", message.data)?;
         } else {
             let mut event: Value =
@@ -198,13 +200,12 @@ impl Tail {
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok()?.parse().ok())
                 .map(Duration::from_secs);
-            let why = decode(response).await.err().map_or_else(|| status.to_string(), |e| e.to_string());
+            let why = error(status, &response.text().await.unwrap_or_default()).to_string();
             return Ok(Ended::Reconnect { wait, why });
         }
         if !status.is_success() {
             // Authentication, a bad pattern or id: retrying would not help.
-            decode(response).await?;
-            bail!("the server answered {status}");
+            return Err(error(status, &response.text().await.unwrap_or_default()));
         }
         let mut parser = SseParser::default();
         loop {
@@ -264,12 +265,12 @@ fn encode(s: &str) -> String {
 }
 
 /// Runs `events tail`.
-pub async fn run(global: &GlobalArgs, args: TailArgs) -> anyhow::Result<()> {
+pub async fn run(args: TailArgs) -> anyhow::Result<()> {
     if args.count == Some(0) {
         return Ok(());
     }
-    let client = Client::new(global)?;
-    let color = !args.json && std::io::stdout().is_terminal();
+    let client = Client::new(&args.client)?;
+    let color = args.client.output.format() == Format::Table && std::io::stdout().is_terminal();
     let mut tail = Tail { last_id: args.last_event_id.clone(), args, printed: 0, retry: Duration::from_secs(1), color };
     let mut failures = 0u32;
     loop {
