@@ -10,7 +10,6 @@ use std::sync::{Arc, LazyLock};
 
 use arrow_array::{Array, RecordBatch, TimestampMicrosecondArray, TimestampMillisecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use serde_json::{Map, Value};
 
 /// Column: the event id (Utf8, non-null).
 pub const COL_ID: &str = "id";
@@ -203,46 +202,24 @@ impl<'a> DerivedFields<'a> {
             duration_ms: DURATION_MS_PATHS.iter().find_map(|path| event.member_at(path)?.as_f64()),
         }
     }
-
-    /// Extracts the typed columns from an event's `data`.
-    pub fn from_data(data: &'a Map<String, Value>) -> Self {
-        let string = |paths: &[DataPath]| first(data, paths, Value::as_str).map(Cow::Borrowed);
-        DerivedFields {
-            user_id: string(USER_ID_PATHS),
-            session_id: string(SESSION_ID_PATHS),
-            collection: string(COLLECTION_PATHS),
-            doc_id: string(DOC_ID_PATHS),
-            provider: string(PROVIDER_PATHS),
-            url: string(URL_PATHS),
-            status_code: first(data, STATUS_CODE_PATHS, |v| v.as_i64().and_then(|n| i32::try_from(n).ok())),
-            duration_ms: first(data, DURATION_MS_PATHS, Value::as_f64),
-        }
-    }
-}
-
-/// The first value found along `paths` that `typed` accepts.
-fn first<'a, T>(data: &'a Map<String, Value>, paths: &[DataPath], typed: impl Fn(&'a Value) -> Option<T>) -> Option<T> {
-    paths.iter().find_map(|path| lookup(data, path).and_then(&typed))
-}
-
-/// The value at `path` in `data`, if every step is an object holding the key.
-fn lookup<'a>(data: &'a Map<String, Value>, path: &[&str]) -> Option<&'a Value> {
-    let (last, outer) = path.split_last()?;
-    let mut obj = data;
-    for key in outer {
-        obj = obj.get(*key)?.as_object()?;
-    }
-    obj.get(*last)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn derive(v: Value) -> DerivedFields<'static> {
         let Value::Object(map) = v else { panic!("not an object") };
-        DerivedFields::from_data(Box::leak(Box::new(map)))
+        let event = events_core::Event {
+            id: "e".into(),
+            ns: "acme".into(),
+            ts: events_core::Timestamp(0),
+            event_type: "t".into(),
+            source: None,
+            data: map,
+        };
+        DerivedFields::of(Box::leak(Box::new(event)))
     }
 
     #[test]
