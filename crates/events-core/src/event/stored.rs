@@ -106,15 +106,28 @@ const MAX_DIGITS_WITHOUT_CHECK: usize = 300;
 
 /// Whether `raw` may hold what the syntax check of a raw copy lets through
 /// but a decode refuses: nesting past [`MAX_EVENT_DEPTH`], a number out of
-/// range, an unpaired surrogate escape. Conservative: any `\u` escape, any
-/// exponent, many brackets or a long run of digits sends the event through
-/// a full check first, so whatever is stored always decodes.
+/// range, an unpaired surrogate escape. Conservative: any `\u` escape in a
+/// string, any exponent or long run of digits in a number, or many brackets
+/// send the event through a full check first, so whatever is stored always
+/// decodes. Text inside strings is only looked at for escapes, so a URL such
+/// as `shop.example.com` (a `.` before an `e`) is no exponent.
 fn needs_full_check(raw: &[u8]) -> bool {
     let (mut opens, mut digits, mut prev) = (0usize, 0usize, 0u8);
+    let (mut in_string, mut escaped) = (false, false);
     for &b in raw {
+        if in_string {
+            match b {
+                b'u' if escaped => return true,
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
         match b {
+            b'"' => in_string = true,
             b'{' | b'[' => opens += 1,
-            b'u' if prev == b'\\' => return true,
             b'e' | b'E' if prev.is_ascii_digit() || prev == b'.' => return true,
             _ => {}
         }
@@ -527,5 +540,36 @@ impl EncodedEvents {
     /// formats, schemas).
     pub fn decode(&self) -> Result<Vec<super::Event>, serde_json::Error> {
         serde_json::from_str(&self.array_of(0..self.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::needs_full_check;
+
+    #[test]
+    fn only_numbers_and_escapes_that_a_decode_may_refuse_need_the_full_check() {
+        // Plain events, including text that looks like an exponent inside a
+        // string, take the copy path.
+        for plain in [
+            r#"{"type":"a.b","url":"https://shop.example.com/e1","n":12.5,"ok":true,"no":false}"#,
+            r#"{"type":"a.b","s":"1e999 \" 2E5 \\ 3.e4","list":[1,2,{"x":null}]}"#,
+        ] {
+            assert!(!needs_full_check(plain.as_bytes()), "{plain}");
+        }
+        for risky in [
+            r#"{"type":"a.b","n":1e999}"#,
+            r#"{"type":"a.b","n":2.5E-3}"#,
+            r#"{"type":"a.b","s":"\ud800"}"#,
+            r#"{"type":"a.b","s":"\\\u0041"}"#,
+        ] {
+            assert!(needs_full_check(risky.as_bytes()), "{risky}");
+        }
+        let long_number = format!(r#"{{"type":"a.b","n":{}}}"#, "9".repeat(400));
+        assert!(needs_full_check(long_number.as_bytes()));
+        let long_digits_in_a_string = format!(r#"{{"type":"a.b","s":"{}"}}"#, "9".repeat(400));
+        assert!(!needs_full_check(long_digits_in_a_string.as_bytes()));
+        let deep = format!(r#"{{"type":"a.b","d":{}{}}}"#, "[".repeat(70), "]".repeat(70));
+        assert!(needs_full_check(deep.as_bytes()));
     }
 }
