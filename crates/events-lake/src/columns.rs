@@ -160,33 +160,64 @@ pub fn data_column_field(column: &DataColumn) -> Field {
 /// Builds the array of `column` for `events`: each event's top-level value
 /// if it fits the column's type, else null.
 pub fn data_column_array<E: EventView>(column: &DataColumn, events: &[&E]) -> ArrayRef {
-    let n = events.len();
-    let values = events.iter().map(|e| e.member(&column.name));
-    match column.kind {
-        ColumnKind::Boolean => {
-            let mut b = BooleanBuilder::with_capacity(n);
-            values.for_each(|v| b.append_option(v.and_then(|v| if let Scalar::Bool(b) = v { Some(b) } else { None })));
-            std::sync::Arc::new(b.finish())
+    let mut builder = DataColumnBuilder::new(column.kind, events.len());
+    for event in events {
+        builder.append(event.member(&column.name).as_ref());
+    }
+    builder.finish()
+}
+
+/// A data column's array, built one event at a time: a value that does not
+/// fit the column's type is null.
+pub enum DataColumnBuilder {
+    /// [`ColumnKind::Boolean`].
+    Boolean(BooleanBuilder),
+    /// [`ColumnKind::Int`].
+    Int(Int32Builder),
+    /// [`ColumnKind::Long`].
+    Long(Int64Builder),
+    /// [`ColumnKind::Double`].
+    Double(Float64Builder),
+    /// [`ColumnKind::String`].
+    String(StringBuilder),
+}
+
+impl DataColumnBuilder {
+    /// A builder for `rows` values of `kind`.
+    pub fn new(kind: ColumnKind, rows: usize) -> Self {
+        match kind {
+            ColumnKind::Boolean => DataColumnBuilder::Boolean(BooleanBuilder::with_capacity(rows)),
+            ColumnKind::Int => DataColumnBuilder::Int(Int32Builder::with_capacity(rows)),
+            ColumnKind::Long => DataColumnBuilder::Long(Int64Builder::with_capacity(rows)),
+            ColumnKind::Double => DataColumnBuilder::Double(Float64Builder::with_capacity(rows)),
+            ColumnKind::String => DataColumnBuilder::String(StringBuilder::with_capacity(rows, 0)),
         }
-        ColumnKind::Int => {
-            let mut b = Int32Builder::with_capacity(n);
-            values.for_each(|v| b.append_option(v.and_then(|v| v.as_i64()).and_then(|i| i32::try_from(i).ok())));
-            std::sync::Arc::new(b.finish())
+    }
+
+    /// Adds one event's value (`None`: the event has no such member).
+    pub fn append(&mut self, value: Option<&Scalar<'_>>) {
+        match self {
+            DataColumnBuilder::Boolean(b) => b.append_option(match value {
+                Some(Scalar::Bool(v)) => Some(*v),
+                _ => None,
+            }),
+            DataColumnBuilder::Int(b) => {
+                b.append_option(value.and_then(Scalar::as_i64).and_then(|i| i32::try_from(i).ok()))
+            }
+            DataColumnBuilder::Long(b) => b.append_option(value.and_then(Scalar::as_i64)),
+            DataColumnBuilder::Double(b) => b.append_option(value.and_then(Scalar::as_f64)),
+            DataColumnBuilder::String(b) => b.append_option(value.and_then(Scalar::as_str)),
         }
-        ColumnKind::Long => {
-            let mut b = Int64Builder::with_capacity(n);
-            values.for_each(|v| b.append_option(v.and_then(|v| v.as_i64())));
-            std::sync::Arc::new(b.finish())
-        }
-        ColumnKind::Double => {
-            let mut b = Float64Builder::with_capacity(n);
-            values.for_each(|v| b.append_option(v.and_then(|v| v.as_f64())));
-            std::sync::Arc::new(b.finish())
-        }
-        ColumnKind::String => {
-            let mut b = StringBuilder::with_capacity(n, 0);
-            values.for_each(|v| b.append_option(v.as_ref().and_then(Scalar::as_str)));
-            std::sync::Arc::new(b.finish())
+    }
+
+    /// The array.
+    pub fn finish(&mut self) -> ArrayRef {
+        match self {
+            DataColumnBuilder::Boolean(b) => std::sync::Arc::new(b.finish()),
+            DataColumnBuilder::Int(b) => std::sync::Arc::new(b.finish()),
+            DataColumnBuilder::Long(b) => std::sync::Arc::new(b.finish()),
+            DataColumnBuilder::Double(b) => std::sync::Arc::new(b.finish()),
+            DataColumnBuilder::String(b) => std::sync::Arc::new(b.finish()),
         }
     }
 }

@@ -20,10 +20,10 @@ use parquet::schema::types::ColumnPath;
 
 use arrow_schema::{Field, Schema, SchemaRef};
 
-use crate::columns::{DataColumn, data_column_array, data_column_field};
+use crate::columns::{DataColumn, DataColumnBuilder, data_column_field};
 use crate::error::LakeError;
 use crate::schema::*;
-use crate::view::EventView;
+use crate::view::{EventView, MemberPlan};
 
 /// Footer metadata key: the file format and its version, [`FORMAT_VERSION`].
 pub const META_FORMAT: &str = "events.format";
@@ -106,17 +106,10 @@ pub fn encode_events_with<E: EventView>(events: &[&E], columns: &[DataColumn]) -
     sorted.sort_by(|a, b| (a.ts(), a.id()).cmp(&(b.ts(), b.id())));
 
     let schema = file_schema(columns);
+    let plan = MemberPlan::new(typed_member_names().chain(columns.iter().map(|c| c.name.as_str())));
     let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(writer_properties()))?;
     for chunk in sorted.chunks(ENCODE_CHUNK_ROWS) {
-        let base = record_batch(chunk)?;
-        let batch = if columns.is_empty() {
-            base
-        } else {
-            let mut arrays = base.columns().to_vec();
-            arrays.extend(columns.iter().map(|c| data_column_array(c, chunk)));
-            RecordBatch::try_new(schema.clone(), arrays)?
-        };
-        writer.write(&batch)?;
+        writer.write(&record_batch(chunk, columns, &plan, &schema)?)?;
     }
     writer.append_key_value_metadata(KeyValue::new(META_FORMAT.into(), FORMAT_VERSION.to_string()));
     writer.append_key_value_metadata(KeyValue::new(META_COUNT.into(), sorted.len().to_string()));
@@ -127,8 +120,15 @@ pub fn encode_events_with<E: EventView>(events: &[&E], columns: &[DataColumn]) -
     Ok(writer.into_inner()?)
 }
 
-/// One Arrow batch of [`event_schema`] for `events`.
-fn record_batch<E: EventView>(events: &[&E]) -> Result<RecordBatch, LakeError> {
+/// One Arrow batch of [`file_schema`] for `events`: the fixed columns, then
+/// the data `columns`. Each event's members are read once, with `plan`
+/// (which holds the typed columns' and the data columns' names).
+fn record_batch<E: EventView>(
+    events: &[&E],
+    columns: &[DataColumn],
+    plan: &MemberPlan,
+    schema: &SchemaRef,
+) -> Result<RecordBatch, LakeError> {
     let n = events.len();
     let strings = || StringBuilder::with_capacity(n, 0);
     let (mut id, mut ns, mut ty, mut source, mut data) = (strings(), strings(), strings(), strings(), strings());
@@ -137,6 +137,11 @@ fn record_batch<E: EventView>(events: &[&E]) -> Result<RecordBatch, LakeError> {
     let mut status_code = Int32Builder::with_capacity(n);
     let mut duration_ms = Float64Builder::with_capacity(n);
     let mut ts = Vec::with_capacity(n);
+    let column_slots: Vec<usize> =
+        columns.iter().map(|c| plan.slot(&c.name).expect("the plan holds every data column")).collect();
+    let mut column_builders: Vec<DataColumnBuilder> =
+        columns.iter().map(|c| DataColumnBuilder::new(c.kind, n)).collect();
+    let mut members = Vec::with_capacity(plan.len());
 
     for event in events {
         id.append_value(event.id());
@@ -146,7 +151,13 @@ fn record_batch<E: EventView>(events: &[&E]) -> Result<RecordBatch, LakeError> {
         source.append_option(event.source());
         data.append_value(event.data_json());
 
-        let derived = DerivedFields::of(*event);
+        members.clear();
+        members.resize(plan.len(), None);
+        event.read_members(plan, &mut members);
+        for (builder, slot) in column_builders.iter_mut().zip(&column_slots) {
+            builder.append(members[*slot].as_ref());
+        }
+        let derived = DerivedFields::from_members(*event, plan, &members);
         user_id.append_option(derived.user_id);
         session_id.append_option(derived.session_id);
         collection.append_option(derived.collection);
@@ -157,7 +168,7 @@ fn record_batch<E: EventView>(events: &[&E]) -> Result<RecordBatch, LakeError> {
         duration_ms.append_option(derived.duration_ms);
     }
 
-    let columns: Vec<ArrayRef> = vec![
+    let mut arrays: Vec<ArrayRef> = vec![
         Arc::new(id.finish()),
         Arc::new(ns.finish()),
         Arc::new(ts_array(ts)?),
@@ -173,7 +184,8 @@ fn record_batch<E: EventView>(events: &[&E]) -> Result<RecordBatch, LakeError> {
         Arc::new(status_code.finish()),
         Arc::new(duration_ms.finish()),
     ];
-    Ok(RecordBatch::try_new(event_schema(), columns)?)
+    arrays.extend(column_builders.iter_mut().map(DataColumnBuilder::finish));
+    Ok(RecordBatch::try_new(schema.clone(), arrays)?)
 }
 
 #[cfg(test)]

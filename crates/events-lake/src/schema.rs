@@ -11,6 +11,8 @@ use std::sync::{Arc, LazyLock};
 use arrow_array::{Array, RecordBatch, TimestampMicrosecondArray, TimestampMillisecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
+use crate::view::{EventView, MemberPlan, Scalar};
+
 /// Column: the event id (Utf8, non-null).
 pub const COL_ID: &str = "id";
 /// Column: the namespace (Utf8, non-null).
@@ -180,12 +182,49 @@ pub struct DerivedFields<'a> {
     pub duration_ms: Option<f64>,
 }
 
+/// Every typed column's paths, in column order.
+const TYPED_PATHS: [&[DataPath]; 8] = [
+    USER_ID_PATHS,
+    SESSION_ID_PATHS,
+    COLLECTION_PATHS,
+    DOC_ID_PATHS,
+    PROVIDER_PATHS,
+    URL_PATHS,
+    STATUS_CODE_PATHS,
+    DURATION_MS_PATHS,
+];
+
+/// The top-level members the typed columns read: the first key of each path.
+pub fn typed_member_names<'a>() -> impl Iterator<Item = &'a str> {
+    TYPED_PATHS.into_iter().flatten().map(|path| path[0])
+}
+
+static TYPED_PLAN: LazyLock<MemberPlan> = LazyLock::new(|| MemberPlan::new(typed_member_names()));
+
 impl<'a> DerivedFields<'a> {
     /// Extracts the typed columns from an event's `data`, in whichever form.
-    pub fn of<E: crate::view::EventView>(event: &'a E) -> DerivedFields<'a> {
+    pub fn of<E: EventView>(event: &'a E) -> DerivedFields<'a> {
+        let mut members = vec![None; TYPED_PLAN.len()];
+        event.read_members(&TYPED_PLAN, &mut members);
+        Self::from_members(event, &TYPED_PLAN, &members)
+    }
+
+    /// The same, from the top-level members already read with `plan` (which
+    /// holds at least [`typed_member_names`]). A nested path is looked up in
+    /// `event` only when its first member is there.
+    pub fn from_members<E: EventView>(
+        event: &'a E,
+        plan: &MemberPlan,
+        members: &[Option<Scalar<'a>>],
+    ) -> DerivedFields<'a> {
+        let at = |path: DataPath| -> Option<Scalar<'a>> {
+            let slot = plan.slot(path[0]).expect("the plan holds every typed column's first key");
+            let first = members[slot].as_ref()?;
+            if path.len() == 1 { Some(first.clone()) } else { event.member_at(path) }
+        };
         let string = |paths: &[DataPath]| {
-            paths.iter().find_map(|path| match event.member_at(path)? {
-                crate::view::Scalar::Str(s) => Some(s),
+            paths.iter().find_map(|path| match at(path)? {
+                Scalar::Str(s) => Some(s),
                 _ => None,
             })
         };
@@ -198,8 +237,8 @@ impl<'a> DerivedFields<'a> {
             url: string(URL_PATHS),
             status_code: STATUS_CODE_PATHS
                 .iter()
-                .find_map(|path| event.member_at(path)?.as_i64().and_then(|n| i32::try_from(n).ok())),
-            duration_ms: DURATION_MS_PATHS.iter().find_map(|path| event.member_at(path)?.as_f64()),
+                .find_map(|path| at(path)?.as_i64().and_then(|n| i32::try_from(n).ok())),
+            duration_ms: DURATION_MS_PATHS.iter().find_map(|path| at(path)?.as_f64()),
         }
     }
 }

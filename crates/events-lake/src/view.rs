@@ -10,6 +10,8 @@
 //! takes either with the same result.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use events_core::{Event, Timestamp};
 use serde::Deserialize;
@@ -109,6 +111,59 @@ pub trait EventView {
     fn member_at(&self, path: &[&str]) -> Option<Scalar<'_>>;
     /// Every top-level `data` member, each name once (with its last value).
     fn for_each_member(&self, f: &mut dyn FnMut(&str, Scalar<'_>));
+    /// Sets `out[plan.slot(name)]` to the value of each top-level member
+    /// `plan` names (the last one, when a name repeats), in one pass over
+    /// the members; slots of absent members are left as they are.
+    fn read_members<'s>(&'s self, plan: &MemberPlan, out: &mut [Option<Scalar<'s>>]);
+}
+
+/// FNV-1a, for the few short member names of a [`MemberPlan`].
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let start = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        self.0 = bytes.iter().fold(start, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3));
+    }
+}
+
+/// The top-level `data` members an encoder reads, each with a slot in a
+/// per-event array filled by [`EventView::read_members`]: one pass over an
+/// event's members, instead of a search of them for every column.
+#[derive(Debug, Clone, Default)]
+pub struct MemberPlan {
+    slots: HashMap<String, usize, BuildHasherDefault<Fnv>>,
+}
+
+impl MemberPlan {
+    /// A plan for `names` (each gets one slot, repeats share it).
+    pub fn new<'n>(names: impl IntoIterator<Item = &'n str>) -> Self {
+        let mut slots: HashMap<String, usize, BuildHasherDefault<Fnv>> = HashMap::default();
+        for name in names {
+            let next = slots.len();
+            slots.entry(name.to_string()).or_insert(next);
+        }
+        MemberPlan { slots }
+    }
+
+    /// The slot of `name`, if the plan reads it.
+    pub fn slot(&self, name: &str) -> Option<usize> {
+        self.slots.get(name).copied()
+    }
+
+    /// Number of slots.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether the plan reads no member.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
 }
 
 impl EventView for Event {
@@ -141,6 +196,14 @@ impl EventView for Event {
     fn for_each_member(&self, f: &mut dyn FnMut(&str, Scalar<'_>)) {
         for (key, value) in &self.data {
             f(key, Scalar::of_value(value));
+        }
+    }
+    fn read_members<'s>(&'s self, plan: &MemberPlan, out: &mut [Option<Scalar<'s>>]) {
+        assert_eq!(out.len(), plan.len(), "one slot per planned member");
+        for (key, value) in &self.data {
+            if let Some(slot) = plan.slot(key) {
+                out[slot] = Some(Scalar::of_value(value));
+            }
         }
     }
 }
@@ -247,6 +310,15 @@ impl EventView for StoredEvent<'_> {
                 continue;
             }
             f(key, Scalar::of_json(value));
+        }
+    }
+    fn read_members<'s>(&'s self, plan: &MemberPlan, out: &mut [Option<Scalar<'s>>]) {
+        assert_eq!(out.len(), plan.len(), "one slot per planned member");
+        // In order, so a repeated name ends with its last value.
+        for (key, value) in &self.members {
+            if let Some(slot) = plan.slot(key) {
+                out[slot] = Some(Scalar::of_json(value));
+            }
         }
     }
 }
