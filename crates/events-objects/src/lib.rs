@@ -13,7 +13,7 @@
 //! | [`ShardCoordinator`] | `<ns>` | how many writer shards a namespace uses |
 //! | [`SchemaRegistry`] | `<ns>` | event JSON Schemas, versions, compatibility, validation at ingest |
 //! | [`WebhookSecrets`] | `<ns>` | signing secrets of inbound webhook providers |
-//! | [`Tenant`] | `<ns>` | API keys, namespace limits, `batchId` reservations |
+//! | [`Tenant`] | `<ns>` | API keys, namespace limits |
 //! | [`Catalog`] | `<ns>` | Iceberg catalog: table metadata, snapshots of every flushed file, schema evolution, maintenance |
 //! | [`Subscriptions`] | `<ns>` | subscription routing, signed webhook delivery, retries, dead letters, replay |
 //! | [`CdcProcessor`] | `<ns>/<collection>` | change capture: document state, history, delta files, compaction, snapshots, point-in-time reads |

@@ -672,6 +672,8 @@ impl SchemaRegistry {
 
 impl DurableObject for SchemaRegistry {
     const CLASS: &'static str = "SchemaRegistry";
+    /// Validates the batches of namespaces with schemas on the ingest path.
+    const PLACEMENT: events_runtime::Placement = events_runtime::Placement::Latency;
     type Request = SchemaRequest;
     type Response = SchemaResponse;
 

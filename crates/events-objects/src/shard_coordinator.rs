@@ -10,6 +10,13 @@
 //! removed shard keeps flushing what it holds: only routing changes.
 //! The layout carries an `epoch` that grows with every change.
 //!
+//! Batches sent with a `batchId` do not follow the load: each goes to the
+//! shard [`batch_shard`] names among the namespace's first `batch_shards`
+//! shards, a count fixed when the namespace is first seen. Those shards
+//! exist in every layout, so a replay (at once, after a restart, or after
+//! the layout grew or shrank) meets the writer that took the original, whose
+//! own record of batch ids deduplicates it, with no call beyond the append.
+//!
 //! It also keeps the sub-shard layout of the namespace's
 //! [`crate::Subscriptions`] (see [`crate::subs_layout`]), from the load each
 //! sub-shard reports with [`ShardRequest::SubsLoad`].
@@ -40,6 +47,10 @@ pub struct ShardLayout {
     pub shards: u32,
     /// Grows with every change.
     pub epoch: u64,
+    /// The shards `batchId` batches are spread over ([`batch_shard`]); fixed
+    /// for the namespace's life, never more than `shards`.
+    #[serde(default = "one")]
+    pub batch_shards: u32,
     /// When the layout last changed.
     pub changed_at: Timestamp,
     /// Backpressure reports in the current window.
@@ -80,10 +91,27 @@ pub enum ShardRequest {
     },
 }
 
+fn one() -> u32 {
+    1
+}
+
+/// The writer shard of a batch sent with `batch_id`, among a namespace's
+/// `batch_shards` ([`ShardLayout::batch_shards`]). Stable across processes,
+/// releases and hosts: FNV-1a of the id's bytes.
+pub fn batch_shard(batch_id: &str, batch_shards: u32) -> u32 {
+    assert!(batch_shards > 0, "a namespace has at least one batch shard");
+    let hash =
+        batch_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    (hash % u64::from(batch_shards)) as u32
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct State {
     shards: u32,
     epoch: u64,
+    /// Fixed on first load (0 in a state saved before it existed).
+    #[serde(default)]
+    batch_shards: u32,
     changed_at: i64,
     reports: Vec<i64>,
     last_report: i64,
@@ -110,6 +138,7 @@ impl ShardCoordinator {
         ShardLayout {
             shards: self.state.shards,
             epoch: self.state.epoch,
+            batch_shards: self.state.batch_shards,
             changed_at: Timestamp(self.state.changed_at),
             recent_reports: self.state.reports.len(),
             subscription_shards: self.state.subs.count(),
@@ -146,6 +175,8 @@ impl ShardCoordinator {
 
 impl DurableObject for ShardCoordinator {
     const CLASS: &'static str = "ShardCoordinator";
+    /// Answers the ingest path's layout lookups (cached for a few seconds).
+    const PLACEMENT: events_runtime::Placement = events_runtime::Placement::Latency;
     type Request = ShardRequest;
     type Response = ShardLayout;
 
@@ -156,7 +187,14 @@ impl DurableObject for ShardCoordinator {
     async fn load<H: Host>(cx: &ObjectContext<H>) -> ObjectResult<Self> {
         let mut state: State = cx.kv().get("state")?.unwrap_or_default();
         let max_shards = var_or(cx.host(), "shards.max", MAX_SHARDS).clamp(1, MAX_SHARDS);
-        let min_shards = var_or(cx.host(), "shards.min", 1u32).clamp(1, max_shards);
+        let mut min_shards = var_or(cx.host(), "shards.min", 1u32).clamp(1, max_shards);
+        if state.batch_shards == 0 {
+            // Fixed once: later changes of `shards.min` must not move a batch id's shard.
+            state.batch_shards = min_shards;
+            cx.kv().put("state", &state)?;
+        }
+        // The batch shards stay in the layout, whatever the configured floor.
+        min_shards = min_shards.max(state.batch_shards).min(max_shards);
         // Grown to the floor at once; a lowered floor is left to the quiet-time scale-down.
         state.shards = state.shards.max(min_shards).min(max_shards);
         Ok(ShardCoordinator {

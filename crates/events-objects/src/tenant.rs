@@ -1,12 +1,10 @@
-//! [`Tenant`]: one per namespace. API keys, namespace limits, `batchId` reservations.
+//! [`Tenant`]: one per namespace. API keys and namespace limits.
 //!
 //! API keys have the form `ns_<namespace>_<secret>`, where the secret is 64
 //! hex digits (256 random bits). Only the SHA-256 of the secret is stored;
 //! the full key is shown once, when it is created.
 
-use events_core::limits::{
-    BATCH_ID_TTL_MS, DEFAULT_EVENTS_PER_DAY, DEFAULT_EVENTS_PER_MINUTE, DEFAULT_REQUESTS_PER_MINUTE,
-};
+use events_core::limits::{DEFAULT_EVENTS_PER_DAY, DEFAULT_EVENTS_PER_MINUTE, DEFAULT_REQUESTS_PER_MINUTE};
 use events_core::{ApiError, ErrorCode, Timestamp};
 use events_runtime::{DurableObject, Host, Migration, ObjectContext, ObjectResult, Row, SqlStorage};
 use serde::{Deserialize, Serialize};
@@ -17,8 +15,6 @@ use subtle::ConstantTimeEq;
 pub const MAX_KEYS_PER_NAMESPACE: usize = 1_000;
 /// Longest key name.
 pub const MAX_KEY_NAME_LEN: usize = 128;
-/// Expired `batchId` reservations pruned per request.
-const PRUNE_PER_REQUEST: i64 = 256;
 
 /// The namespace object.
 pub struct Tenant;
@@ -107,13 +103,6 @@ pub enum TenantRequest {
         /// Hex SHA-256 of the secret.
         secret_sha256: String,
     },
-    /// Reserves `batch_id` for `shard`, or says which shard already holds it.
-    ReserveBatch {
-        /// The client's idempotency key.
-        batch_id: String,
-        /// The shard the caller means to send the batch to.
-        shard: u32,
-    },
     /// Reads the namespace limits.
     GetLimits,
     /// Replaces the namespace limits.
@@ -136,16 +125,15 @@ pub enum TenantResponse {
     Key(KeyInfo),
     /// Result of authentication: the key, if valid and not revoked.
     Authenticated(Option<KeyInfo>),
-    /// The shard that holds (or will hold) the batch.
-    BatchShard(u32),
     /// Namespace limits.
     Limits(NamespaceLimits),
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "keys, batches",
-    sql: "CREATE TABLE api_keys (
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "keys, batches",
+        sql: "CREATE TABLE api_keys (
               id TEXT PRIMARY KEY,
               secret_sha256 TEXT NOT NULL UNIQUE,
               name TEXT,
@@ -159,7 +147,11 @@ const MIGRATIONS: &[Migration] = &[Migration {
               reserved_at INTEGER NOT NULL
           ) WITHOUT ROWID;
           CREATE INDEX batches_reserved_at ON batches (reserved_at);",
-}];
+    },
+    // `batchId` batches now go to the shard their id names, and the writer
+    // deduplicates them: the reservations are no longer needed.
+    Migration { version: 2, name: "drop batch reservations", sql: "DROP TABLE batches;" },
+];
 
 /// The SHA-256 of a key secret, as stored.
 pub fn secret_digest(secret: &str) -> String {
@@ -188,6 +180,8 @@ const KEY_COLUMNS: &str = "id, name, created_at, revoked_at, prefix";
 
 impl DurableObject for Tenant {
     const CLASS: &'static str = "Tenant";
+    /// Answers the request path's key checks and limit lookups on cache misses.
+    const PLACEMENT: events_runtime::Placement = events_runtime::Placement::Latency;
     type Request = TenantRequest;
     type Response = TenantResponse;
 
@@ -205,7 +199,6 @@ impl DurableObject for Tenant {
             TenantRequest::ListKeys => Self::list_keys(cx),
             TenantRequest::RevokeKey { id } => Self::revoke_key(cx, &id),
             TenantRequest::Authenticate { secret_sha256 } => Self::authenticate(cx, &secret_sha256),
-            TenantRequest::ReserveBatch { batch_id, shard } => Self::reserve_batch(cx, &batch_id, shard),
             TenantRequest::GetLimits => Ok(TenantResponse::Limits(cx.kv().get("limits")?.unwrap_or_default())),
             TenantRequest::SetLimits(limits) => Self::set_limits(cx, limits),
         }
@@ -276,31 +269,6 @@ impl Tenant {
             bool::from(stored.ct_eq(secret_sha256.as_bytes())) && r.opt_i64(3).is_none()
         });
         Ok(TenantResponse::Authenticated(valid.map(|r| key_info(ns, &r))))
-    }
-
-    /// Reserves a `batchId` for a shard, or names the shard that holds it
-    /// ([`TenantRequest::ReserveBatch`]); prunes expired reservations first.
-    fn reserve_batch<H: Host>(cx: &ObjectContext<H>, batch_id: &str, shard: u32) -> ObjectResult<TenantResponse> {
-        let db = cx.storage();
-        let now = cx.now().as_millis();
-        db.execute(
-            "DELETE FROM batches WHERE batch_id IN
-               (SELECT batch_id FROM batches WHERE reserved_at < ?1 ORDER BY reserved_at LIMIT ?2)",
-            &[(now - BATCH_ID_TTL_MS).into(), PRUNE_PER_REQUEST.into()],
-        )?;
-        let existing = db.query_one(
-            "SELECT shard FROM batches WHERE batch_id = ?1 AND reserved_at >= ?2",
-            &[batch_id.into(), (now - BATCH_ID_TTL_MS).into()],
-        )?;
-        if let Some(r) = existing {
-            return Ok(TenantResponse::BatchShard(r.i64(0) as u32));
-        }
-        db.execute(
-            "INSERT INTO batches (batch_id, shard, reserved_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT(batch_id) DO UPDATE SET shard = excluded.shard, reserved_at = excluded.reserved_at",
-            &[batch_id.into(), shard.into(), now.into()],
-        )?;
-        Ok(TenantResponse::BatchShard(shard))
     }
 
     /// Replaces the namespace limits ([`TenantRequest::SetLimits`]).

@@ -104,3 +104,46 @@ async fn a_namespace_starts_at_the_shard_floor_and_quiet_never_goes_below_it() {
     assert_eq!(layout(&host, ShardRequest::Layout).await.shards, 2);
     host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_shards_are_fixed_when_a_namespace_is_first_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let start_with = |min: &str| {
+        let mut config = HostConfig::new(dir.path());
+        config.vars = [("shards.min", min)].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let host = NativeHost::start(config).unwrap();
+        host.register::<ShardCoordinator>();
+        host
+    };
+    let host = start_with("3");
+    let first = layout(&host, ShardRequest::Layout).await;
+    assert_eq!((first.shards, first.batch_shards), (3, 3));
+    host.shutdown().await;
+    drop(host);
+    // A lower floor later neither moves a batch id's shard nor drops the
+    // batch shards from the layout; a higher one adds shards but not batch shards.
+    let host = start_with("1");
+    let lowered = layout(&host, ShardRequest::Layout).await;
+    assert_eq!((lowered.shards, lowered.batch_shards), (3, 3));
+    host.shutdown().await;
+    drop(host);
+    let host = start_with("5");
+    let raised = layout(&host, ShardRequest::Layout).await;
+    assert_eq!((raised.shards, raised.batch_shards), (5, 3));
+    host.shutdown().await;
+}
+
+#[test]
+fn a_batch_id_always_maps_to_the_same_shard() {
+    use events_objects::shard_coordinator::batch_shard;
+    // Fixed values: the mapping is part of the stored state's meaning and must
+    // not change between releases.
+    assert_eq!(batch_shard("anything", 1), 0);
+    let shards: Vec<u32> = ["a", "b", "c", "batch-1", "batch-2"].iter().map(|id| batch_shard(id, 4)).collect();
+    assert_eq!(shards, [0, 1, 2, 1, 0], "FNV-1a of the id, modulo the batch shards");
+    let spread = (0..1_000).map(|i| batch_shard(&format!("batch-{i}"), 4)).fold([0; 4], |mut n, s| {
+        n[s as usize] += 1;
+        n
+    });
+    assert!(spread.iter().all(|&n| n > 150), "ids spread over the shards: {spread:?}");
+}

@@ -706,8 +706,8 @@ async fn a_batch_id_replayed_at_once_across_shards_and_after_a_crash_is_stored_o
         "events": [{"type": "pay.sent", "n": 1}, {"type": "pay.sent", "n": 2}],
         "batchId": "batch-across-shards"
     });
-    // Sent 16 times at once: the least-loaded shard differs between the
-    // copies, but the namespace's reservation sends all to one writer.
+    // Sent 16 times at once over a namespace of four shards: every copy goes
+    // to the shard its batchId names, whose writer stores one.
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..16 {
         let (client, url, auth, body) = (server.client().clone(), server.url("/e"), key.auth(), body.clone());

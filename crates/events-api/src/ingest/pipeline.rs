@@ -15,8 +15,9 @@
 //! are cached for [`LAYOUT_CACHE_TTL_MS`], "no schemas here" for
 //! [`NO_SCHEMAS_CACHE_TTL_MS`], and rate limits and quotas are counted in
 //! process ([`crate::limits`]). A namespace with schemas adds its registry's
-//! validation call; a `batchId` adds its reservation at the namespace's
-//! Tenant (so a replay finds the shard that took the batch).
+//! validation call. A batch with a `batchId` goes to the shard its id names
+//! ([`batch_shard`]), whose writer deduplicates a replay within the same
+//! append call.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,7 +29,7 @@ use events_core::{ApiError, ErrorCode, Event};
 use events_objects::event_writer::{Appended, WriterRequest, WriterResponse, writer_name};
 use events_objects::rate_limiter::{QuotaDecision, RateDecision};
 use events_objects::schema_registry::{EventFailure, SchemaRequest, SchemaResponse, ValidationMode};
-use events_objects::shard_coordinator::ShardRequest;
+use events_objects::shard_coordinator::{ShardRequest, batch_shard};
 use events_objects::tenant::{NamespaceLimits, TenantRequest, TenantResponse};
 use events_objects::{EventWriter, SchemaRegistry, ShardCoordinator, Tenant};
 use events_runtime::Host;
@@ -184,8 +185,16 @@ impl From<ApiError> for Refusal {
     }
 }
 
+/// What the pipeline needs of a namespace's layout and limits.
+struct CachedLayout {
+    shards: u32,
+    batch_shards: u32,
+    limits: NamespaceLimits,
+}
+
 struct NamespaceState {
     shards: u32,
+    batch_shards: u32,
     limits: NamespaceLimits,
     fetched_at: i64,
     inflight: Vec<Arc<AtomicUsize>>,
@@ -245,7 +254,7 @@ impl Ingest {
         side: &mut SideEffects,
     ) -> Result<Accepted, Refusal> {
         let ns = req.namespace;
-        let (_, limits) = self.layout(host, ns).await?;
+        let limits = self.layout(host, ns).await?.limits;
         let limits = limits.or_defaults(settings.defaults);
         // A request whose body cannot be used still counts as a request (with no events).
         let batch = match decode_batch(req, settings) {
@@ -302,15 +311,16 @@ impl Ingest {
         })
     }
 
-    /// Shard count and limits of `ns`, from cache or from its objects.
-    async fn layout<H: Host>(&self, host: &H, ns: &str) -> Result<(u32, NamespaceLimits), ApiError> {
+    /// Shard layout and limits of `ns`, from cache or from its objects.
+    async fn layout<H: Host>(&self, host: &H, ns: &str) -> Result<CachedLayout, ApiError> {
         let now = host.now().as_millis();
         if let Some(s) = self.namespaces().get(ns)
             && now - s.fetched_at < LAYOUT_CACHE_TTL_MS
         {
-            return Ok((s.shards, s.limits));
+            return Ok(CachedLayout { shards: s.shards, batch_shards: s.batch_shards, limits: s.limits });
         }
-        let shards = host.call::<ShardCoordinator>(ns, ShardRequest::Layout).await?.shards.max(1);
+        let layout = host.call::<ShardCoordinator>(ns, ShardRequest::Layout).await?;
+        let (shards, batch_shards) = (layout.shards.max(1), layout.batch_shards.max(1));
         let limits = match host.call::<Tenant>(ns, TenantRequest::GetLimits).await? {
             TenantResponse::Limits(l) => l,
             _ => NamespaceLimits::default(),
@@ -321,15 +331,17 @@ impl Ingest {
         }
         let entry = map.entry(ns.to_string()).or_insert_with(|| NamespaceState {
             shards,
+            batch_shards,
             limits,
             fetched_at: now,
             inflight: Vec::new(),
             last_backpressure: None,
         });
         entry.shards = shards;
+        entry.batch_shards = batch_shards;
         entry.limits = limits;
         entry.fetched_at = now;
-        Ok((shards, limits))
+        Ok(CachedLayout { shards, batch_shards, limits })
     }
 
     /// Forgets the cached layout and limits of `ns` (after an admin change).
@@ -452,8 +464,8 @@ impl Ingest {
         Ok((appended, shard, background))
     }
 
-    /// Picks the writer shard (a `batchId` sticks to the shard that first
-    /// took it) and appends; the answer means the events are durable.
+    /// Picks the writer shard (the least loaded, or for a `batchId` the
+    /// shard its id names) and appends; the answer means the events are durable.
     #[allow(clippy::too_many_arguments)]
     async fn append<H: Host>(
         &self,
@@ -465,17 +477,8 @@ impl Ingest {
         batch_id: Option<String>,
         background: &mut Vec<Background>,
     ) -> Result<(Appended, u32), Refusal> {
-        let (shards, _) = self.layout(host, ns).await?;
-        let mut forced = None;
-        if let Some(batch_id) = &batch_id {
-            let (proposal, _) = self.pick_shard(ns, shards, None);
-            let reserved = host
-                .call::<Tenant>(ns, TenantRequest::ReserveBatch { batch_id: batch_id.clone(), shard: proposal })
-                .await?;
-            if let TenantResponse::BatchShard(s) = reserved {
-                forced = Some(s);
-            }
-        }
+        let CachedLayout { shards, batch_shards, .. } = self.layout(host, ns).await?;
+        let forced = batch_id.as_deref().map(|id| batch_shard(id, batch_shards));
         let (shard, inflight) = self.pick_shard(ns, shards, forced);
         let writer = writer_name(ns, shard);
         hooks.before_append(&writer).await?;
@@ -502,6 +505,7 @@ impl Ingest {
         let mut map = self.namespaces();
         let entry = map.entry(ns.to_string()).or_insert_with(|| NamespaceState {
             shards,
+            batch_shards: 1,
             limits: NamespaceLimits::default(),
             fetched_at: i64::MIN / 2,
             inflight: Vec::new(),
