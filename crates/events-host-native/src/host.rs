@@ -113,7 +113,8 @@ impl NativeHost {
         } else {
             config.threads
         };
-        let executors = (0..threads).map(spawn_executor).collect::<Result<Vec<_>, _>>()?;
+        let executors =
+            (0..threads).map(|i| spawn_executor(i, threads >= 2 && i >= threads / 2)).collect::<Result<Vec<_>, _>>()?;
         let host = NativeHost(Arc::new(Inner {
             config,
             registry: Registry::new(),
@@ -388,7 +389,34 @@ fn split_fds(limit: u64, objects: u64, clients: u64) -> (u64, u64) {
     (objects.min(fit), clients)
 }
 
-fn spawn_executor(i: usize) -> ObjectResult<mpsc::UnboundedSender<Job>> {
+/// The nice value of executors that run [`Placement::Background`] objects
+/// (the outbox relays, CDC processors, the catalog): when the CPU is short,
+/// appends and the request path go first, and the consumers' backlog grows
+/// in the outbox (bounded there) until there is CPU to spare.
+pub const BACKGROUND_EXECUTOR_NICE: i32 = 10;
+
+/// Lowers the calling thread's CPU priority to [`BACKGROUND_EXECUTOR_NICE`]
+/// (Linux: nice values are per thread). Best effort: a failure leaves the
+/// thread at normal priority.
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain system calls on the calling thread, with no pointers.
+        let result = unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, BACKGROUND_EXECUTOR_NICE)
+        };
+        if result != 0 {
+            tracing::warn!(
+                "could not lower the priority of a background executor: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// Starts executor thread `i`; a `background` one runs at a lower priority.
+fn spawn_executor(i: usize, background: bool) -> ObjectResult<mpsc::UnboundedSender<Job>> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -397,6 +425,9 @@ fn spawn_executor(i: usize) -> ObjectResult<mpsc::UnboundedSender<Job>> {
     std::thread::Builder::new()
         .name(format!("objects-{i}"))
         .spawn(move || {
+            if background {
+                lower_this_threads_priority();
+            }
             let local = tokio::task::LocalSet::new();
             local.block_on(&runtime, async move {
                 while let Some(job) = rx.recv().await {
