@@ -185,6 +185,80 @@ pub(crate) async fn timed<C: Connection>(
     })
 }
 
+/// Totals of the writer path's metrics, read from the server's `/metrics`,
+/// so the benchmark can tell a phase's commits and syncs apart.
+#[derive(Debug, Default, Clone, Copy)]
+struct WriterPath {
+    /// WAL syncs of writer shards.
+    syncs: f64,
+    /// Seconds spent in WAL syncs (every class that syncs; writers dominate).
+    sync_seconds: f64,
+    /// Commits of writer shards.
+    commits: f64,
+    /// Requests in those commits.
+    committed_requests: f64,
+    /// Events waiting in the outbox for the lake relay, now.
+    lake_backlog: f64,
+    /// Accepted requests, and their summed time from the pipeline's start to the ack.
+    acks: f64,
+    ack_seconds: f64,
+    /// Commits of every class, and their summed time.
+    all_commits: f64,
+    commit_seconds: f64,
+}
+
+impl WriterPath {
+    async fn read(client: &reqwest::Client, url: &str) -> anyhow::Result<Self> {
+        let text = client.get(format!("{url}/metrics")).send().await?.error_for_status()?.text().await?;
+        let writer = "class=\"EventWriter\"";
+        Ok(WriterPath {
+            syncs: metric_sum(&text, "events_runtime_wal_syncs_total", writer),
+            sync_seconds: metric_sum(&text, "events_runtime_wal_sync_seconds_sum", ""),
+            commits: metric_sum(&text, "events_runtime_batch_requests_count", writer),
+            committed_requests: metric_sum(&text, "events_runtime_batch_requests_sum", writer),
+            lake_backlog: metric_sum(&text, "events_outbox_backlog", "consumer=\"lake\""),
+            acks: metric_sum(&text, "events_ingest_ack_seconds_count", ""),
+            ack_seconds: metric_sum(&text, "events_ingest_ack_seconds_sum", ""),
+            all_commits: metric_sum(&text, "events_runtime_commit_seconds_count", ""),
+            commit_seconds: metric_sum(&text, "events_runtime_commit_seconds_sum", ""),
+        })
+    }
+
+    /// What happened between `before` and `self`, over `seconds`.
+    fn since(&self, before: &WriterPath, seconds: f64) -> Vec<Figure> {
+        let syncs = self.syncs - before.syncs;
+        let commits = self.commits - before.commits;
+        vec![
+            Figure::new("peak: writer WAL syncs per second", syncs / seconds, "syncs/s"),
+            Figure::new("peak: mean WAL sync", 1e3 * (self.sync_seconds - before.sync_seconds) / syncs.max(1.0), "ms"),
+            Figure::new(
+                "peak: appends per writer commit",
+                (self.committed_requests - before.committed_requests) / commits.max(1.0),
+                "requests",
+            ),
+            Figure::new(
+                "peak: mean commit (every object)",
+                1e3 * (self.commit_seconds - before.commit_seconds) / (self.all_commits - before.all_commits).max(1.0),
+                "ms",
+            ),
+            Figure::new(
+                "peak: mean time in the server's pipeline (validation to ack)",
+                1e3 * (self.ack_seconds - before.ack_seconds) / (self.acks - before.acks).max(1.0),
+                "ms",
+            ),
+            Figure::new("peak: events waiting for the lake relay at its end", self.lake_backlog, "events"),
+        ]
+    }
+}
+
+/// The sum of every sample of `name` whose labels contain `label`.
+fn metric_sum(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])) && line.contains(label))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -234,7 +308,9 @@ pub async fn run(opts: &IngestBench) -> anyhow::Result<Vec<Figure>> {
     drive(&ceiling_url, "x", &warm, opts.connections, None).await?;
     drive(&url, &key, &warm, opts.connections, None).await?;
     let ceiling = drive(&ceiling_url, "x", opts, opts.connections, None).await?;
+    let before_peak = WriterPath::read(&client, &url).await?;
     let peak = drive(&url, &key, opts, opts.connections, None).await?;
+    let writer_path = WriterPath::read(&client, &url).await?.since(&before_peak, opts.seconds);
     let half_rate = peak.events_per_s / 2.0 / opts.batch as f64;
     let half = drive(&url, &key, opts, opts.connections, Some(half_rate)).await?;
     let _ = ceiling_stop.send(());
@@ -268,6 +344,7 @@ pub async fn run(opts: &IngestBench) -> anyhow::Result<Vec<Figure>> {
         Figure::new("ack latency p99 at half of peak", percentile(&half.latencies_ms, 0.99), "ms"),
         Figure::new("failed requests (all phases)", failed as f64, "requests"),
     ];
+    figures.extend(writer_path);
     if events_stored > 0 {
         figures.push(
             Figure::new("Parquet bytes per event", parquet / events_stored as f64, "bytes")
