@@ -85,8 +85,9 @@ pub(crate) struct Load {
 
 /// One client connection of a timed load: one body in flight at a time.
 pub(crate) trait Connection: Send + 'static {
-    /// Sends `body` and waits for its acknowledgement; true if it was accepted.
-    fn send(&mut self, body: Bytes) -> impl Future<Output = bool> + Send;
+    /// Sends `body` and waits for its acknowledgement; a refusal or failure
+    /// comes back as what went wrong (`HTTP 503 OVERLOADED`, ...).
+    fn send(&mut self, body: Bytes) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 /// `POST /e` on a keep-alive connection of a shared client; accepted means a 2xx answer, read to the end.
@@ -97,7 +98,7 @@ struct Http {
 }
 
 impl Connection for Http {
-    async fn send(&mut self, body: Bytes) -> bool {
+    async fn send(&mut self, body: Bytes) -> Result<(), String> {
         let r = self
             .client
             .post(&self.url)
@@ -109,9 +110,18 @@ impl Connection for Http {
         match r {
             Ok(resp) if resp.status().is_success() => {
                 let _ = resp.bytes().await;
-                true
+                Ok(())
             }
-            _ => false,
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                Err(format!(
+                    "HTTP {status} {}: {}",
+                    body["code"].as_str().unwrap_or(""),
+                    body["error"].as_str().unwrap_or("")
+                ))
+            }
+            Err(e) => Err(format!("request failed: {e}")),
         }
     }
 }
@@ -161,11 +171,16 @@ pub(crate) async fn timed<C: Connection>(
                     next += iv;
                 }
                 let t = Instant::now();
-                if connection.send(bodies[(i % 64) as usize].clone()).await {
-                    latencies.push(t.elapsed().as_secs_f64() * 1e3);
-                    sent.fetch_add(batch, Ordering::Relaxed);
-                } else {
-                    errors.fetch_add(1, Ordering::Relaxed);
+                match connection.send(bodies[(i % 64) as usize].clone()).await {
+                    Ok(()) => {
+                        latencies.push(t.elapsed().as_secs_f64() * 1e3);
+                        sent.fetch_add(batch, Ordering::Relaxed);
+                    }
+                    Err(why) => {
+                        if errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                            eprintln!("first failed request of this phase: {why}");
+                        }
+                    }
                 }
                 i += n as u64;
             }
@@ -183,6 +198,24 @@ pub(crate) async fn timed<C: Connection>(
         latencies_ms,
         errors: errors.load(Ordering::Relaxed),
     })
+}
+
+/// The median time of a 200-byte append followed by `fdatasync`, in a file
+/// under `dir`, over `period`.
+fn raw_fsync_ms(dir: &std::path::Path, period: Duration) -> anyhow::Result<f64> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(dir.join("fsync-probe"))?;
+    let record = [b'x'; 200];
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < period {
+        let t = Instant::now();
+        file.write_all(&record)?;
+        file.sync_data()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    Ok(percentile(&times, 0.5))
 }
 
 /// Totals of the writer path's metrics, read from the server's `/metrics`,
@@ -302,6 +335,13 @@ pub async fn run(opts: &IngestBench) -> anyhow::Result<Vec<Figure>> {
         .await?;
     let key = created["key"].as_str().ok_or_else(|| anyhow::anyhow!("no key: {created}"))?.to_string();
 
+    // One event per request over one connection while the server is idle:
+    // the latency floor, next to a bare append + fdatasync on the same disk.
+    let fsync_ms = raw_fsync_ms(dir.path(), Duration::from_secs(1))?;
+    let idle = IngestBench { batch: 1, seconds: opts.seconds.min(3.0), ..*opts };
+    drive(&url, &key, &IngestBench { seconds: 0.5, ..idle }, 1, None).await?;
+    let idle_singles = drive(&url, &key, &idle, 1, None).await?;
+
     let (ceiling_url, ceiling_stop) = ceiling_server().await?;
     // Warm up both, then measure.
     let warm = IngestBench { seconds: 1.0, ..*opts };
@@ -332,7 +372,7 @@ pub async fn run(opts: &IngestBench) -> anyhow::Result<Vec<Figure>> {
     let _ = stop_tx.send(());
     serving.await??;
 
-    let failed = peak.errors + half.errors + singles.as_ref().map_or(0, |s| s.errors);
+    let failed = peak.errors + half.errors + idle_singles.errors + singles.as_ref().map_or(0, |s| s.errors);
     let mut figures = vec![
         Figure::new(
             &format!("durable ingest, {}-event batches, {} connections", opts.batch, opts.connections),
@@ -342,6 +382,17 @@ pub async fn run(opts: &IngestBench) -> anyhow::Result<Vec<Figure>> {
         .against("parse-only HTTP ceiling", ceiling.events_per_s),
         Figure::new("ack latency p50 at half of peak", percentile(&half.latencies_ms, 0.5), "ms"),
         Figure::new("ack latency p99 at half of peak", percentile(&half.latencies_ms, 0.99), "ms"),
+        Figure::new(
+            "one event per request, one connection, idle server: ack p50",
+            percentile(&idle_singles.latencies_ms, 0.5),
+            "ms",
+        )
+        .against("200-byte append + fdatasync, median", fsync_ms),
+        Figure::new(
+            "one event per request, one connection, idle server: ack p99",
+            percentile(&idle_singles.latencies_ms, 0.99),
+            "ms",
+        ),
         Figure::new("failed requests (all phases)", failed as f64, "requests"),
     ];
     figures.extend(writer_path);

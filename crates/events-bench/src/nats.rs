@@ -188,11 +188,9 @@ struct Publisher {
 }
 
 impl Connection for Publisher {
-    async fn send(&mut self, body: Bytes) -> bool {
-        match self.jetstream.publish(self.subject.clone(), body).await {
-            Ok(ack) => ack.await.is_ok(),
-            Err(_) => false,
-        }
+    async fn send(&mut self, body: Bytes) -> Result<(), String> {
+        let ack = self.jetstream.publish(self.subject.clone(), body).await.map_err(|e| format!("publish: {e}"))?;
+        ack.await.map(drop).map_err(|e| format!("publish ack: {e}"))
     }
 }
 
