@@ -238,6 +238,9 @@ struct WriterPath {
     /// Commits of every class, and their summed time.
     all_commits: f64,
     commit_seconds: f64,
+    /// Calls to writer shards, and their summed time (mailbox, run, commit, sync).
+    writer_calls: f64,
+    writer_call_seconds: f64,
 }
 
 impl WriterPath {
@@ -254,6 +257,8 @@ impl WriterPath {
             ack_seconds: metric_sum(&text, "events_ingest_ack_seconds_sum", ""),
             all_commits: metric_sum(&text, "events_runtime_commit_seconds_count", ""),
             commit_seconds: metric_sum(&text, "events_runtime_commit_seconds_sum", ""),
+            writer_calls: metric_sum(&text, "events_runtime_call_seconds_count", writer),
+            writer_call_seconds: metric_sum(&text, "events_runtime_call_seconds_sum", writer),
         })
     }
 
@@ -272,6 +277,12 @@ impl WriterPath {
             Figure::new(
                 "peak: mean commit (every object)",
                 1e3 * (self.commit_seconds - before.commit_seconds) / (self.all_commits - before.all_commits).max(1.0),
+                "ms",
+            ),
+            Figure::new(
+                "peak: mean writer call (mailbox, run, commit, WAL sync)",
+                1e3 * (self.writer_call_seconds - before.writer_call_seconds)
+                    / (self.writer_calls - before.writer_calls).max(1.0),
                 "ms",
             ),
             Figure::new(

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use events_core::{ApiError, ErrorCode, Timestamp};
 use events_runtime::context::Host;
@@ -165,9 +165,15 @@ impl NativeHost {
             return Err(ApiError::new(ErrorCode::InvalidRequest, "object names are 1-256 bytes"));
         }
         let (reply, answer) = oneshot::channel();
+        let started = Instant::now();
         self.dispatch::<O>(name, Envelope::Request { req, reply })?;
         match tokio::time::timeout(Duration::from_millis(CALL_TIMEOUT_MS), answer).await {
-            Ok(Ok(result)) => result,
+            Ok(Ok(result)) => {
+                // Mailbox wait, the batch's run and commit, and the wait for its WAL sync.
+                metrics::histogram!("events_runtime_call_seconds", "class" => O::CLASS)
+                    .record(started.elapsed().as_secs_f64());
+                result
+            }
             Ok(Err(_)) => Err(ApiError::new(ErrorCode::ServiceUnavailable, "the object stopped before answering")),
             Err(_) => Err(ApiError::new(ErrorCode::Timeout, format!("{} {name} did not answer in time", O::CLASS))),
         }
