@@ -241,6 +241,8 @@ struct WriterPath {
     /// Calls to writer shards, and their summed time (mailbox, run, commit, sync).
     writer_calls: f64,
     writer_call_seconds: f64,
+    /// Summed time from each sync's start to the release of its answers.
+    sync_release_seconds: f64,
 }
 
 impl WriterPath {
@@ -259,6 +261,7 @@ impl WriterPath {
             commit_seconds: metric_sum(&text, "events_runtime_commit_seconds_sum", ""),
             writer_calls: metric_sum(&text, "events_runtime_call_seconds_count", writer),
             writer_call_seconds: metric_sum(&text, "events_runtime_call_seconds_sum", writer),
+            sync_release_seconds: metric_sum(&text, "events_runtime_wal_sync_release_seconds_sum", ""),
         })
     }
 
@@ -269,6 +272,11 @@ impl WriterPath {
         vec![
             Figure::new("peak: writer WAL syncs per second", syncs / seconds, "syncs/s"),
             Figure::new("peak: mean WAL sync", 1e3 * (self.sync_seconds - before.sync_seconds) / syncs.max(1.0), "ms"),
+            Figure::new(
+                "peak: mean WAL sync start to its answers' release",
+                1e3 * (self.sync_release_seconds - before.sync_release_seconds) / syncs.max(1.0),
+                "ms",
+            ),
             Figure::new(
                 "peak: appends per writer commit",
                 (self.committed_requests - before.committed_requests) / commits.max(1.0),

@@ -149,8 +149,8 @@ struct SyncGate<O: DurableObject> {
     host: NativeHost,
     /// The WAL to sync, or `None` for relaxed durability.
     wal: Option<PathBuf>,
-    /// The sync running and the answers it releases.
-    in_flight: Option<(WalSync, Vec<Reply<O>>)>,
+    /// The sync running, the answers it releases, and when it was started.
+    in_flight: Option<(WalSync, Vec<Reply<O>>, Instant)>,
     /// Answers for the next sync.
     waiting: Vec<Reply<O>>,
     /// A commit wrote since the sync in flight (if any) started.
@@ -178,7 +178,7 @@ impl<O: DurableObject> SyncGate<O> {
         self.dirty |= wrote;
         match &mut self.in_flight {
             // Nothing written since the running sync started: it covers this batch too.
-            Some((_, riding)) if !self.dirty => riding.extend(replies),
+            Some((_, riding, _)) if !self.dirty => riding.extend(replies),
             Some(_) => self.waiting.extend(replies),
             None if !self.dirty => send_all::<O>(replies),
             None => {
@@ -203,12 +203,12 @@ impl<O: DurableObject> SyncGate<O> {
             metrics::histogram!("events_runtime_wal_sync_seconds").record(started.elapsed().as_secs_f64());
             result
         });
-        self.in_flight = Some((sync, std::mem::take(&mut self.waiting)));
+        self.in_flight = Some((sync, std::mem::take(&mut self.waiting), started));
     }
 
     /// Waits for the running sync (pending forever when there is none).
     async fn synced(&mut self) -> ObjectResult<()> {
-        let Some((sync, _)) = &mut self.in_flight else { return std::future::pending().await };
+        let Some((sync, _, _)) = &mut self.in_flight else { return std::future::pending().await };
         match sync.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(ApiError::new(ErrorCode::StorageError, format!("WAL sync failed: {e}"))),
@@ -216,12 +216,33 @@ impl<O: DurableObject> SyncGate<O> {
         }
     }
 
+    /// Releases the answers of the running sync if it has ended, without
+    /// waiting: a batch calls this between its requests, so that answers
+    /// synced while a long request (a relay's large read) runs leave at once
+    /// instead of after the whole batch.
+    async fn release_if_synced(&mut self) -> ObjectResult<()> {
+        match &self.in_flight {
+            Some((sync, _, _)) if sync.is_finished() => {
+                let result = self.synced().await;
+                let released = self.release(result);
+                if let Err(e) = &released {
+                    // As after any failed sync: nothing waiting is acknowledged.
+                    self.fail_all(e);
+                }
+                released
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Releases the answers of the sync that ended with `result` and starts
     /// the next one. A failed sync answers its requests with the error.
     fn release(&mut self, result: ObjectResult<()>) -> ObjectResult<()> {
-        let (_, replies) = self.in_flight.take().expect("release follows a sync");
+        let (_, replies, started) = self.in_flight.take().expect("release follows a sync");
         match result {
             Ok(()) => {
+                // The sync's own time plus the executor's wait to see it end.
+                metrics::histogram!("events_runtime_wal_sync_release_seconds").record(started.elapsed().as_secs_f64());
                 self.host.0.counters.wal_syncs.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("events_runtime_wal_syncs_total", "class" => O::CLASS).increment(1);
                 metrics::histogram!("events_runtime_synced_requests", "class" => O::CLASS).record(replies.len() as f64);
@@ -334,6 +355,7 @@ async fn process_batch<O: DurableObject>(
     let mut replies: Vec<Reply<O>> = Vec::with_capacity(batch.len());
     let mut poisoned = None;
     for envelope in batch {
+        gate.release_if_synced().await?;
         if let Some(e) = &poisoned {
             if let Envelope::Request { reply, .. } = envelope {
                 replies.push((reply, Err(ApiError::clone(e))));
@@ -366,7 +388,23 @@ async fn process_batch<O: DurableObject>(
         }
     }
     let size = replies.len();
-    match commit(host, key, storage).await {
+    // While the commit runs on the blocking pool, answers of the sync in
+    // flight (which covers only earlier commits) may leave.
+    let committing = commit(host, key, storage);
+    tokio::pin!(committing);
+    let committed = loop {
+        tokio::select! {
+            biased;
+            done = &mut committing => break done,
+            synced = gate.synced(), if gate.syncing() => {
+                if let Err(e) = gate.release(synced) {
+                    gate.fail_all(&e);
+                    return Err(e);
+                }
+            }
+        }
+    };
+    match committed {
         Ok(wrote) => {
             metrics::histogram!("events_runtime_batch_requests", "class" => O::CLASS).record(size as f64);
             gate.submit(replies, wrote);
