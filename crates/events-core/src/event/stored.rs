@@ -104,6 +104,43 @@ const MAX_OPENS_WITHOUT_CHECK: usize = MAX_EVENT_DEPTH;
 /// may be too large for a double, which a decode refuses.
 const MAX_DIGITS_WITHOUT_CHECK: usize = 300;
 
+/// Where a byte of JSON text falls, as [`Strings::step`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ByteAt {
+    /// Outside every string (an opening quote counts as outside).
+    Outside,
+    /// Inside a string, or its closing quote.
+    InString,
+    /// Inside a string, right after a backslash.
+    Escaped,
+}
+
+/// Follows the strings of JSON text byte by byte, so scanners can skip them.
+#[derive(Default)]
+struct Strings {
+    in_string: bool,
+    escaped: bool,
+}
+
+impl Strings {
+    /// Classifies `b`, the next byte, and moves past it.
+    fn step(&mut self, b: u8) -> ByteAt {
+        if !self.in_string {
+            self.in_string = b == b'"';
+            return ByteAt::Outside;
+        }
+        if std::mem::take(&mut self.escaped) {
+            return ByteAt::Escaped;
+        }
+        match b {
+            b'\\' => self.escaped = true,
+            b'"' => self.in_string = false,
+            _ => {}
+        }
+        ByteAt::InString
+    }
+}
+
 /// Whether `raw` may hold what the syntax check of a raw copy lets through
 /// but a decode refuses: nesting past [`MAX_EVENT_DEPTH`], a number out of
 /// range, an unpaired surrogate escape. Conservative: any `\u` escape in a
@@ -113,20 +150,14 @@ const MAX_DIGITS_WITHOUT_CHECK: usize = 300;
 /// as `shop.example.com` (a `.` before an `e`) is no exponent.
 fn needs_full_check(raw: &[u8]) -> bool {
     let (mut opens, mut digits, mut prev) = (0usize, 0usize, 0u8);
-    let (mut in_string, mut escaped) = (false, false);
+    let mut strings = Strings::default();
     for &b in raw {
-        if in_string {
-            match b {
-                b'u' if escaped => return true,
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
+        match strings.step(b) {
+            ByteAt::Escaped if b == b'u' => return true,
+            ByteAt::Escaped | ByteAt::InString => continue,
+            ByteAt::Outside => {}
         }
         match b {
-            b'"' => in_string = true,
             b'{' | b'[' => opens += 1,
             b'e' | b'E' if prev.is_ascii_digit() || prev == b'.' => return true,
             _ => {}
@@ -142,19 +173,13 @@ fn needs_full_check(raw: &[u8]) -> bool {
 
 /// The deepest nesting of objects and arrays in `json` (valid JSON).
 fn nesting_depth(json: &[u8]) -> usize {
-    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut strings = Strings::default();
     for &b in json {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
+        if strings.step(b) != ByteAt::Outside {
             continue;
         }
         match b {
-            b'"' => in_string = true,
             b'{' | b'[' => {
                 depth += 1;
                 deepest = deepest.max(depth);
