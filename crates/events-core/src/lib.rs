@@ -15,6 +15,7 @@
 pub mod cdc;
 pub mod error;
 pub mod event;
+pub mod hash;
 pub mod id;
 pub mod limits;
 pub mod name;

@@ -118,16 +118,20 @@ pub trait EventView {
 }
 
 /// FNV-1a, for the few short member names of a [`MemberPlan`].
-#[derive(Default)]
 struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(events_core::hash::FNV1A_OFFSET)
+    }
+}
 
 impl Hasher for Fnv {
     fn finish(&self) -> u64 {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let start = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
-        self.0 = bytes.iter().fold(start, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3));
+        self.0 = events_core::hash::fnv1a_extend(self.0, bytes);
     }
 }
 

@@ -100,9 +100,7 @@ fn one() -> u32 {
 /// releases and hosts: FNV-1a of the id's bytes.
 pub fn batch_shard(batch_id: &str, batch_shards: u32) -> u32 {
     assert!(batch_shards > 0, "a namespace has at least one batch shard");
-    let hash =
-        batch_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    (hash % u64::from(batch_shards)) as u32
+    (events_core::hash::fnv1a(batch_id.as_bytes()) % u64::from(batch_shards)) as u32
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
