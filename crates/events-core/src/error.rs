@@ -7,145 +7,131 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// A stable, machine-readable error code. Each maps to one HTTP status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ErrorCode {
-    // 400
+/// Declares [`ErrorCode`] from one table: each code's doc, name, wire name and
+/// HTTP status are written once, and the enum, [`ErrorCode::as_str`],
+/// [`ErrorCode::http_status`], [`ErrorCode::ALL`] and [`ErrorCode::from_wire`]
+/// follow from it.
+macro_rules! error_codes {
+    ($( $(#[doc = $doc:literal])* $code:ident = $wire:literal => $status:literal, )+) => {
+        /// A stable, machine-readable error code. Each maps to one HTTP status.
+        ///
+        /// Published codes never change meaning; new codes are appended.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $( $(#[doc = $doc])* $code, )+
+        }
+
+        impl ErrorCode {
+            /// Every code, in the order of the table.
+            pub const ALL: &'static [ErrorCode] = &[$( ErrorCode::$code, )+];
+
+            /// The HTTP status this code is always sent with.
+            pub const fn http_status(self) -> u16 {
+                match self {
+                    $( ErrorCode::$code => $status, )+
+                }
+            }
+
+            /// The code as it appears on the wire, e.g. `"INVALID_EVENT"`.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $( ErrorCode::$code => $wire, )+
+                }
+            }
+
+            /// The code whose wire name is `wire`, if any.
+            pub fn from_wire(wire: &str) -> Option<ErrorCode> {
+                match wire {
+                    $( $wire => Some(ErrorCode::$code), )+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
     /// The request was malformed in a way no more specific code describes.
-    InvalidRequest,
+    InvalidRequest = "INVALID_REQUEST" => 400,
     /// The body is not valid JSON (or NDJSON).
-    InvalidJson,
+    InvalidJson = "INVALID_JSON" => 400,
     /// The batch envelope is wrong: no `events` array, too many events.
-    InvalidBatch,
+    InvalidBatch = "INVALID_BATCH" => 400,
     /// One or more events failed validation; `details.errors` lists them.
-    InvalidEvent,
+    InvalidEvent = "INVALID_EVENT" => 400,
     /// One or more events exceed the per-event size limit.
-    EventTooLarge,
+    EventTooLarge = "EVENT_TOO_LARGE" => 400,
     /// The `batchId` is not an acceptable identifier.
-    InvalidBatchId,
+    InvalidBatchId = "INVALID_BATCH_ID" => 400,
     /// A namespace name is invalid or reserved.
-    InvalidNamespace,
+    InvalidNamespace = "INVALID_NAMESPACE" => 400,
     /// A query parameter is invalid.
-    InvalidQuery,
+    InvalidQuery = "INVALID_QUERY" => 400,
     /// A pattern is invalid.
-    InvalidPattern,
+    InvalidPattern = "INVALID_PATTERN" => 400,
     /// A configuration value is invalid.
-    InvalidConfig,
+    InvalidConfig = "INVALID_CONFIG" => 400,
     /// Events failed schema validation in strict mode.
-    SchemaValidationError,
+    SchemaValidationError = "SCHEMA_VALIDATION_ERROR" => 400,
     /// The content encoding is not supported or the body could not be decoded.
-    UnsupportedEncoding,
-    // 401
+    UnsupportedEncoding = "UNSUPPORTED_ENCODING" => 400,
     /// No credentials were given.
-    AuthRequired,
+    AuthRequired = "AUTH_REQUIRED" => 401,
     /// The `Authorization` header is not `Bearer <token>`.
-    InvalidAuthFormat,
+    InvalidAuthFormat = "INVALID_AUTH_FORMAT" => 401,
     /// The key is unknown, revoked or does not match.
-    InvalidApiKey,
+    InvalidApiKey = "INVALID_API_KEY" => 401,
     /// A webhook signature is missing, wrong or stale.
-    InvalidSignature,
-    // 403
+    InvalidSignature = "INVALID_SIGNATURE" => 401,
     /// The credentials are valid but do not allow this operation.
-    Forbidden,
-    // 404
+    Forbidden = "FORBIDDEN" => 403,
     /// The resource does not exist (or belongs to another tenant).
-    NotFound,
-    // 405
+    NotFound = "NOT_FOUND" => 404,
     /// The route exists but not with this method.
-    MethodNotAllowed,
-    // 409
+    MethodNotAllowed = "METHOD_NOT_ALLOWED" => 405,
     /// The request conflicts with current state.
-    Conflict,
-    // 413
+    Conflict = "CONFLICT" => 409,
     /// The body exceeds the size limit.
-    PayloadTooLarge,
-    // 415
+    PayloadTooLarge = "PAYLOAD_TOO_LARGE" => 413,
     /// The content type is not supported.
-    UnsupportedMediaType,
-    // 429
+    UnsupportedMediaType = "UNSUPPORTED_MEDIA_TYPE" => 415,
     /// A rate limit was crossed; see `Retry-After`.
-    RateLimited,
+    RateLimited = "RATE_LIMITED" => 429,
     /// The namespace's daily quota is used up.
-    QuotaExceeded,
-    // 500
+    QuotaExceeded = "QUOTA_EXCEEDED" => 429,
     /// An unexpected failure inside events.do.
-    InternalError,
+    InternalError = "INTERNAL_ERROR" => 500,
     /// Local durable storage failed.
-    StorageError,
-    // 503
+    StorageError = "STORAGE_ERROR" => 500,
     /// A dependency is unavailable; retry later.
-    ServiceUnavailable,
+    ServiceUnavailable = "SERVICE_UNAVAILABLE" => 503,
     /// A bounded queue or buffer is full; retry later.
-    Overloaded,
-    // 504
+    Overloaded = "OVERLOADED" => 503,
     /// The operation did not finish in time.
-    Timeout,
-    // 400 (appended)
+    Timeout = "TIMEOUT" => 504,
     /// An outbound target (webhook URL) is refused by the outbound policy:
     /// a private, loopback or metadata address that `[outbound] allow` does not cover.
-    TargetNotAllowed,
-    // 409 (appended)
+    TargetNotAllowed = "TARGET_NOT_ALLOWED" => 400,
     /// A new schema version breaks the subject's compatibility rule; `details.differences` lists why.
-    SchemaIncompatible,
-    // 400 (appended)
+    SchemaIncompatible = "SCHEMA_INCOMPATIBLE" => 409,
     /// An event of a change-capture format (`collection.*`, `cdc`, `debezium`)
     /// is malformed: an unknown operation, no collection, no document id, no
     /// new document on insert or update. `details.errors` lists each event at fault.
-    InvalidCdcEvent,
-    // 409 (appended)
+    InvalidCdcEvent = "INVALID_CDC_EVENT" => 400,
     /// An Iceberg commit's requirements do not hold: the table changed since
     /// the commit was built. Reload the table and retry.
-    CommitConflict,
-    // 400 (appended)
+    CommitConflict = "COMMIT_CONFLICT" => 409,
     /// A SQL statement is not a read-only query (DDL, DML, `SET`, `COPY`...).
-    ReadOnlyQuery,
+    ReadOnlyQuery = "READ_ONLY_QUERY" => 400,
     /// A SQL query exceeded its row or memory limit.
-    QueryLimitExceeded,
-    // 500 (appended)
+    QueryLimitExceeded = "QUERY_LIMIT_EXCEEDED" => 400,
     /// A data file the table's snapshot names is absent from the lake (deleted
     /// or lost behind events.do's back). The read fails rather than miss its
     /// rows; `details.key` names the file.
-    DataFileMissing,
+    DataFileMissing = "DATA_FILE_MISSING" => 500,
 }
 
 impl ErrorCode {
-    /// The HTTP status this code is always sent with.
-    pub const fn http_status(self) -> u16 {
-        use ErrorCode::*;
-        match self {
-            InvalidRequest
-            | InvalidJson
-            | InvalidBatch
-            | InvalidEvent
-            | EventTooLarge
-            | InvalidBatchId
-            | InvalidNamespace
-            | InvalidQuery
-            | InvalidPattern
-            | InvalidConfig
-            | SchemaValidationError
-            | UnsupportedEncoding => 400,
-            AuthRequired | InvalidAuthFormat | InvalidApiKey | InvalidSignature => 401,
-            Forbidden => 403,
-            NotFound => 404,
-            MethodNotAllowed => 405,
-            Conflict => 409,
-            PayloadTooLarge => 413,
-            UnsupportedMediaType => 415,
-            RateLimited | QuotaExceeded => 429,
-            InternalError | StorageError => 500,
-            ServiceUnavailable | Overloaded => 503,
-            Timeout => 504,
-            SchemaIncompatible => 409,
-            TargetNotAllowed => 400,
-            InvalidCdcEvent => 400,
-            CommitConflict => 409,
-            ReadOnlyQuery | QueryLimitExceeded => 400,
-            DataFileMissing => 500,
-        }
-    }
-
     /// Whether a client may retry the same request later and expect success.
     pub const fn is_retryable(self) -> bool {
         matches!(
@@ -157,94 +143,19 @@ impl ErrorCode {
                 | ErrorCode::StorageError
         )
     }
+}
 
-    /// The code as it appears on the wire, e.g. `"INVALID_EVENT"`.
-    pub fn as_str(self) -> &'static str {
-        // Serialising a unit variant through serde_json gives its wire name;
-        // keep one source of truth by listing them once here.
-        use ErrorCode::*;
-        match self {
-            InvalidRequest => "INVALID_REQUEST",
-            InvalidJson => "INVALID_JSON",
-            InvalidBatch => "INVALID_BATCH",
-            InvalidEvent => "INVALID_EVENT",
-            EventTooLarge => "EVENT_TOO_LARGE",
-            InvalidBatchId => "INVALID_BATCH_ID",
-            InvalidNamespace => "INVALID_NAMESPACE",
-            InvalidQuery => "INVALID_QUERY",
-            InvalidPattern => "INVALID_PATTERN",
-            InvalidConfig => "INVALID_CONFIG",
-            SchemaValidationError => "SCHEMA_VALIDATION_ERROR",
-            UnsupportedEncoding => "UNSUPPORTED_ENCODING",
-            AuthRequired => "AUTH_REQUIRED",
-            InvalidAuthFormat => "INVALID_AUTH_FORMAT",
-            InvalidApiKey => "INVALID_API_KEY",
-            InvalidSignature => "INVALID_SIGNATURE",
-            Forbidden => "FORBIDDEN",
-            NotFound => "NOT_FOUND",
-            MethodNotAllowed => "METHOD_NOT_ALLOWED",
-            Conflict => "CONFLICT",
-            PayloadTooLarge => "PAYLOAD_TOO_LARGE",
-            UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
-            RateLimited => "RATE_LIMITED",
-            QuotaExceeded => "QUOTA_EXCEEDED",
-            InternalError => "INTERNAL_ERROR",
-            StorageError => "STORAGE_ERROR",
-            ServiceUnavailable => "SERVICE_UNAVAILABLE",
-            Overloaded => "OVERLOADED",
-            Timeout => "TIMEOUT",
-            SchemaIncompatible => "SCHEMA_INCOMPATIBLE",
-            TargetNotAllowed => "TARGET_NOT_ALLOWED",
-            InvalidCdcEvent => "INVALID_CDC_EVENT",
-            CommitConflict => "COMMIT_CONFLICT",
-            ReadOnlyQuery => "READ_ONLY_QUERY",
-            QueryLimitExceeded => "QUERY_LIMIT_EXCEEDED",
-            DataFileMissing => "DATA_FILE_MISSING",
-        }
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
+}
 
-    /// Every code, for documentation and tests.
-    pub const ALL: &'static [ErrorCode] = {
-        use ErrorCode::*;
-        &[
-            InvalidRequest,
-            InvalidJson,
-            InvalidBatch,
-            InvalidEvent,
-            EventTooLarge,
-            InvalidBatchId,
-            InvalidNamespace,
-            InvalidQuery,
-            InvalidPattern,
-            InvalidConfig,
-            SchemaValidationError,
-            UnsupportedEncoding,
-            AuthRequired,
-            InvalidAuthFormat,
-            InvalidApiKey,
-            InvalidSignature,
-            Forbidden,
-            NotFound,
-            MethodNotAllowed,
-            Conflict,
-            PayloadTooLarge,
-            UnsupportedMediaType,
-            RateLimited,
-            QuotaExceeded,
-            InternalError,
-            StorageError,
-            ServiceUnavailable,
-            Overloaded,
-            Timeout,
-            TargetNotAllowed,
-            SchemaIncompatible,
-            InvalidCdcEvent,
-            CommitConflict,
-            ReadOnlyQuery,
-            QueryLimitExceeded,
-            DataFileMissing,
-        ]
-    };
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let wire = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        ErrorCode::from_wire(&wire).ok_or_else(|| serde::de::Error::custom(format!("unknown error code {wire:?}")))
+    }
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -314,11 +225,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wire_names_match_serde() {
-        for code in ErrorCode::ALL {
+    fn every_code_round_trips_through_its_wire_name() {
+        let mut seen = std::collections::HashSet::new();
+        for &code in ErrorCode::ALL {
+            assert!(seen.insert(code.as_str()), "{code:?}: wire name used twice");
             let json = serde_json::to_value(code).unwrap();
             assert_eq!(json, Value::String(code.as_str().to_string()));
+            assert_eq!(serde_json::from_value::<ErrorCode>(json).unwrap(), code);
+            assert!(matches!(code.http_status(), 400..=599), "{code:?}: not an error status");
         }
+        assert!(serde_json::from_value::<ErrorCode>(Value::String("NO_SUCH_CODE".into())).is_err());
+    }
+
+    /// docs/api.md lists the codes by status; it must say what the table says.
+    #[test]
+    fn the_api_docs_list_every_code_under_its_status() {
+        let docs = include_str!("../../../docs/api.md");
+        let mut documented = std::collections::BTreeMap::<&str, u16>::new();
+        for row in docs.lines().filter(|l| l.starts_with("| 4") || l.starts_with("| 5")) {
+            let mut cells = row.split('|').map(str::trim).filter(|c| !c.is_empty());
+            let Some(Ok(status)) = cells.next().map(str::parse::<u16>) else { continue };
+            let quoted = cells.flat_map(|c| c.split('`').skip(1).step_by(2));
+            for code in quoted.filter(|q| q.chars().all(|ch| ch.is_ascii_uppercase() || ch == '_')) {
+                assert!(documented.insert(code, status).is_none(), "{code} documented twice");
+            }
+        }
+        for &code in ErrorCode::ALL {
+            assert_eq!(documented.remove(code.as_str()), Some(code.http_status()), "{code} in docs/api.md");
+        }
+        assert!(documented.is_empty(), "docs/api.md lists codes that do not exist: {documented:?}");
     }
 
     #[test]
