@@ -262,6 +262,7 @@ pub async fn run(opts: &QueryBench) -> anyhow::Result<Vec<Figure>> {
         }
         events_do.insert(q.name, best);
     }
+    let fixed = fixed_costs(&client, &url).await?;
     let _ = stop_tx.send(());
     serving.await??;
 
@@ -278,7 +279,51 @@ pub async fn run(opts: &QueryBench) -> anyhow::Result<Vec<Figure>> {
                 .against("DuckDB", d.seconds),
         );
     }
+    figures.push(
+        Figure::new(&format!("fixed cost: `{FIXED_COST_SQL}`, median of {FIXED_COST_RUNS}"), fixed.table_ms, "ms")
+            .against("`SELECT 1` (HTTP, parse, context; no table)", fixed.bare_ms),
+    );
     Ok(figures)
+}
+
+/// The query whose time is the fixed cost of reading a table: the catalog's
+/// scan, the query context, planning over every file, one row read.
+pub const FIXED_COST_SQL: &str = "SELECT 1 FROM events LIMIT 1";
+/// Timed runs of each fixed-cost query (the median is kept: a dashboard
+/// pays the typical cost, not the best one).
+pub const FIXED_COST_RUNS: usize = 30;
+
+/// Medians (ms) of a query that touches a table and one that touches none.
+struct FixedCosts {
+    table_ms: f64,
+    bare_ms: f64,
+}
+
+async fn fixed_costs(client: &reqwest::Client, url: &str) -> anyhow::Result<FixedCosts> {
+    let median_ms = |sql: &'static str| async move {
+        let mut times = Vec::with_capacity(FIXED_COST_RUNS);
+        for run in 0..=FIXED_COST_RUNS {
+            let t = Instant::now();
+            let res = client
+                .post(format!("{url}/query"))
+                .bearer_auth(crate::ADMIN_TOKEN)
+                .header("X-Namespace", NAMESPACE)
+                .json(&json!({ "sql": sql }))
+                .send()
+                .await?;
+            let status = res.status();
+            let body = res.text().await?;
+            if !status.is_success() {
+                bail!("{sql}: {status}: {body}");
+            }
+            if run > 0 {
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        Ok::<f64, anyhow::Error>(times[times.len() / 2])
+    };
+    Ok(FixedCosts { table_ms: median_ms(FIXED_COST_SQL).await?, bare_ms: median_ms("SELECT 1").await? })
 }
 
 struct DuckTiming {
