@@ -83,11 +83,16 @@ impl HostIndex {
         Ok(rows)
     }
 
-    /// Records a newly created object. The directory is informational, so
-    /// this write is not fsynced by itself (the next alarm write syncs it).
-    pub(crate) fn record_object(&self, key: &ObjectKey, now: Timestamp) -> Result<(), ApiError> {
+    /// Records that the object `key` exists (idempotent). Enumerations rely
+    /// on it (the writer shards a read visits, the objects a flush reaches),
+    /// so a new object is recorded `durable`ly, fsynced before its file is
+    /// created; re-recording a known one is not fsynced by itself (the next
+    /// alarm write syncs it).
+    pub(crate) fn record_object(&self, key: &ObjectKey, now: Timestamp, durable: bool) -> Result<(), ApiError> {
         let conn = self.conn();
-        conn.execute_batch("PRAGMA synchronous = NORMAL").map_err(storage_error)?;
+        if !durable {
+            conn.execute_batch("PRAGMA synchronous = NORMAL").map_err(storage_error)?;
+        }
         let result = conn
             .execute(
                 "INSERT OR IGNORE INTO objects (class, name, created_at) VALUES (?1, ?2, ?3)",
@@ -95,7 +100,9 @@ impl HostIndex {
             )
             .map(drop)
             .map_err(storage_error);
-        conn.execute_batch("PRAGMA synchronous = FULL").map_err(storage_error)?;
+        if !durable {
+            conn.execute_batch("PRAGMA synchronous = FULL").map_err(storage_error)?;
+        }
         result
     }
 

@@ -297,8 +297,13 @@ async fn activate<O: DurableObject>(
     let path = host.object_path(O::CLASS, &key.1);
     let now = host.config().clock.now();
     let class = O::CLASS;
-    let (conn, created) = tokio::task::spawn_blocking(move || -> ObjectResult<_> {
-        let created = !path.exists();
+    // The index learns of an object before its file exists, durably so when
+    // the file is new, and again on every activation: a crash between the
+    // two would otherwise hide an object, and its acknowledged writes, from
+    // every enumeration (reads of writer shards, flushes) for good.
+    let new = !path.exists();
+    host.0.index.record_object(key, now, new)?;
+    let conn = tokio::task::spawn_blocking(move || -> ObjectResult<_> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| ApiError::new(ErrorCode::StorageError, format!("{e}")))?;
         }
@@ -310,13 +315,10 @@ async fn activate<O: DurableObject>(
         if let Some(kib) = O::STORAGE_CACHE_KIB {
             conn.execute_batch(&format!("PRAGMA cache_size = -{kib}")).map_err(storage_error)?;
         }
-        Ok((conn, created))
+        Ok(conn)
     })
     .await
     .map_err(|e| ApiError::internal(format!("activation task: {e}")))??;
-    if created {
-        host.0.index.record_object(key, now)?;
-    }
     let storage = SqliteStorage::new(conn);
     let cx = ObjectContext::new(key.1.clone(), storage.clone(), host.clone());
     storage.begin()?;

@@ -183,6 +183,24 @@ async fn hibernated_object_comes_back_with_its_state() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_whose_file_outlived_its_index_entry_is_listed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start(dir.path(), |_| {}).await;
+    host.call_object::<Counter>("kept", CounterReq::Increment).await.unwrap();
+    assert_eq!(host.object_names::<Counter>().unwrap(), ["kept"]);
+    host.shutdown().await;
+    // A crash between creating an object's file and indexing it leaves this.
+    let index = rusqlite::Connection::open(dir.path().join("host.sqlite")).unwrap();
+    assert_eq!(index.execute("DELETE FROM objects WHERE name = 'kept'", []).unwrap(), 1);
+    drop(index);
+
+    let host = start(dir.path(), |_| {}).await;
+    assert_eq!(get(&host, "kept").await, (1, 0), "the object's state survived");
+    assert_eq!(host.object_names::<Counter>().unwrap(), ["kept"], "and enumerations see it again");
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_objects_are_bounded_by_lru() {
     let dir = tempfile::tempdir().unwrap();
     let host = start(dir.path(), |c| c.max_live_objects = 20).await;
