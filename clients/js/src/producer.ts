@@ -140,6 +140,9 @@ export class Producer {
   #timerAt = 0;
   #closed = false;
   #closing: Promise<void> | undefined;
+  /** Failures not yet reported by a flush() or close(): how many, and the first few. */
+  #unreported = 0;
+  #unreportedErrors: EventsError[] = [];
   readonly #stats = { batches: 0, acknowledged: 0, deduplicatedBatches: 0, retries: 0, failed: 0, refused: 0 };
 
   /** Use `client.producer(options)`. */
@@ -174,6 +177,7 @@ export class Producer {
       const error = new EventsError({ status: 0, code, message, details, cause });
       this.#stats.refused++;
       d.reject(error);
+      this.#remember(error, 1);
       this.#report(error, [event]);
       return d.promise;
     };
@@ -215,14 +219,16 @@ export class Producer {
   /**
    * Sends every event queued so far without waiting for `lingerMs`, and
    * resolves once each of them is settled. Rejects with `SEND_FAILED`
-   * (`details.failed`, `details.errors`, `cause`: the first error) if any of
-   * them was not stored.
+   * (`details.failed`, `details.errors`, `cause`: the first error) if any
+   * event given to `send()` since the previous `flush()` / `close()` was not
+   * stored (refused by `send` itself included), so that callers who never
+   * look at `send`'s promises still learn of every loss.
    */
   async flush(): Promise<void> {
     const pending = this.#pending();
     this.#forceUpTo = this.#seq;
     this.#pump();
-    await settleAll(pending);
+    await this.#settled(pending);
   }
 
   /**
@@ -249,14 +255,44 @@ export class Producer {
       ]);
       clearTimeout(timer);
       if (expired) {
+        // Stop retries and requests, and settle everything now, whether
+        // or not a request in flight honours the abort.
         this.#abort.abort();
         const queued = this.#queue;
         this.#queue = [];
         this.#queuedBytes = 0;
         this.#fail(queued, new EventsError({ status: 0, code: "CLOSE_TIMEOUT", message: "closed before the event was sent" }));
+        this.#fail([...this.#inflight], closeTimeout(undefined));
+        this.#arm();
       }
     }
-    await settleAll(pending);
+    await this.#settled(pending);
+  }
+
+  /** Waits for `entries` to settle, then reports (and forgets) the failures not yet reported. */
+  async #settled(entries: Entry[]): Promise<void> {
+    await Promise.allSettled(entries.map((e) => e.deferred.promise));
+    const failed = this.#unreported;
+    if (failed === 0) return;
+    const errors = this.#unreportedErrors;
+    this.#unreported = 0;
+    this.#unreportedErrors = [];
+    const first = errors[0]!;
+    throw new EventsError({
+      status: 0,
+      code: "SEND_FAILED",
+      message: `${failed} event(s) were not stored; first error: ${first.code}: ${first.message}`,
+      details: {
+        failed,
+        errors: errors.map((e) => ({ status: e.status, code: e.code, message: e.message })),
+      },
+      cause: first,
+    });
+  }
+
+  #remember(error: EventsError, count: number): void {
+    this.#unreported += count;
+    if (this.#unreportedErrors.length < 10) this.#unreportedErrors.push(error);
   }
 
   /** Counters and current sizes. */
@@ -445,6 +481,7 @@ export class Producer {
     const failed = batch.filter((e) => this.#settle(e));
     for (const e of failed) e.deferred.reject(error);
     this.#stats.failed += failed.length;
+    if (failed.length > 0) this.#remember(error, failed.length);
     if (failed.length > 0) this.#report(error, failed.map((e) => JSON.parse(e.json) as EventInput));
   }
 
@@ -458,12 +495,12 @@ export class Producer {
   }
 }
 
-function closeTimeout(cause: EventsError): EventsError {
+function closeTimeout(cause: EventsError | undefined): EventsError {
   return new EventsError({
     status: 0,
     code: "CLOSE_TIMEOUT",
     message: "closed before the server acknowledged the batch; it may or may not be stored",
-    details: { lastError: { code: cause.code, message: cause.message } },
+    details: cause ? { lastError: { code: cause.code, message: cause.message } } : {},
     cause,
   });
 }
@@ -492,22 +529,4 @@ function eventError(error: EventsError, index: number): EventsError {
   const details: Record<string, unknown> = { errors: own };
   if (error.details.maxSize !== undefined) details.maxSize = error.details.maxSize;
   return new EventsError({ status: error.status, code: error.code, message, details, requestId: error.requestId, cause: error });
-}
-
-async function settleAll(entries: Entry[]): Promise<void> {
-  const results = await Promise.allSettled(entries.map((e) => e.deferred.promise));
-  const errors = results.flatMap((r) => (r.status === "rejected" ? [r.reason as EventsError] : []));
-  if (errors.length === 0) return;
-  const first = errors[0]!;
-  throw new EventsError({
-    status: 0,
-    code: "SEND_FAILED",
-    message: `${errors.length} of ${results.length} events were not stored; first error: ${first.code}: ${first.message}`,
-    details: {
-      failed: errors.length,
-      total: results.length,
-      errors: errors.slice(0, 10).map((e) => ({ status: e.status, code: e.code, message: e.message })),
-    },
-    cause: first,
-  });
 }
