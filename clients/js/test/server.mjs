@@ -96,11 +96,13 @@ export class TestServer {
     closeSync(stderr);
     const exited = new Promise((res) => child.once("exit", (code, signal) => res({ code, signal })));
     const lines = createInterface({ input: child.stdout });
+    const timeout = new AbortController();
     const first = await Promise.race([
       new Promise((res) => lines.once("line", res)),
       exited.then(() => null),
-      sleep(60_000).then(() => "timeout"),
+      sleep(60_000, "timeout", { signal: timeout.signal }).catch(() => null),
     ]);
+    timeout.abort();
     // Keep draining stdout so the server never blocks on a full pipe.
     lines.on("line", () => {});
     const m = typeof first === "string" ? /^events\.do listening on http:\/\/(\S+)$/.exec(first) : null;
