@@ -27,6 +27,7 @@ export {
   type ErrorCode,
   EventsError,
   type EventsErrorInit,
+  SERVER_ERROR_CODES,
   type ServerErrorCode,
   isRetryable,
 } from "./errors.js";

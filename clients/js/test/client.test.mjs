@@ -3,7 +3,7 @@
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { EventsClient, EventsError } from "../dist/index.js";
+import { EventsClient, EventsError, SERVER_ERROR_CODES } from "../dist/index.js";
 import { ADMIN_TOKEN, TestServer, eventually, uniqueNs } from "./server.mjs";
 
 let server;
@@ -204,4 +204,6 @@ test("admin: keys, limits, namespaces through X-Namespace", async () => {
   assert.ok(health);
   const doc = await admin.openapi();
   assert.equal(doc.openapi.startsWith("3.1"), true);
+  // The client knows every code of the server's envelope, and no other.
+  assert.deepEqual([...SERVER_ERROR_CODES].sort(), [...doc.components.schemas.ErrorBody.properties.code.enum].sort());
 });
