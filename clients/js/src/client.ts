@@ -152,10 +152,10 @@ export class EventsClient {
   async send(events: EventInput | EventInput[], options: SendOptions = {}): Promise<IngestResponse & { batchId: string }> {
     const batchId = options.batchId ?? this.#ids.next();
     const list = Array.isArray(events) ? events : [events];
-    let body: Uint8Array | string = JSON.stringify({ events: list, batchId });
+    let body = utf8(JSON.stringify({ events: list, batchId }));
     const headers: Record<string, string> = { "content-type": "application/json" };
     if (options.gzip ?? (canGzip() && !inBrowserPage())) {
-      const zipped = await gzip(utf8(body));
+      const zipped = await gzip(body);
       if (zipped.length < body.length) {
         body = zipped;
         headers["content-encoding"] = "gzip";
