@@ -5,9 +5,10 @@
 #
 #   bash scripts/test.sh [extra `cargo test` arguments]
 #
-# Then runs the e2e suite again against the Cloudflare host in local workerd
-# (scripts/worker.sh test: installs its pinned tools once, builds the wasm),
-# unless EVENTS_SKIP_WORKER=1.
+# Then runs the JavaScript client's tests (clients/js: `npm ci`, `npm test`,
+# against the binary just built) unless EVENTS_SKIP_JS=1, and the e2e suite
+# again against the Cloudflare host in local workerd (scripts/worker.sh test:
+# installs its pinned tools once, builds the wasm), unless EVENTS_SKIP_WORKER=1.
 #
 # Creates (once) a venv at ${EVENTS_VENV:-$HOME/.cache/events-do/venv} with
 # tests/e2e/py/requirements.txt, reinstalling when that file changes, and
@@ -48,6 +49,19 @@ cargo build -p events-cli --bin events
 echo "==> cargo test --workspace --no-fail-fast $*"
 status=0
 cargo test --workspace --no-fail-fast "$@" || status=$?
+
+# The JavaScript client (clients/js) against the binary built above: builds
+# its TypeScript and runs `node --test`. EVENTS_SKIP_JS=1 skips it.
+if [[ "${EVENTS_SKIP_JS:-0}" != 1 && -f "$root/clients/js/package.json" ]]; then
+    echo "==> the JavaScript client (clients/js: npm ci, npm test)"
+    started=$SECONDS
+    (
+        cd "$root/clients/js"
+        npm ci --no-audit --no-fund --silent
+        EVENTS_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/events" npm test --silent
+    ) || status=$?
+    echo "==> JavaScript client: $((SECONDS - started)) s"
+fi
 
 # The same e2e suite against the Cloudflare host (the Worker in local workerd).
 # EVENTS_SKIP_WORKER=1 skips it (e.g. for a quick local run).
