@@ -44,6 +44,10 @@ pub struct SubscribeBody {
     pub rpc_method: String,
     /// Optional secret.
     pub secret: Option<String>,
+    /// Attempts per delivery (1-20; the original's `maxRetries`).
+    pub max_retries: Option<u32>,
+    /// Request timeout (ms).
+    pub timeout_ms: Option<u64>,
 }
 
 /// Body of `POST /subscriptions/{id}/rotate-secret` (may be empty).
@@ -127,7 +131,9 @@ pub fn parse_since(since: &str) -> Result<Timestamp, ApiError> {
         .ok_or_else(|| ApiError::new(ErrorCode::InvalidRequest, "since must be an ISO-8601 time"))
 }
 
-fn url_part_ok(s: &str) -> bool {
+/// Whether `s` may be substituted into the RPC URL template: 1-128 letters,
+/// digits, `-` or `_`.
+pub fn url_part_ok(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_URL_PART_BYTES
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -150,6 +156,8 @@ pub fn subscribe_spec(body: SubscribeBody, template: &str) -> Result<Subscriptio
         pattern: body.pattern,
         url,
         secret: body.secret,
+        retry_schedule: body.max_retries.map(crate::worker_rpc::retry_schedule).transpose()?,
+        timeout_ms: body.timeout_ms,
         worker_id: Some(body.worker_id),
         rpc_method: Some(body.rpc_method),
         ..Default::default()
@@ -233,13 +241,18 @@ pub async fn get<H: Host>(
     subscription_json(call(host, namespace, SubsRequest::Get { id: id.to_string() }).await?)
 }
 
-/// `PATCH /subscriptions/{id}` (the host checked `patch.url`): the subscription.
+/// `PATCH /subscriptions/{id}` (the host checked `patch.url`): the
+/// subscription. The RPC method changes only with `PUT` (which moves the URL
+/// with it; [`crate::worker_rpc::update`]).
 pub async fn update<H: Host>(
     host: &H,
     namespace: impl Future<Output = Result<String, ApiError>>,
     id: &str,
     patch: SubscriptionPatch,
 ) -> Result<Value, ApiError> {
+    if patch.rpc_method.is_some() {
+        return Err(ApiError::new(ErrorCode::InvalidRequest, "rpcMethod is changed with PUT /subscriptions/{id}"));
+    }
     subscription_json(call(host, namespace, SubsRequest::Update { id: id.to_string(), patch }).await?)
 }
 
@@ -386,6 +399,8 @@ mod tests {
             pattern: "order.*".into(),
             rpc_method: rpc_method.into(),
             secret: None,
+            max_retries: None,
+            timeout_ms: None,
         }
     }
 

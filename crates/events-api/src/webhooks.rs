@@ -361,6 +361,58 @@ pub fn delivery_event(
     (event, batch_id)
 }
 
+/// The answer to a verified, stored delivery (both hosts). As the original
+/// service's, it carries `accepted`, `verified` (always `true` here: an
+/// unverified delivery is refused with `INVALID_SIGNATURE`, never accepted)
+/// and the provider.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WebhookAccepted {
+    /// Always `true`.
+    pub ok: bool,
+    /// Always `true` (a repeated delivery is accepted and not stored twice).
+    pub accepted: bool,
+    /// Always `true`: the signature was verified.
+    pub verified: bool,
+    /// The provider (`github`, `stripe`, ...).
+    pub provider: String,
+    /// Present (true) when this delivery id was already stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deduplicated: Option<bool>,
+    /// The stored event: `{type, id, ns, ts, source, webhook: {provider, eventType, deliveryId, verified}}`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub event: Value,
+    /// Slack `url_verification` challenge, echoed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<String>,
+}
+
+/// The answer to `event` (made by [`delivery_event`]), stored or found
+/// already stored (`deduplicated`), with the Slack `challenge` if any.
+pub fn accepted(
+    provider: Provider,
+    event: &events_core::Event,
+    deduplicated: bool,
+    challenge: Option<String>,
+) -> WebhookAccepted {
+    let fact = |k: &str| event.data.get(k).cloned().unwrap_or(Value::Null);
+    let webhook = serde_json::json!({
+        "provider": provider.name(), "eventType": fact("eventType"), "deliveryId": fact("deliveryId"), "verified": true,
+    });
+    WebhookAccepted {
+        ok: true,
+        accepted: true,
+        verified: true,
+        provider: provider.name().to_string(),
+        deduplicated: deduplicated.then_some(true),
+        event: serde_json::json!({
+            "type": event.event_type, "id": event.id, "ns": event.ns, "ts": event.ts.to_iso(),
+            "source": event.source, "webhook": webhook,
+        }),
+        challenge,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;
@@ -470,5 +522,26 @@ mod tests {
         h.insert("x-slack-signature", HeaderValue::from_str(&format!("v0={sig}")).unwrap());
         let config = WebhookConfig { secrets: vec!["s3cret".into()], header: None, encoding: None };
         assert!(verify(Provider::Slack, &config, &h, body, i64::MIN).is_err());
+    }
+
+    #[test]
+    fn the_answer_says_verified_and_names_the_provider() {
+        let delivery = Delivery {
+            event_type: "push".into(),
+            delivery_id: "d-1".into(),
+            payload: serde_json::json!({"n": 1}),
+            challenge: None,
+        };
+        let (event, _) = delivery_event(Provider::Github, "acme", delivery, events_core::Timestamp(0));
+        let v = serde_json::to_value(accepted(Provider::Github, &event, false, None)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"ok": true, "accepted": true, "verified": true, "provider": "github",
+                "event": {"type": "webhook.github.push", "id": "github:d-1", "ns": "acme",
+                    "ts": "1970-01-01T00:00:00.000Z", "source": "webhook:github",
+                    "webhook": {"provider": "github", "eventType": "push", "deliveryId": "d-1", "verified": true}}})
+        );
+        let again = serde_json::to_value(accepted(Provider::Github, &event, true, Some("c".into()))).unwrap();
+        assert_eq!((&again["deduplicated"], &again["challenge"]), (&serde_json::json!(true), &serde_json::json!("c")));
     }
 }

@@ -70,12 +70,13 @@ async fn health_shape() {
         let v = json(res).await;
         assert_eq!(v["status"], "ok");
         assert_eq!(v["service"], "events.do");
+        assert_eq!(v["host"], "native");
         assert_eq!(v["env"], "test");
         assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
         let ts = v["ts"].as_str().unwrap();
         assert!(events_core::Timestamp::parse_iso(ts).is_some(), "{ts}");
         assert!(ts.ends_with('Z') && ts.len() == "2026-01-01T00:00:00.000Z".len(), "{ts}");
-        assert_eq!(v.as_object().unwrap().len(), 5);
+        assert_eq!(v.as_object().unwrap().len(), 6);
     }
     s.stop().await;
 }
@@ -114,7 +115,7 @@ async fn openapi_document() {
         assert!(v["paths"][path]["get"].is_object(), "{path} missing");
     }
     assert!(v["components"]["schemas"]["ErrorBody"].is_object());
-    assert!(v["components"]["schemas"]["HealthResponse"].is_object());
+    assert!(v["components"]["schemas"]["Health"].is_object());
     // Every `{ns}` path parameter states the namespace rule.
     let mut ns_params = 0;
     for (path, item) in v["paths"].as_object().unwrap() {

@@ -63,6 +63,12 @@ pub fn external_target() -> Option<(String, String)> {
     Some((base.trim_end_matches('/').to_string(), token))
 }
 
+/// The host under test, as its `/health` names it: `EVENTS_TEST_HOST`
+/// (`cloudflare` from `scripts/worker.sh test`), else `native`.
+pub fn expected_host() -> String {
+    std::env::var("EVENTS_TEST_HOST").ok().filter(|h| !h.trim().is_empty()).unwrap_or_else(|| "native".into())
+}
+
 /// Returns true (and prints `reason`) when the suite runs against an external
 /// server, for tests that need a local process: the caller returns at once.
 pub fn skip_on_external(reason: &str) -> bool {

@@ -136,9 +136,6 @@ async fn shards_lists_namespaces_that_received_events() {
 
 #[tokio::test]
 async fn limits_outside_the_exact_integer_range_are_refused_and_not_stored() {
-    if events_e2e::skip_on_external("the Worker has no limits route") {
-        return;
-    }
     let server = TestServer::start().await;
     let ns = unique_ns("limits");
     let path = format!("/admin/namespaces/{ns}/limits");

@@ -449,9 +449,9 @@ async fn private_targets_are_refused_without_allowlist() {
             &json!({"workerId": "billing", "pattern": "order.*", "rpcMethod": "onOrder"}),
         )
         .await;
-    let body = r.expect(201);
-    assert_eq!(body["url"], "https://billing.workers.dev/rpc/onOrder");
-    assert_eq!(body["workerId"], "billing");
+    let body = r.expect(200);
+    assert_eq!(body["subscription"]["url"], "https://billing.workers.dev/rpc/onOrder");
+    assert_eq!(body["subscription"]["workerId"], "billing");
     // No credentials, no subscriptions.
     server.get("/subscriptions", &Auth::None).await.expect_error(401, "AUTH_REQUIRED");
 }

@@ -198,6 +198,10 @@ async fn every_provider_verifies_rotates_and_refuses() {
         let v = r.expect(200);
         assert_eq!((v["ok"].clone(), v["accepted"].clone()), (json!(true), json!(true)), "{label}: {}", r.text);
         assert_eq!(v["event"]["type"], case.expected_type, "{label}: {}", r.text);
+        // As the original's answer: verified, with the provider.
+        assert_eq!((&v["verified"], &v["provider"]), (&json!(true), &json!(p)), "{label}: {}", r.text);
+        assert_eq!(v["event"]["webhook"]["provider"], p, "{label}: {}", r.text);
+        assert_eq!(v["event"]["webhook"]["verified"], true, "{label}: {}", r.text);
         let id = v["event"]["id"].as_str().unwrap().to_string();
         assert!(id.starts_with(&format!("{p}:")), "{label}: {id}");
         // The same delivery again: accepted, not stored twice.

@@ -1,5 +1,6 @@
-//! `/admin/...`: namespace keys and flushing, with the admin token.
+//! `/admin/...`: namespace keys and limits, flushing, shard layouts, with the admin token.
 
+use events_api::admin::LimitsView;
 use events_core::name::validate_namespace;
 use events_core::{ApiError, ErrorCode, Timestamp};
 use events_objects::outbox_relay::flush_writer;
@@ -10,7 +11,7 @@ use events_runtime::Host;
 use serde_json::{Value, json};
 
 use super::auth::authenticate;
-use super::{ApiResult, Call, json};
+use super::{ApiResult, Call, json, parse_json};
 use crate::directory::{DIRECTORY_NAME, Directory, DirectoryRequest, DirectoryResponse};
 use crate::host::CfHost;
 
@@ -69,6 +70,23 @@ pub async fn revoke_key(call: &Call, ns: &str, id: &str) -> ApiResult {
         TenantResponse::Key(info) => json(200, &key_view(info)),
         _ => Err(ApiError::internal("unexpected answer")),
     }
+}
+
+/// `GET /admin/namespaces/{ns}/limits`: the shared [`events_api::admin`].
+pub async fn get_limits(call: &Call, ns: &str) -> ApiResult {
+    admin(call).await?;
+    json(200, &events_api::admin::get_limits(&call.host, ns).await?)
+}
+
+/// `PUT /admin/namespaces/{ns}/limits`; this isolate forgets its cached copy
+/// (others within the ingest cache's lifetime, as natively across restarts).
+pub async fn put_limits(call: &mut Call, ns: &str) -> ApiResult {
+    admin(call).await?;
+    validate_namespace(ns)?;
+    let limits: LimitsView = parse_json(&call.body(MAX_ADMIN_BODY_BYTES).await?)?;
+    let limits = events_api::admin::put_limits(&call.host, ns, limits).await?;
+    super::ingest::invalidate_limits(ns);
+    json(200, &limits)
 }
 
 /// Every writer shard that has received events.

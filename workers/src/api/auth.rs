@@ -14,6 +14,8 @@ use super::Call;
 pub async fn authenticate(call: &Call) -> Result<Caller, ApiError> {
     match credentials(&call.headers, call.config.admin_token.as_deref(), call.config.dev)? {
         Credentials::Resolved(caller) => Ok(caller),
-        Credentials::NamespaceKey { namespace, secret_sha256 } => verify_key(&call.host, namespace, secret_sha256).await,
+        Credentials::NamespaceKey { namespace, secret_sha256 } => {
+            verify_key(&call.host, namespace, secret_sha256).await
+        }
     }
 }

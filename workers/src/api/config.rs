@@ -27,7 +27,12 @@ pub struct WorkerConfig {
     pub events_per_minute: u64,
     /// Default events per day per namespace.
     pub events_per_day: u64,
+    /// Deployment name (`ENV`), as `/health` reports it.
+    pub env: String,
 }
+
+/// Deployment name when `ENV` is not set (the native server's default).
+pub const DEFAULT_ENV: &str = "development";
 
 fn text(env: &Env, name: &str) -> Option<String> {
     env.secret(name).ok().map(|s| s.to_string()).or_else(|| env.var(name).ok().map(|v| v.to_string()))
@@ -49,6 +54,7 @@ impl WorkerConfig {
             requests_per_minute: number(env, "INGEST_REQUESTS_PER_MINUTE", limits::DEFAULT_REQUESTS_PER_MINUTE),
             events_per_minute: number(env, "INGEST_EVENTS_PER_MINUTE", limits::DEFAULT_EVENTS_PER_MINUTE),
             events_per_day: number(env, "INGEST_EVENTS_PER_DAY", limits::DEFAULT_EVENTS_PER_DAY),
+            env: text(env, "ENV").unwrap_or_else(|| DEFAULT_ENV.to_string()),
         }
     }
 }

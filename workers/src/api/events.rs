@@ -2,6 +2,7 @@
 //! over the writer shards' buffers and the Parquet files in R2.
 
 use events_api::reader::{ReadQuery, read_events};
+use events_api::recent::recent_limit;
 use events_core::limits::{DEFAULT_READ_PAGE, MAX_READ_PAGE};
 use events_core::{ApiError, ErrorCode, Timestamp};
 use serde_json::json;
@@ -43,12 +44,10 @@ pub async fn list(call: &Call) -> ApiResult {
     json(200, &json!({"events": events, "nextCursor": page.next_cursor}))
 }
 
-/// `GET /recent?limit=`.
+/// `GET /recent?limit=`: the shared [`events_api::recent`].
 pub async fn recent(call: &Call) -> ApiResult {
     let caller = authenticate(call).await?;
-    let query = ReadQuery { limit: page_size(call)?, ..ReadQuery::default() };
+    let limit = recent_limit(query_param(&call.query, "limit").as_deref())?;
     let writers = super::admin::writer_names(&call.host).await?;
-    let page = read_events(&call.host, writers, &caller.namespace, &query).await?;
-    let events: Vec<_> = page.events.iter().map(|e| e.to_json()).collect();
-    json(200, &json!({"events": events}))
+    json(200, &events_api::recent::recent(&call.host, writers, &caller.namespace, limit).await?)
 }

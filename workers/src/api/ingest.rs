@@ -59,6 +59,11 @@ pub fn invalidate_schemas(ns: &str) {
     ingest_state().invalidate_schemas(ns);
 }
 
+/// Forgets this isolate's cached layout and limits of `ns` (after a limits change).
+pub fn invalidate_limits(ns: &str) {
+    ingest_state().invalidate(ns);
+}
+
 /// The pipeline settings of the Worker's configuration.
 fn settings(config: &WorkerConfig) -> IngestSettings {
     IngestSettings {

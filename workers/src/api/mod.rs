@@ -76,7 +76,8 @@ pub async fn serve(req: Request, env: Env) -> worker::Result<Response> {
         Call { host: CfHost::new(env), config, headers, query: url.query().unwrap_or("").to_string(), client_ip, req };
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let result = match (method.as_str(), segments.as_slice()) {
-        ("GET", ["health"]) => health(),
+        ("GET", ["health"] | [""]) => health(&call),
+        ("GET", ["openapi.json"]) => openapi(),
         ("POST", ["e"]) => ingest::ingest(&mut call, false).await,
         ("POST", ["ingest"]) => ingest::ingest(&mut call, true).await,
         ("GET", ["events"]) => events::list(&call).await,
@@ -85,6 +86,8 @@ pub async fn serve(req: Request, env: Env) -> worker::Result<Response> {
         ("POST", ["admin", "namespaces", ns, "keys"]) => admin::create_key(&mut call, ns).await,
         ("GET", ["admin", "namespaces", ns, "keys"]) => admin::list_keys(&call, ns).await,
         ("DELETE", ["admin", "namespaces", ns, "keys", id]) => admin::revoke_key(&call, ns, id).await,
+        ("GET", ["admin", "namespaces", ns, "limits"]) => admin::get_limits(&call, ns).await,
+        ("PUT", ["admin", "namespaces", ns, "limits"]) => admin::put_limits(&mut call, ns).await,
         ("POST", ["admin", "flush"]) => admin::flush(&call).await,
         ("GET", ["admin", "shards"]) => admin::shards(&call).await,
         ("GET", ["admin", "namespaces", ns, "webhooks", provider]) => {
@@ -125,11 +128,15 @@ pub fn json<T: Serialize>(status: u16, body: &T) -> ApiResult {
     Ok(Response::from_json(body).map_err(|e| platform("encoding the answer", e))?.with_status(status))
 }
 
-/// Parses a JSON request body, with the server's error codes.
+/// Parses a JSON request body, with the server's error codes: `INVALID_JSON`
+/// for a body that is not JSON and for one that does not have the expected
+/// shape (a missing or unknown field, a wrong type), as natively.
 pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::new(ErrorCode::InvalidRequest, format!("invalid request: {e}")),
-        _ => ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")),
+        serde_json::error::Category::Data => {
+            ApiError::new(ErrorCode::InvalidJson, format!("the JSON body does not have the expected shape: {e}"))
+        }
+        _ => ApiError::new(ErrorCode::InvalidJson, format!("the body is not valid JSON: {e}")),
     })
 }
 
@@ -138,6 +145,20 @@ pub fn query_param(query: &str, key: &str) -> Option<String> {
     url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
 }
 
-fn health() -> ApiResult {
-    json(200, &serde_json::json!({"status": "ok", "host": "cloudflare"}))
+/// The API's OpenAPI document, generated from the native server's routes
+/// and committed as `docs/openapi.json` (a test of `events-server` keeps it
+/// current): both hosts serve the same document.
+pub const OPENAPI_DOCUMENT: &str = include_str!("../../../docs/openapi.json");
+
+/// `GET /openapi.json`.
+fn openapi() -> ApiResult {
+    let mut res = Response::ok(OPENAPI_DOCUMENT).map_err(|e| platform("encoding the answer", e))?;
+    res.headers_mut().set("content-type", "application/json").map_err(|e| platform("setting a header", e))?;
+    Ok(res)
+}
+
+/// `GET /health` and `GET /`: the shared liveness answer.
+fn health(call: &Call) -> ApiResult {
+    use events_runtime::Host;
+    json(200, &events_api::health::health(events_api::health::HOST_CLOUDFLARE, call.host.now(), &call.config.env))
 }

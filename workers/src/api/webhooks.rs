@@ -3,7 +3,7 @@
 //! body is verified by the shared `events_api::webhooks::verify` before
 //! anything parses it; a namespace without a secret accepts nothing.
 
-use events_api::webhooks::{Provider, WEBHOOK_MAX_BODY_BYTES, delivery_event, verify};
+use events_api::webhooks::{Provider, WEBHOOK_MAX_BODY_BYTES, accepted, delivery_event, verify};
 use events_core::name::validate_namespace;
 use events_core::{ApiError, ErrorCode};
 use events_objects::WebhookSecrets;
@@ -43,16 +43,8 @@ pub async fn receive(call: &mut Call, provider: Option<&str>) -> ApiResult {
     let delivery = verify(provider, &config, &call.headers, &bytes, now.0.div_euclid(1000))?;
     let challenge = delivery.challenge.clone();
     let (event, batch_id) = delivery_event(provider, &ns, delivery, now);
-    let summary = json!({"type": event.event_type, "id": event.id, "ns": ns});
-    let appended = super::ingest::store(call, &ns, vec![event], Vec::new(), Some(batch_id)).await?;
-    let mut body = json!({"ok": true, "accepted": true, "event": summary});
-    if appended.deduplicated || appended.stored == 0 {
-        body["deduplicated"] = json!(true);
-    }
-    if let Some(c) = challenge {
-        body["challenge"] = json!(c);
-    }
-    json(200, &body)
+    let appended = super::ingest::store(call, &ns, vec![event.clone()], Vec::new(), Some(batch_id)).await?;
+    json(200, &accepted(provider, &event, appended.deduplicated || appended.stored == 0, challenge))
 }
 
 #[derive(Deserialize)]

@@ -63,6 +63,10 @@ pub struct SubscriptionPatch {
     pub disable_after_ms: Option<i64>,
     /// New label.
     pub description: Option<String>,
+    /// New RPC method of a `/subscriptions/subscribe` subscription (the
+    /// caller sets `url` to match; refused with `CONFLICT` when another
+    /// subscription has the same worker, pattern and method).
+    pub rpc_method: Option<String>,
 }
 
 /// A subscription as the API shows it (never its secrets).

@@ -71,6 +71,9 @@ impl Subscriptions {
             rpc_method: spec.rpc_method,
         };
         check_settings(&settings)?;
+        if let (Some(worker), Some(method)) = (&settings.worker_id, &settings.rpc_method) {
+            Self::refuse_worker_duplicate(db, "", worker, pattern.as_str(), method)?;
+        }
         let secret = match spec.secret {
             Some(s) => {
                 secret_key(&s)?;
@@ -139,12 +142,51 @@ impl Subscriptions {
         if let Some(v) = patch.description {
             s.description = Some(v);
         }
+        if let Some(v) = patch.rpc_method {
+            s.rpc_method = Some(v);
+        }
         check_settings(&s)?;
+        if let (Some(worker), Some(method)) = (&s.worker_id, &s.rpc_method) {
+            let pattern = db
+                .query_one("SELECT pattern FROM subscriptions WHERE id = ?1", &[id.into()])?
+                .map(|r| r.str(0).to_string())
+                .unwrap_or_default();
+            Self::refuse_worker_duplicate(db, id, worker, &pattern, method)?;
+        }
         db.execute(
             "UPDATE subscriptions SET settings = ?2, updated_at = ?3 WHERE id = ?1",
             &[id.into(), serde_json::to_string(&s).map_err(corrupt)?.into(), now.into()],
         )?;
         self.load_routes(db)
+    }
+
+    /// Refuses a second worker subscription (`/subscriptions/subscribe`) with
+    /// the same worker, pattern and RPC method as another one than `except`:
+    /// `CONFLICT`, the existing subscription's id in `details.subscriptionId`.
+    fn refuse_worker_duplicate<S: SqlStorage>(
+        db: &S,
+        except: &str,
+        worker: &str,
+        pattern: &str,
+        method: &str,
+    ) -> ObjectResult<()> {
+        let rows = db.query(
+            "SELECT id, settings FROM subscriptions WHERE pattern = ?1 AND id != ?2",
+            &[pattern.into(), except.into()],
+        )?;
+        for r in rows.iter() {
+            let other: Settings = serde_json::from_slice(r.bytes(1)).map_err(corrupt)?;
+            if other.worker_id.as_deref() == Some(worker) && other.rpc_method.as_deref() == Some(method) {
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    format!("subscription already exists for worker {worker}, pattern {pattern}, method {method}"),
+                )
+                .with_details(serde_json::json!({
+                    "subscriptionId": r.str(0), "workerId": worker, "pattern": pattern, "rpcMethod": method,
+                })));
+            }
+        }
+        Ok(())
     }
 
     /// A page of subscriptions ([`SubsRequest::List`]).

@@ -2,12 +2,13 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use events_api::admin::LimitsView;
 use events_core::name::validate_namespace;
 use events_core::{ApiError, Timestamp};
 use events_objects::event_writer::{WriterRequest, WriterResponse};
 use events_objects::fanout::CONSUMERS;
 use events_objects::shard_coordinator::ShardRequest;
-use events_objects::tenant::{KeyInfo, NamespaceLimits, TenantRequest, TenantResponse};
+use events_objects::tenant::{KeyInfo, TenantRequest, TenantResponse};
 use events_objects::{EventWriter, ShardCoordinator, Tenant};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -160,21 +161,6 @@ pub async fn revoke_key(
     }
 }
 
-/// Namespace limits; absent fields use the server defaults.
-#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct LimitsView {
-    /// Requests per minute per key.
-    #[schema(maximum = 9007199254740991_u64)]
-    pub requests_per_minute: Option<u64>,
-    /// Events per minute per key.
-    #[schema(maximum = 9007199254740991_u64)]
-    pub events_per_minute: Option<u64>,
-    /// Events per UTC day for the namespace (0 = unlimited).
-    #[schema(maximum = 9007199254740991_u64)]
-    pub events_per_day: Option<u64>,
-}
-
 /// Reads a namespace's limits.
 #[utoipa::path(get, path = "/admin/namespaces/{ns}/limits", tag = "admin",
     params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$")),
@@ -186,15 +172,7 @@ pub async fn get_limits(
     ApiPath(ns): ApiPath<String>,
 ) -> Result<ApiJson<LimitsView>> {
     admin(&state, &headers).await?;
-    validate_namespace(&ns)?;
-    match state.host.call_object::<Tenant>(&ns, TenantRequest::GetLimits).await? {
-        TenantResponse::Limits(l) => Ok(ApiJson(LimitsView {
-            requests_per_minute: l.requests_per_minute,
-            events_per_minute: l.events_per_minute,
-            events_per_day: l.events_per_day,
-        })),
-        _ => Err(ApiError::internal("unexpected answer").into()),
-    }
+    Ok(ApiJson(events_api::admin::get_limits(&state.host, &ns).await?))
 }
 
 /// Replaces a namespace's limits.
@@ -211,15 +189,9 @@ pub async fn put_limits(
 ) -> Result<ApiJson<LimitsView>> {
     admin(&state, &headers).await?;
     validate_namespace(&ns)?;
-    let body = body.parse()?;
-    let limits = NamespaceLimits {
-        requests_per_minute: body.requests_per_minute,
-        events_per_minute: body.events_per_minute,
-        events_per_day: body.events_per_day,
-    };
-    state.host.call_object::<Tenant>(&ns, TenantRequest::SetLimits(limits)).await?;
+    let limits = events_api::admin::put_limits(&state.host, &ns, body.parse()?).await?;
     state.ingest.invalidate(&ns);
-    Ok(ApiJson(body))
+    Ok(ApiJson(limits))
 }
 
 /// Files written by a flush.

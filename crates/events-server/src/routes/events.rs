@@ -1,4 +1,5 @@
-//! `GET /events` and `GET /recent`: reading events back.
+//! `GET /events` and `GET /recent`: reading events back (`GET /recent` is the
+//! shared [`events_api::recent`]).
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -7,6 +8,8 @@ use events_core::{ApiError, ErrorCode, Timestamp};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
+
+use events_api::recent::{Recent, recent_limit};
 
 use crate::error::{ApiErrorResponse, ApiJson, ApiQuery};
 use crate::reader::{ReadQuery, read_events};
@@ -90,32 +93,22 @@ pub async fn list_events(
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RecentParams {
-    /// How many (1-1000, default 100).
-    pub limit: Option<usize>,
+    /// How many (default 100); clamped into 1-1000.
+    #[param(value_type = Option<i64>)]
+    pub limit: Option<String>,
 }
 
-/// The latest events.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct RecentEvents {
-    /// Newest first.
-    #[schema(value_type = Vec<Object>)]
-    pub events: Vec<serde_json::Value>,
-}
-
-/// The latest events of the caller's namespace.
+/// The latest events of the caller's namespace, with their `count`.
 #[utoipa::path(get, path = "/recent", tag = "events", params(RecentParams),
-    responses((status = 200, description = "Latest events", body = RecentEvents)),
+    responses((status = 200, description = "Latest events", body = Recent)),
     security(("bearerAuth" = [])))]
 pub async fn recent(
     State(state): State<AppState>,
     headers: HeaderMap,
     params: ApiQuery<RecentParams>,
-) -> Result<ApiJson<RecentEvents>, ApiErrorResponse> {
+) -> Result<ApiJson<Recent>, ApiErrorResponse> {
     let caller = state.auth.authenticate(&state.host, &headers).await?;
-    let p = params.parse()?;
-    let query = ReadQuery { limit: page_size(p.limit)?, ..ReadQuery::default() };
-    let page =
-        read_events(&state.host, state.host.object_names::<events_objects::EventWriter>()?, &caller.namespace, &query)
-            .await?;
-    Ok(ApiJson(RecentEvents { events: page.events.iter().map(|e| e.to_json()).collect() }))
+    let limit = recent_limit(params.parse()?.limit.as_deref())?;
+    let writers = state.host.object_names::<events_objects::EventWriter>()?;
+    Ok(ApiJson(events_api::recent::recent(&state.host, writers, &caller.namespace, limit).await?))
 }

@@ -1,8 +1,7 @@
-//! `GET /health` and `GET /`: liveness.
+//! `GET /health` and `GET /`: liveness, the shared [`events_api::health`] answer.
 
 use axum::extract::State;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use events_api::health::{HOST_NATIVE, Health, health as answer};
 use utoipa_axum::routes;
 
 use crate::error::ApiJson;
@@ -14,34 +13,11 @@ pub fn register(api: ApiRouter) -> ApiRouter {
     api.routes(routes!(health)).routes(routes!(root))
 }
 
-/// The liveness answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct HealthResponse {
-    /// Always `ok`.
-    #[schema(example = "ok")]
-    pub status: String,
-    /// Always `events.do`.
-    #[schema(example = "events.do")]
-    pub service: String,
-    /// Server time, ISO-8601 UTC with milliseconds.
-    #[schema(example = "2026-01-01T00:00:00.000Z")]
-    pub ts: String,
-    /// Deployment name from the configuration.
-    #[schema(example = "development")]
-    pub env: String,
-    /// Server version.
-    #[schema(example = "0.1.0")]
-    pub version: String,
-}
+/// The liveness answer (the shape both hosts answer with).
+pub type HealthResponse = Health;
 
 fn health_response(state: &AppState) -> HealthResponse {
-    HealthResponse {
-        status: "ok".into(),
-        service: "events.do".into(),
-        ts: events_core::Timestamp(chrono::Utc::now().timestamp_millis()).to_iso(),
-        env: state.config.env.clone(),
-        version: env!("CARGO_PKG_VERSION").into(),
-    }
+    answer(HOST_NATIVE, events_core::Timestamp(chrono::Utc::now().timestamp_millis()), &state.config.env)
 }
 
 /// Liveness check.
@@ -49,7 +25,7 @@ fn health_response(state: &AppState) -> HealthResponse {
     get,
     path = "/health",
     tag = "health",
-    responses((status = 200, description = "The server is up", body = HealthResponse))
+    responses((status = 200, description = "The server is up", body = Health))
 )]
 pub async fn health(State(state): State<AppState>) -> ApiJson<HealthResponse> {
     ApiJson(health_response(&state))
@@ -60,7 +36,7 @@ pub async fn health(State(state): State<AppState>) -> ApiJson<HealthResponse> {
     get,
     path = "/",
     tag = "health",
-    responses((status = 200, description = "The server is up", body = HealthResponse))
+    responses((status = 200, description = "The server is up", body = Health))
 )]
 pub async fn root(State(state): State<AppState>) -> ApiJson<HealthResponse> {
     ApiJson(health_response(&state))

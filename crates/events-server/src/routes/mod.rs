@@ -35,6 +35,7 @@ pub mod subscriptions;
 pub mod tables;
 pub mod tail;
 pub mod webhooks;
+pub mod worker_rpc;
 
 /// Every route module, in registration order. The one list of routes.
 pub const MODULES: &[fn(ApiRouter) -> ApiRouter] = &[
@@ -45,6 +46,7 @@ pub const MODULES: &[fn(ApiRouter) -> ApiRouter] = &[
     tail::register,
     admin::register,
     subscriptions::register,
+    worker_rpc::register,
     schemas::register,
     webhooks::register,
     cdc::register,
@@ -172,6 +174,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api().split().1
 }
 
+/// Where the generated document is committed (`docs/openapi.json`), for
+/// readers and for the Worker, which embeds it; a test keeps it current.
+pub const COMMITTED_DOCUMENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+
 /// The OpenAPI document as JSON, built once per process.
 pub fn openapi_json() -> Arc<str> {
     static JSON: OnceLock<Arc<str>> = OnceLock::new();
@@ -241,6 +247,22 @@ mod tests {
             let res = app.clone().oneshot(req).await.unwrap();
             assert!(res.extensions().get::<RoutingFallback>().is_none(), "{} {} is not routed", r.method, r.path);
         }
+    }
+
+    /// `docs/openapi.json` is this document, byte for byte: the Worker
+    /// serves that file, so both hosts describe the same API.
+    #[test]
+    fn the_committed_document_is_current() {
+        let now = format!("{}\n", openapi_json());
+        if std::env::var_os("EVENTS_UPDATE_OPENAPI").is_some() {
+            std::fs::write(COMMITTED_DOCUMENT, &now).unwrap();
+        }
+        let committed = std::fs::read_to_string(COMMITTED_DOCUMENT).unwrap_or_default();
+        assert!(
+            committed == now,
+            "docs/openapi.json is not the generated document; regenerate it with \
+             EVENTS_UPDATE_OPENAPI=1 cargo test -p events-server the_committed_document_is_current"
+        );
     }
 
     #[test]

@@ -13,14 +13,13 @@
 //! and call the
 //! host-independent [`events_api::subscriptions`] (shared with the Worker),
 //! which parses the query and bodies, calls the object and shapes the answer.
+//! The original service's Worker-RPC routes are in [`super::worker_rpc`].
 
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use events_api::subscriptions::{
-    self as api, DeliveryListing, ListQuery, PageQuery, RecoverBody, SubscribeBody, target_refused,
-};
+use events_api::subscriptions::{self as api, DeliveryListing, ListQuery, PageQuery, RecoverBody, target_refused};
 use events_core::{ApiError, ErrorCode};
 use events_objects::subscription::{SubscriptionPatch, SubscriptionSpec};
 use events_runtime::Host as _;
@@ -36,8 +35,7 @@ use crate::state::AppState;
 /// Registers this module's routes.
 pub fn register(api: ApiRouter) -> ApiRouter {
     api.routes(routes!(create, list))
-        .routes(routes!(subscribe))
-        .routes(routes!(get_one, update, delete))
+        .routes(routes!(get_one, update, delete, super::worker_rpc::replace))
         .routes(routes!(pause))
         .routes(routes!(resume))
         .routes(routes!(rotate_secret))
@@ -57,18 +55,18 @@ type Result<T> = std::result::Result<T, ApiErrorResponse>;
 /// Authenticates the caller and yields the namespace it acts on. Every
 /// handler calls it before it parses anything, so a caller without valid
 /// credentials gets `401` whatever its query or body.
-async fn namespace(state: &AppState, headers: &HeaderMap) -> std::result::Result<String, ApiError> {
+pub(crate) async fn namespace(state: &AppState, headers: &HeaderMap) -> std::result::Result<String, ApiError> {
     Ok(state.auth.authenticate(&state.host, headers).await?.namespace)
 }
 
 /// The authenticated namespace, as the shared code takes it.
-fn authed(ns: String) -> std::future::Ready<std::result::Result<String, ApiError>> {
+pub(crate) fn authed(ns: String) -> std::future::Ready<std::result::Result<String, ApiError>> {
     std::future::ready(Ok(ns))
 }
 
 /// Refuses a target the outbound policy would refuse: a literal private
 /// address, or a name that resolves only to such addresses.
-async fn check_target(state: &AppState, url: &str) -> Result<()> {
+pub(crate) async fn check_target(state: &AppState, url: &str) -> Result<()> {
     let http = state.host.http();
     let parsed = http.check_url(url).map_err(|e| target_refused(url, e))?;
     let (Some(host), Some(port)) = (parsed.host_str(), parsed.port_or_known_default()) else {
@@ -106,23 +104,6 @@ pub async fn create(
 ) -> Result<(StatusCode, ApiJson<Value>)> {
     let ns = namespace(&state, &headers).await?;
     let spec = spec.parse()?;
-    check_target(&state, &spec.url).await?;
-    Ok((StatusCode::CREATED, ApiJson(api::create(&state.host, authed(ns), spec).await?)))
-}
-
-/// Subscribes a worker's RPC method: delivers to the configured URL template
-/// (`[subscriptions] rpc_url_template`, default `https://{workerId}.workers.dev/rpc/{rpcMethod}`).
-#[utoipa::path(post, path = "/subscriptions/subscribe", tag = "subscriptions",
-    request_body = Value,
-    responses((status = 201, description = "Created", body = Value)),
-    security(("bearerAuth" = [])))]
-pub async fn subscribe(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: JsonBody<SubscribeBody>,
-) -> Result<(StatusCode, ApiJson<Value>)> {
-    let ns = namespace(&state, &headers).await?;
-    let spec = api::subscribe_spec(body.parse()?, &state.config.subscriptions.rpc_url_template)?;
     check_target(&state, &spec.url).await?;
     Ok((StatusCode::CREATED, ApiJson(api::create(&state.host, authed(ns), spec).await?)))
 }

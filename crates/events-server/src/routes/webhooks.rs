@@ -9,7 +9,7 @@ use events_core::{ApiError, ErrorCode, Timestamp};
 use events_objects::WebhookSecrets;
 use events_objects::webhook_secrets::{WebhookConfig, WebhookSecretsRequest, WebhookSecretsResponse};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use utoipa::ToSchema;
 use utoipa_axum::routes;
 
@@ -17,7 +17,7 @@ use crate::auth::DEFAULT_NAMESPACE;
 use crate::error::{ApiErrorResponse, ApiJson, ApiPath, ApiQuery, JsonBody};
 use crate::routes::ApiRouter;
 use crate::state::AppState;
-use crate::webhooks::{Provider, WEBHOOK_MAX_BODY_BYTES, delivery_event, verify};
+use crate::webhooks::{Provider, WEBHOOK_MAX_BODY_BYTES, WebhookAccepted, accepted, delivery_event, verify};
 
 /// Registers this module's routes.
 pub fn register(api: ApiRouter) -> ApiRouter {
@@ -25,24 +25,6 @@ pub fn register(api: ApiRouter) -> ApiRouter {
 }
 
 type Result<T> = std::result::Result<T, ApiErrorResponse>;
-
-/// The answer to a verified delivery.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct WebhookAccepted {
-    /// Always `true`.
-    pub ok: bool,
-    /// Always `true` (a repeated delivery is accepted and not stored twice).
-    pub accepted: bool,
-    /// Present (true) when this delivery id was already stored.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub deduplicated: Option<bool>,
-    /// The stored event: `{type, id, ns}`.
-    #[schema(value_type = Object)]
-    pub event: Value,
-    /// Slack `url_verification` challenge, echoed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub challenge: Option<String>,
-}
 
 async fn handle(
     state: AppState,
@@ -77,22 +59,15 @@ async fn handle(
     })?;
     let challenge = delivery.challenge.clone();
     let (event, batch_id) = delivery_event(provider, &ns, delivery, Timestamp(now.timestamp_millis()));
-    let summary = json!({"type": event.event_type, "id": event.id, "ns": ns});
     let settings = crate::ingest::settings(&state.config);
     let (appended, _, background) = state
         .ingest
-        .store(&state.host, &(), &settings, &ns, vec![event], Vec::new(), Some(batch_id))
+        .store(&state.host, &(), &settings, &ns, vec![event.clone()], Vec::new(), Some(batch_id))
         .await
         .map_err(ApiErrorResponse)?;
     crate::ingest::spawn_background(&state, background);
     metrics::counter!("events_webhooks_accepted_total", "provider" => provider.name()).increment(1);
-    Ok(ApiJson(WebhookAccepted {
-        ok: true,
-        accepted: true,
-        deduplicated: (appended.deduplicated || appended.stored == 0).then_some(true),
-        event: summary,
-        challenge,
-    }))
+    Ok(ApiJson(accepted(provider, &event, appended.deduplicated || appended.stored == 0, challenge)))
 }
 
 /// Query of the webhook routes.
