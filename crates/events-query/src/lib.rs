@@ -28,8 +28,10 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::cache::CacheAccessor;
 use datafusion::execution::cache::DefaultFilesMetadataCache;
-use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache};
+use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache, FileStatisticsCache};
+use datafusion::execution::cache::cache_unit::DefaultFileStatisticsCache;
 use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
@@ -51,32 +53,69 @@ pub const DEFAULT_MAX_ROWS: usize = 1_000_000;
 pub const DEFAULT_MAX_MEMORY: usize = 512 * 1024 * 1024;
 /// Parquet footers kept per namespace between its queries (bytes).
 pub const FOOTER_CACHE_BYTES: usize = 16 * 1024 * 1024;
-/// Namespaces whose footer caches are kept at once (all are dropped when a
-/// new one would pass this; they refill on the next queries).
-pub const MAX_FOOTER_CACHES: usize = 16;
+/// Namespaces whose caches are kept at once (all are dropped when a new one
+/// would pass this; they refill on the next queries).
+pub const MAX_NAMESPACE_CACHES: usize = 16;
+/// Files whose statistics one table's cache keeps; past it the cache is
+/// emptied (and refills from the footer cache).
+pub const MAX_CACHED_FILE_STATISTICS: usize = 100_000;
 
-/// Caches of Parquet footers (file metadata), one per namespace, so repeated
-/// queries do not read every file's footer again. A namespace's cache serves
-/// only that namespace's queries; an entry is used only while the file's size
-/// and modification time are unchanged.
-#[derive(Default)]
-pub struct FooterCaches {
-    by_namespace: std::sync::Mutex<std::collections::HashMap<String, Arc<DefaultFilesMetadataCache>>>,
+/// What queries of one namespace keep between them, so a short query does
+/// not read and convert every file's footer again: Parquet footers, and the
+/// per-file statistics planning derives from them. An entry is used only
+/// while the file's size and modification time are unchanged, and serves
+/// only this namespace's queries.
+#[derive(Clone)]
+pub struct NamespaceCaches {
+    footers: Arc<DefaultFilesMetadataCache>,
+    statistics: Arc<std::sync::Mutex<std::collections::HashMap<String, TableStatistics>>>,
 }
 
-impl FooterCaches {
-    /// The cache of `namespace`, created on first use.
-    pub fn for_namespace(&self, namespace: &str) -> Arc<DefaultFilesMetadataCache> {
+/// One table's file statistics, valid for one table schema (statistics have
+/// one entry per column, so a schema change starts a new cache).
+#[derive(Clone)]
+struct TableStatistics {
+    schema: SchemaRef,
+    cache: Arc<DefaultFileStatisticsCache>,
+}
+
+impl NamespaceCaches {
+    fn new() -> Self {
+        NamespaceCaches {
+            footers: Arc::new(DefaultFilesMetadataCache::new(FOOTER_CACHE_BYTES)),
+            statistics: Default::default(),
+        }
+    }
+
+    /// The statistics cache of `table` with `schema`, new if the schema changed.
+    fn statistics(&self, table: &str, schema: &SchemaRef) -> Arc<DefaultFileStatisticsCache> {
+        let mut tables = self.statistics.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = tables
+            .entry(table.to_string())
+            .or_insert_with(|| TableStatistics { schema: schema.clone(), cache: Default::default() });
+        if entry.schema != *schema || entry.cache.len() > MAX_CACHED_FILE_STATISTICS {
+            *entry = TableStatistics { schema: schema.clone(), cache: Default::default() };
+        }
+        entry.cache.clone()
+    }
+}
+
+/// The [`NamespaceCaches`] of every namespace queried lately.
+#[derive(Default)]
+pub struct QueryCaches {
+    by_namespace: std::sync::Mutex<std::collections::HashMap<String, NamespaceCaches>>,
+}
+
+impl QueryCaches {
+    /// The caches of `namespace`, created on first use.
+    pub fn for_namespace(&self, namespace: &str) -> NamespaceCaches {
         let mut map = self.by_namespace.lock().unwrap_or_else(|p| p.into_inner());
-        if !map.contains_key(namespace) && map.len() >= MAX_FOOTER_CACHES {
+        if !map.contains_key(namespace) && map.len() >= MAX_NAMESPACE_CACHES {
             map.clear();
         }
-        let cache = map
-            .entry(namespace.to_string())
-            .or_insert_with(|| Arc::new(DefaultFilesMetadataCache::new(FOOTER_CACHE_BYTES)))
-            .clone();
-        assert!(map.len() <= MAX_FOOTER_CACHES, "footer caches are bounded");
-        cache
+        let caches = map.entry(namespace.to_string()).or_insert_with(NamespaceCaches::new).clone();
+        assert!(map.len() <= MAX_NAMESPACE_CACHES, "namespace caches are bounded");
+        caches
     }
 }
 
@@ -274,22 +313,22 @@ fn arrow_user_error(e: &datafusion::arrow::error::ArrowError) -> bool {
 /// of `tables` absent from `store` fails the query with `DATA_FILE_MISSING`
 /// (see [`data_files`]); it never reads as empty.
 ///
-/// `footers` is the caller's namespace's footer cache ([`FooterCaches`]), or
-/// `None` to read every footer afresh.
+/// `caches` are the caller's namespace's ([`QueryCaches`]), or `None` to
+/// read every footer afresh.
 pub async fn run_query(
     store: Arc<dyn ObjectStore>,
     tables: Vec<QueryTable>,
     sql: &str,
     limits: QueryLimits,
-    footers: Option<Arc<DefaultFilesMetadataCache>>,
+    caches: Option<NamespaceCaches>,
 ) -> Result<(SchemaRef, SendableRecordBatchStream), ApiError> {
     check_read_only(sql)?;
     let store = Arc::new(data_files::DataFiles::new(store, tables.iter().flat_map(|t| t.files.iter().cloned())));
     let mut runtime = RuntimeEnvBuilder::new()
         .with_object_store_registry(Arc::new(LakeOnly(store)))
         .with_memory_limit(limits.max_memory_bytes, 1.0);
-    if let Some(cache) = footers {
-        let cache: Arc<dyn FileMetadataCache> = cache;
+    if let Some(caches) = &caches {
+        let cache: Arc<dyn FileMetadataCache> = caches.footers.clone();
         runtime = runtime.with_cache_manager(
             CacheManagerConfig::default()
                 .with_file_metadata_cache(Some(cache))
@@ -330,7 +369,9 @@ pub async fn run_query(
             let config = ListingTableConfig::new_with_multi_paths(urls)
                 .with_listing_options(options)
                 .with_schema(table.schema.clone());
-            Arc::new(ListingTable::try_new(config).map_err(datafusion_error)?)
+            let statistics =
+                caches.as_ref().map(|c| c.statistics(&table.name, &table.schema) as Arc<dyn FileStatisticsCache>);
+            Arc::new(ListingTable::try_new(config).map_err(datafusion_error)?.with_cache(statistics))
         };
         ctx.register_table(table.name.as_str(), provider).map_err(datafusion_error)?;
     }
@@ -353,15 +394,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn footer_caches_are_per_namespace_and_bounded() {
-        let caches = FooterCaches::default();
+    fn caches_are_per_namespace_and_bounded() {
+        let caches = QueryCaches::default();
         let a = caches.for_namespace("acme");
-        assert!(Arc::ptr_eq(&a, &caches.for_namespace("acme")), "one namespace keeps its cache");
-        assert!(!Arc::ptr_eq(&a, &caches.for_namespace("globex")), "another namespace never shares it");
-        for i in 0..MAX_FOOTER_CACHES * 2 {
+        assert!(Arc::ptr_eq(&a.footers, &caches.for_namespace("acme").footers), "one namespace keeps its cache");
+        assert!(!Arc::ptr_eq(&a.footers, &caches.for_namespace("globex").footers), "another namespace never shares it");
+        for i in 0..MAX_NAMESPACE_CACHES * 2 {
             caches.for_namespace(&format!("ns{i}"));
         }
         let held = caches.by_namespace.lock().unwrap().len();
-        assert!((1..=MAX_FOOTER_CACHES).contains(&held), "{held} caches held");
+        assert!((1..=MAX_NAMESPACE_CACHES).contains(&held), "{held} caches held");
+    }
+
+    #[test]
+    fn file_statistics_are_kept_per_table_and_schema() {
+        let caches = QueryCaches::default().for_namespace("acme");
+        let v1: SchemaRef = Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, false)]));
+        let events = caches.statistics("events", &v1);
+        assert!(Arc::ptr_eq(&events, &caches.statistics("events", &v1)), "same table and schema: same cache");
+        assert!(!Arc::ptr_eq(&events, &caches.statistics("cdc_users", &v1)), "tables never share one");
+        let v2: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("plan", DataType::Utf8, true),
+        ]));
+        assert!(!Arc::ptr_eq(&events, &caches.statistics("events", &v2)), "an evolved schema starts afresh");
     }
 }

@@ -28,8 +28,8 @@ pub struct AppStateInner {
     pub auth: crate::auth::Auth,
     /// The ingest pipeline's shared state.
     pub ingest: crate::ingest::Ingest,
-    /// Parquet footers cached per namespace for `POST /query`.
-    pub query_footers: events_query::FooterCaches,
+    /// Parquet footers and file statistics cached per namespace for `POST /query`.
+    pub query_caches: events_query::QueryCaches,
     /// Open live-tail streams per namespace (`GET /events/stream`); closed on shutdown.
     pub streams: std::sync::Arc<events_api::tail::StreamSlots>,
     // ------------------------------------------------------------------
@@ -52,7 +52,7 @@ impl AppState {
             host,
             auth: crate::auth::Auth::new(admin_token, config.dev),
             ingest: crate::ingest::Ingest::default(),
-            query_footers: events_query::FooterCaches::default(),
+            query_caches: events_query::QueryCaches::default(),
             streams: events_api::tail::StreamSlots::new(events_api::tail::MAX_STREAMS_PER_NAMESPACE),
             config,
         })))

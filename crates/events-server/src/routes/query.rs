@@ -170,8 +170,8 @@ pub(crate) async fn stream_query(
     started: Instant,
 ) -> Result<Response> {
     let store = state.host.blobs().store();
-    let footers = state.query_footers.for_namespace(ns);
-    let (schema, stream) = events_query::run_query(store, tables, sql, limits, Some(footers)).await?;
+    let caches = state.query_caches.for_namespace(ns);
+    let (schema, stream) = events_query::run_query(store, tables, sql, limits, Some(caches)).await?;
     let mut batches = LimitedStream::new(stream, limits.max_rows, started + limits.timeout);
     let mut encoder = ResultEncoder::new(format, schema)?;
     let (before, after) = wrap.filter(|_| format == OutputFormat::Json).unzip();
