@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, StatusCode};
 use events_core::name::validate_namespace;
 use events_core::{ApiError, Timestamp};
 use events_objects::event_writer::{WriterRequest, WriterResponse};
-use events_objects::fanout::CONSUMERS;
+use events_objects::outbox::CONSUMERS;
 use events_objects::shard_coordinator::ShardRequest;
 use events_objects::tenant::{KeyInfo, NamespaceLimits, TenantRequest, TenantResponse};
 use events_objects::{EventWriter, ShardCoordinator, Tenant};
