@@ -10,6 +10,7 @@
 //! - [`iceberg`]: the Iceberg REST catalog's error model (`ErrorModel`);
 //! - [`ingest`]: decoding an ingest body and validating its events;
 //! - [`limits`]: rate limits and quotas counted in process, merged into the limiter objects in the background;
+//! - [`params`]: query parameters read alike everywhere (times, `limit`);
 //! - [`reader`]: reading events back from writer buffers and Parquet files;
 //! - [`schemas`]: reporting schema validation failures;
 //! - [`tables`]: incremental reads of a table (`/tables/{table}/changes`);
@@ -27,6 +28,7 @@ pub mod cdc;
 pub mod iceberg;
 pub mod ingest;
 pub mod limits;
+pub mod params;
 pub mod reader;
 pub mod schemas;
 pub mod subscriptions;
