@@ -13,7 +13,7 @@
 
 use std::rc::Rc;
 
-use events_core::outbound::{Cidr, is_private};
+use events_core::outbound::{AddressPolicy, Cidr};
 use events_core::{ApiError, ErrorCode, Timestamp};
 use events_runtime::{
     BlobMeta, BlobStore, DurableObject, Host, HttpClient, HttpRequest, HttpResponse, ObjectResult, ObjectStorage, Row,
@@ -70,7 +70,8 @@ impl CfHost {
             .split(',')
             .filter_map(|s| Cidr::parse(s.trim()))
             .collect();
-        CfHost(Rc::new(Inner { env, blobs: R2Blobs { bucket }, http: FetchHttp { allow } }))
+        let policy = AddressPolicy::new(allow, OUTBOUND_ALLOW_BINDING);
+        CfHost(Rc::new(Inner { env, blobs: R2Blobs { bucket }, http: FetchHttp { policy } }))
     }
 
     /// The bindings.
@@ -407,33 +408,14 @@ impl BlobStore for R2Blobs {
 /// literal private addresses are refused unless [`OUTBOUND_ALLOW_BINDING`]
 /// covers them (on Cloudflare, `fetch` cannot reach private networks anyway).
 pub struct FetchHttp {
-    allow: Vec<Cidr>,
+    policy: AddressPolicy,
 }
 
 impl FetchHttp {
-    /// Checks a target URL: http(s), and not a private address outside the allow-list.
+    /// Checks a target URL: http(s), and not a private address outside the
+    /// allow-list ([`AddressPolicy::check_url`]).
     pub fn check_url(&self, url: &str) -> ObjectResult<url::Url> {
-        let refuse = |why: String| Err(ApiError::new(ErrorCode::Forbidden, why));
-        let parsed = match url::Url::parse(url) {
-            Ok(u) => u,
-            Err(e) => return refuse(format!("invalid URL {url:?}: {e}")),
-        };
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return refuse(format!("only http and https targets are allowed, not {}", parsed.scheme()));
-        }
-        let ip = match parsed.host() {
-            Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
-            Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
-            Some(url::Host::Domain(_)) => None,
-            None => return refuse("URL has no host".into()),
-        };
-        if let Some(ip) = ip
-            && is_private(ip)
-            && !self.allow.iter().any(|c| c.contains(ip))
-        {
-            return refuse(format!("target address {ip} is private; allow it in OUTBOUND_ALLOW to use it"));
-        }
-        Ok(parsed)
+        self.policy.check_url(url)
     }
 }
 

@@ -19,9 +19,11 @@ use events_objects::{CdcCollections, CdcProcessor};
 use events_runtime::context::Host;
 use serde_json::{Value, json};
 
+use crate::params::{parse_limit, parse_optional_time, parse_time};
+
 /// Page size of state reads and history when the query has no `limit`
 /// (the processor clamps any limit to 1..=1000).
-pub const DEFAULT_PAGE: usize = 100;
+pub use crate::params::DEFAULT_PAGE;
 /// Most steps one restore request runs (each examines up to
 /// [`events_objects::cdc::MAX_RESTORE_STEP`] documents).
 pub const MAX_RESTORE_STEPS: usize = 10_000;
@@ -56,26 +58,9 @@ pub struct HistoryQuery<'a> {
     pub limit: Option<&'a str>,
 }
 
-/// Parses a time parameter: ISO-8601 with offset (RFC 3339).
-pub fn parse_time(name: &str, value: &str) -> Result<Timestamp, ApiError> {
-    Timestamp::parse_iso(value).ok_or_else(|| {
-        ApiError::new(ErrorCode::InvalidQuery, format!("{name}={value:?} is not an ISO-8601 date-time with offset"))
-    })
-}
-
 /// Parses an optional `at` parameter; `None` means now.
 pub fn parse_at(at: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
-    at.map(|s| parse_time("at", s)).transpose()
-}
-
-/// Parses a `limit` parameter; [`DEFAULT_PAGE`] when absent.
-pub fn parse_limit(limit: Option<&str>) -> Result<usize, ApiError> {
-    match limit {
-        None => Ok(DEFAULT_PAGE),
-        Some(s) => {
-            s.parse().map_err(|_| ApiError::new(ErrorCode::InvalidQuery, format!("limit={s:?} is not a number")))
-        }
-    }
+    parse_optional_time("at", at)
 }
 
 /// Parses an `includeDeleted` parameter: `true` or `false` (the default).

@@ -12,6 +12,7 @@
 //! - [`iceberg`]: the Iceberg REST catalog's error model (`ErrorModel`);
 //! - [`ingest`]: decoding an ingest body and validating its events;
 //! - [`limits`]: rate limits and quotas counted in process, merged into the limiter objects in the background;
+//! - [`params`]: query parameters read alike everywhere (times, `limit`);
 //! - [`reader`]: reading events back from writer buffers and Parquet files;
 //! - [`recent`]: `GET /recent` (the latest events and their count);
 //! - [`schemas`]: reporting schema validation failures;
@@ -33,6 +34,7 @@ pub mod health;
 pub mod iceberg;
 pub mod ingest;
 pub mod limits;
+pub mod params;
 pub mod reader;
 pub mod recent;
 pub mod schemas;

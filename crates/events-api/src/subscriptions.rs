@@ -22,9 +22,11 @@ use events_runtime::context::Host;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::params::parse_limit;
+
 /// Page size of the listings when the query has no `limit` (the object
 /// clamps any limit to 1..=1000).
-pub const DEFAULT_PAGE: usize = 100;
+pub use crate::params::DEFAULT_PAGE;
 /// Largest subscription request body a host reads.
 pub const MAX_SUBSCRIPTION_BODY_BYTES: usize = 64 * 1024;
 /// Target of `POST /subscriptions/subscribe` when the host configures none.
@@ -99,14 +101,6 @@ pub enum DeliveryListing<'a> {
     },
     /// `GET /subscriptions/{id}/dead-letters`.
     DeadLetters,
-}
-
-/// Parses a `limit` parameter; [`DEFAULT_PAGE`] when absent.
-pub fn parse_limit(limit: Option<&str>) -> Result<usize, ApiError> {
-    match limit {
-        Some(s) => s.parse().map_err(|_| ApiError::new(ErrorCode::InvalidQuery, "limit must be a number")),
-        None => Ok(DEFAULT_PAGE),
-    }
 }
 
 /// Parses the `cursor` of an attempt listing (the `nextCursor` of the
@@ -433,7 +427,7 @@ mod tests {
         assert_eq!(parse_limit(Some("7")).unwrap(), 7);
         for bad in ["x", "-1", "1.5", ""] {
             let err = parse_limit(Some(bad)).unwrap_err();
-            assert_eq!((err.code, err.message.as_str()), (ErrorCode::InvalidQuery, "limit must be a number"));
+            assert_eq!((err.code, err.message), (ErrorCode::InvalidQuery, format!("limit={bad:?} is not a number")));
         }
         assert_eq!(parse_attempt_cursor(None).unwrap(), None);
         assert_eq!(parse_attempt_cursor(Some("-3")).unwrap(), Some(-3));

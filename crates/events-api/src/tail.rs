@@ -53,8 +53,8 @@ use std::task::{Context, Poll};
 use events_core::pattern::Pattern;
 use events_core::{ApiError, ErrorCode};
 use events_objects::EventWriter;
-use events_objects::event_writer::{OutboxEvent, WriterRequest, WriterResponse, writer_name};
-use events_objects::fanout::decode_matching;
+use events_objects::event_writer::writer_name;
+use events_objects::outbox::{Outbox, OutboxEvent, OutboxRow, decode_matching};
 use events_runtime::context::Host;
 use futures::Stream;
 use futures::channel::mpsc;
@@ -334,11 +334,8 @@ async fn read_log<H: Host>(
     shard: u32,
     after: u64,
     limit: usize,
-) -> Result<(u64, Vec<events_objects::event_writer::OutboxRow>), ApiError> {
-    match host.call::<EventWriter>(&writer_name(ns, shard), WriterRequest::ReadLog { after, limit }).await? {
-        WriterResponse::Log { last_seq, rows } => Ok((last_seq, rows)),
-        other => Err(ApiError::internal(format!("writer answered {other:?} to ReadLog"))),
-    }
+) -> Result<(u64, Vec<OutboxRow>), ApiError> {
+    <EventWriter as Outbox>::read_log(host, &writer_name(ns, shard), after, limit).await
 }
 
 /// One SSE message: optional `event:` and `id:` fields and one `data:` line.

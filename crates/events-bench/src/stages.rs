@@ -18,8 +18,8 @@ use events_core::{Event, Timestamp};
 use events_lake::StoredEvent;
 use events_lake::columns::DataColumn;
 use events_objects::EventWriter;
-use events_objects::event_writer::{OutboxRow, WriterRequest, writer_name};
-use events_objects::fanout::decode_matching;
+use events_objects::event_writer::{WriterRequest, writer_name};
+use events_objects::outbox::{OutboxRow, decode_matching};
 use serde_json::value::RawValue;
 
 use crate::Figure;

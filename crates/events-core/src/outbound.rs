@@ -1,8 +1,12 @@
 //! Which addresses outbound requests (webhook deliveries) may reach: private,
 //! loopback, link-local (cloud metadata) and other special ranges are refused
-//! unless an allow-list names them. Shared by every host.
+//! unless an allow-list names them. Shared by every host: [`AddressPolicy`]
+//! checks a target URL before it is sent, and hosts that resolve names
+//! apply [`AddressPolicy::permits`] to every resolved address too.
 
 use std::net::IpAddr;
+
+use crate::{ApiError, ErrorCode};
 
 /// An address block such as `127.0.0.0/8` or `::1/128`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +78,59 @@ pub fn is_private(ip: IpAddr) -> bool {
     }
 }
 
+/// Parses an outbound target: an `http` or `https` URL with a host. The
+/// error says why not.
+pub fn parse_target(url: &str) -> Result<url::Url, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("only http and https targets are allowed, not {}", parsed.scheme()));
+    }
+    if parsed.host().is_none() {
+        return Err("URL has no host".into());
+    }
+    Ok(parsed)
+}
+
+/// What outbound requests may reach: every public address, and the private
+/// ones ([`is_private`]) that an allow-list block covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressPolicy {
+    allow: Vec<Cidr>,
+    /// Where operators allow private blocks (`outbound.allow`), named in refusals.
+    setting: &'static str,
+}
+
+impl AddressPolicy {
+    /// A policy allowing the private blocks `allow`, configured in `setting`.
+    pub fn new(allow: Vec<Cidr>, setting: &'static str) -> Self {
+        AddressPolicy { allow, setting }
+    }
+
+    /// Whether requests may reach `ip`.
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        !is_private(ip) || self.allow.iter().any(|c| c.contains(ip))
+    }
+
+    /// Checks a target URL before it is sent: http(s), a host, and no
+    /// literal address the policy refuses (names are the resolver's to
+    /// check). Refusals are `FORBIDDEN`.
+    pub fn check_url(&self, url: &str) -> Result<url::Url, ApiError> {
+        let refuse = |why: String| ApiError::new(ErrorCode::Forbidden, why);
+        let parsed = parse_target(url).map_err(refuse)?;
+        let ip = match parsed.host() {
+            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+            Some(url::Host::Domain(_)) | None => None,
+        };
+        if let Some(ip) = ip
+            && !self.permits(ip)
+        {
+            return Err(refuse(format!("target address {ip} is private; allow it in {} to use it", self.setting)));
+        }
+        Ok(parsed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +165,32 @@ mod tests {
         assert!(Cidr::parse("::1").unwrap().contains("::1".parse().unwrap()));
         assert_eq!(Cidr::parse("10.0.0.0/33"), None);
         assert_eq!(Cidr::parse("nonsense"), None);
+    }
+
+    #[test]
+    fn a_policy_refuses_other_schemes_and_literal_private_addresses_outside_its_blocks() {
+        let closed = AddressPolicy::new(Vec::new(), "outbound.allow");
+        let refused = |policy: &AddressPolicy, url: &str| policy.check_url(url).unwrap_err();
+        assert_eq!(refused(&closed, "http://127.0.0.1:9/x").code, ErrorCode::Forbidden);
+        assert_eq!(
+            refused(&closed, "http://[::1]/").message,
+            "target address ::1 is private; allow it in outbound.allow to use it"
+        );
+        assert_eq!(refused(&closed, "ftp://example.com/").message, "only http and https targets are allowed, not ftp");
+        assert!(refused(&closed, "not a url").message.starts_with("invalid URL \"not a url\""));
+        assert!(closed.check_url("https://example.com/hook").is_ok());
+        assert!(closed.check_url("http://10.0.0.1.example.com/").is_ok(), "names are the resolver's to check");
+        let open = AddressPolicy::new(vec![Cidr::parse("127.0.0.0/8").unwrap()], "OUTBOUND_ALLOW");
+        assert!(open.check_url("http://127.0.0.1:9/x").is_ok());
+        assert!(open.permits("127.0.0.1".parse().unwrap()) && !open.permits("10.0.0.1".parse().unwrap()));
+        assert!(refused(&open, "http://10.0.0.1/").message.ends_with("allow it in OUTBOUND_ALLOW to use it"));
+    }
+
+    #[test]
+    fn targets_are_http_urls_with_a_host() {
+        assert!(parse_target("https://example.com/hook").is_ok());
+        assert!(parse_target("http://").is_err());
+        assert!(parse_target("mailto:a@example.com").is_err());
+        assert!(parse_target("https://exa mple.com/").is_err());
     }
 }

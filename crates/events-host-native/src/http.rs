@@ -7,7 +7,7 @@
 //!   refused unless an allowlist entry covers them. The check runs in the DNS
 //!   resolver, so a name that resolves to a private address is refused too.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,21 +33,12 @@ impl Default for OutboundPolicy {
     }
 }
 
-use events_core::outbound::Cidr;
-pub use events_core::outbound::is_private;
+use events_core::outbound::{AddressPolicy, Cidr};
 
-#[derive(Debug)]
-struct Guard {
-    allow: Vec<Cidr>,
-}
+/// Where the native server's operators allow private blocks, named in refusals.
+const ALLOW_SETTING: &str = "outbound.allow";
 
-impl Guard {
-    fn permits(&self, ip: IpAddr) -> bool {
-        !is_private(ip) || self.allow.iter().any(|c| c.contains(ip))
-    }
-}
-
-struct GuardedResolver(Arc<Guard>);
+struct GuardedResolver(Arc<AddressPolicy>);
 
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
@@ -68,7 +59,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
 #[derive(Clone)]
 pub struct ReqwestHttp {
     client: reqwest::Client,
-    guard: Arc<Guard>,
+    guard: Arc<AddressPolicy>,
     max_response_bytes: usize,
 }
 
@@ -80,7 +71,7 @@ impl ReqwestHttp {
             .iter()
             .map(|s| Cidr::parse(s).ok_or_else(|| ApiError::new(ErrorCode::InvalidConfig, format!("bad CIDR {s:?}"))))
             .collect::<Result<Vec<_>, _>>()?;
-        let guard = Arc::new(Guard { allow });
+        let guard = Arc::new(AddressPolicy::new(allow, ALLOW_SETTING));
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
@@ -91,28 +82,10 @@ impl ReqwestHttp {
         Ok(ReqwestHttp { client, guard, max_response_bytes: policy.max_response_bytes })
     }
 
-    /// Checks a URL before sending: scheme and literal IP addresses.
+    /// Checks a URL before sending: scheme and literal IP addresses
+    /// ([`AddressPolicy::check_url`]).
     pub fn check_url(&self, url: &str) -> ObjectResult<reqwest::Url> {
-        let refuse = |why: String| Err(ApiError::new(ErrorCode::Forbidden, why));
-        let parsed = match reqwest::Url::parse(url) {
-            Ok(u) => u,
-            Err(e) => return refuse(format!("invalid URL {url:?}: {e}")),
-        };
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return refuse(format!("only http and https targets are allowed, not {}", parsed.scheme()));
-        }
-        let ip = match parsed.host() {
-            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
-            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
-            Some(url::Host::Domain(_)) => None,
-            None => return refuse("URL has no host".into()),
-        };
-        if let Some(ip) = ip
-            && !self.guard.permits(ip)
-        {
-            return refuse(format!("target address {ip} is private; allow it in outbound.allow to use it"));
-        }
-        Ok(parsed)
+        self.guard.check_url(url)
     }
 }
 

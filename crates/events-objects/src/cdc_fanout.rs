@@ -11,19 +11,29 @@ use events_core::cdc::{Change, parse_change};
 use events_runtime::{Host, ObjectContext, ObjectResult};
 
 use crate::cdc::{CdcRequest, processor_name};
-use crate::event_writer::OutboxEvent;
+use crate::outbox::{OutboxConsumer, OutboxRow, decode_matching};
 
-/// Applies the changes among `events` to their collections' processors.
-pub async fn deliver<H: Host>(cx: &ObjectContext<H>, events: &[OutboxEvent]) -> ObjectResult<()> {
-    let mut groups: BTreeMap<(String, String), Vec<Change>> = BTreeMap::new();
-    for e in events {
-        // Malformed changes are refused at ingest; an event that is not a change is skipped.
-        if let Ok(Some(change)) = parse_change(&e.event) {
-            groups.entry((e.event.ns.clone(), change.collection.clone())).or_default().push(change);
+/// The change-capture consumer.
+pub struct CdcFanout;
+
+impl OutboxConsumer for CdcFanout {
+    const NAME: &'static str = crate::outbox::CDC;
+
+    /// Applies the changes among the events to their collections' processors.
+    async fn deliver<H: Host>(cx: &ObjectContext<H>, _ns: &str, rows: &[OutboxRow], after: u64) -> ObjectResult<()> {
+        let events = decode_matching(rows, after, events_core::cdc::may_be_change)?;
+        let mut groups: BTreeMap<(String, String), Vec<Change>> = BTreeMap::new();
+        for e in &events {
+            // Malformed changes are refused at ingest; an event that is not a change is skipped.
+            if let Ok(Some(change)) = parse_change(&e.event) {
+                groups.entry((e.event.ns.clone(), change.collection.clone())).or_default().push(change);
+            }
         }
+        for ((ns, collection), changes) in groups {
+            cx.stub::<crate::CdcProcessor>(processor_name(&ns, &collection))
+                .call(CdcRequest::Apply { changes })
+                .await?;
+        }
+        Ok(())
     }
-    for ((ns, collection), changes) in groups {
-        cx.stub::<crate::CdcProcessor>(processor_name(&ns, &collection)).call(CdcRequest::Apply { changes }).await?;
-    }
-    Ok(())
 }

@@ -25,6 +25,8 @@ pub mod cdc;
 pub mod cdc_fanout;
 pub mod event_writer;
 pub mod fanout;
+pub mod lake_flush;
+pub mod outbox;
 pub mod outbox_relay;
 pub mod rate_limiter;
 pub mod schema_compat;
@@ -39,13 +41,15 @@ pub mod webhook_secrets;
 pub use catalog::Catalog;
 pub use cdc::{CdcCollections, CdcProcessor};
 pub use event_writer::EventWriter;
-pub use outbox_relay::OutboxRelay;
 pub use rate_limiter::RateLimiter;
 pub use schema_registry::SchemaRegistry;
 pub use shard_coordinator::ShardCoordinator;
 pub use subscription::Subscriptions;
 pub use tenant::Tenant;
 pub use webhook_secrets::WebhookSecrets;
+
+/// The relay of the [`EventWriter`]'s outbox (class `OutboxRelay`).
+pub type OutboxRelay = outbox_relay::Relay<EventWriter>;
 
 /// Reads a numeric configuration variable, falling back to `default`.
 pub(crate) fn var_or<H: events_runtime::Host, T: std::str::FromStr>(host: &H, key: &str, default: T) -> T {

@@ -64,7 +64,7 @@ async fn load(h: &NativeHost) -> LoadedTable {
 async fn append_and_flush(h: &NativeHost, shard: u32, events: Vec<Event>) {
     let name = writer_name("acme", shard);
     h.call_object::<EventWriter>(&name, WriterRequest::append("acme", &events, &[], None)).await.unwrap();
-    let files = events_objects::outbox_relay::flush_writer(h, &name).await.unwrap();
+    let files = events_objects::event_writer::flush_writer(h, &name).await.unwrap();
     assert!(!files.is_empty());
 }
 

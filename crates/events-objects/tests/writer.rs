@@ -5,9 +5,9 @@ use std::sync::Arc;
 use events_core::{Event, Timestamp};
 use events_host_native::{Clock, HostConfig, ManualClock, NativeHost};
 use events_objects::catalog::{CatalogRequest, CatalogResponse, MaintainOptions};
-use events_objects::event_writer::{Appended, ReadFilter, WriterRequest, WriterResponse, writer_name};
-use events_objects::fanout::LAKE;
-use events_objects::outbox_relay::{RelayRequest, RelayResponse, flush_writer, relay_name};
+use events_objects::event_writer::{Appended, ReadFilter, WriterRequest, WriterResponse, flush_writer, writer_name};
+use events_objects::outbox::LAKE;
+use events_objects::outbox_relay::{RelayRequest, RelayResponse, relay_name};
 use events_objects::{Catalog, EventWriter, OutboxRelay};
 use events_runtime::BlobStore;
 use events_runtime::context::Host;
@@ -130,7 +130,7 @@ async fn outbox_consumers_see_every_event_across_flush_and_restart() {
             .await
             .unwrap()
         {
-            WriterResponse::Rows { after, rows } => events_objects::event_writer::decode_rows(&rows, after).unwrap(),
+            WriterResponse::Rows { after, rows } => events_objects::outbox::decode_rows(&rows, after).unwrap(),
             other => panic!("{other:?}"),
         }
     };
@@ -251,9 +251,9 @@ async fn only_client_given_ids_take_a_dedup_entry() {
     h.shutdown().await;
 }
 
-fn outbox(response: WriterResponse) -> Vec<events_objects::event_writer::OutboxEvent> {
+fn outbox(response: WriterResponse) -> Vec<events_objects::outbox::OutboxEvent> {
     match response {
-        WriterResponse::Rows { after, rows } => events_objects::event_writer::decode_rows(&rows, after).unwrap(),
+        WriterResponse::Rows { after, rows } => events_objects::outbox::decode_rows(&rows, after).unwrap(),
         other => panic!("{other:?}"),
     }
 }

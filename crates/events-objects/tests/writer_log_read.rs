@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use events_core::{Event, Timestamp};
 use events_host_native::{HostConfig, ManualClock, NativeHost};
-use events_objects::event_writer::{OutboxRow, WriterRequest, WriterResponse, decode_rows, writer_name};
-use events_objects::fanout::CONSUMERS;
-use events_objects::outbox_relay::flush_writer;
+use events_objects::event_writer::{WriterRequest, WriterResponse, flush_writer, writer_name};
+use events_objects::outbox::{CONSUMERS, OutboxRow, decode_rows};
 use events_objects::{Catalog, EventWriter, OutboxRelay};
 
 const T0: i64 = 1_800_000_000_000;

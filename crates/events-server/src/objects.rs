@@ -1,7 +1,7 @@
 //! Starting the object host with every object class, and stopping it cleanly.
 
 use events_host_native::{HostConfig, NativeHost, OutboundPolicy};
-use events_objects::outbox_relay::flush_writer;
+use events_objects::event_writer::flush_writer;
 use events_objects::{
     Catalog, CdcCollections, CdcProcessor, EventWriter, OutboxRelay, RateLimiter, SchemaRegistry, ShardCoordinator,
     Subscriptions, Tenant, WebhookSecrets,

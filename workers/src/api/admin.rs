@@ -3,7 +3,7 @@
 use events_api::admin::LimitsView;
 use events_core::name::validate_namespace;
 use events_core::{ApiError, ErrorCode, Timestamp};
-use events_objects::outbox_relay::flush_writer;
+use events_objects::event_writer::flush_writer;
 use events_objects::shard_coordinator::ShardRequest;
 use events_objects::tenant::{KeyInfo, TenantRequest, TenantResponse};
 use events_objects::{ShardCoordinator, Tenant};

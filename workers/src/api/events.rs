@@ -1,23 +1,15 @@
 //! `GET /events` and `GET /recent`: the shared reader (`events_api::reader`)
 //! over the writer shards' buffers and the Parquet files in R2.
 
+use events_api::params::parse_optional_time;
 use events_api::reader::{ReadQuery, read_events};
 use events_api::recent::recent_limit;
 use events_core::limits::{DEFAULT_READ_PAGE, MAX_READ_PAGE};
-use events_core::{ApiError, ErrorCode, Timestamp};
+use events_core::{ApiError, ErrorCode};
 use serde_json::json;
 
 use super::auth::authenticate;
 use super::{ApiResult, Call, json, query_param};
-
-fn parse_time(call: &Call, field: &str) -> Result<Option<Timestamp>, ApiError> {
-    query_param(&call.query, field)
-        .map(|s| {
-            Timestamp::parse_iso(&s)
-                .ok_or_else(|| ApiError::new(ErrorCode::InvalidQuery, format!("{field} must be ISO-8601")))
-        })
-        .transpose()
-}
 
 fn page_size(call: &Call) -> Result<usize, ApiError> {
     let bad = || ApiError::new(ErrorCode::InvalidQuery, format!("limit must be 1-{MAX_READ_PAGE}"));
@@ -33,8 +25,8 @@ pub async fn list(call: &Call) -> ApiResult {
     let caller = authenticate(call).await?;
     let query = ReadQuery {
         pattern: query_param(&call.query, "type"),
-        from: parse_time(call, "from")?,
-        to: parse_time(call, "to")?,
+        from: parse_optional_time("from", query_param(&call.query, "from").as_deref())?,
+        to: parse_optional_time("to", query_param(&call.query, "to").as_deref())?,
         limit: page_size(call)?,
         cursor: query_param(&call.query, "cursor"),
     };

@@ -147,8 +147,12 @@ pub(super) fn check_schedule(s: &[i64]) -> ObjectResult<()> {
     Ok(())
 }
 
+/// A subscription's target: an http(s) URL with a host
+/// ([`events_core::outbound::parse_target`]), of at most [`MAX_URL_LEN`]
+/// characters. Its address is checked by the host's outbound policy, when
+/// it is set and again when it is sent to.
 pub(super) fn check_url(url: &str) -> ObjectResult<()> {
-    if url.len() > MAX_URL_LEN || !(url.starts_with("http://") || url.starts_with("https://")) {
+    if url.len() > MAX_URL_LEN || events_core::outbound::parse_target(url).is_err() {
         return Err(invalid(format!("url must be an http(s) URL of at most {MAX_URL_LEN} characters")));
     }
     Ok(())

@@ -6,7 +6,7 @@ use events_api::admin::LimitsView;
 use events_core::name::validate_namespace;
 use events_core::{ApiError, Timestamp};
 use events_objects::event_writer::{WriterRequest, WriterResponse};
-use events_objects::fanout::CONSUMERS;
+use events_objects::outbox::CONSUMERS;
 use events_objects::shard_coordinator::ShardRequest;
 use events_objects::tenant::{KeyInfo, TenantRequest, TenantResponse};
 use events_objects::{EventWriter, ShardCoordinator, Tenant};

@@ -3,8 +3,9 @@
 
 use axum::extract::State;
 use axum::http::HeaderMap;
+use events_api::params::parse_optional_time;
 use events_core::limits::{DEFAULT_READ_PAGE, MAX_READ_PAGE};
-use events_core::{ApiError, ErrorCode, Timestamp};
+use events_core::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
@@ -49,15 +50,6 @@ pub struct EventsPage {
     pub next_cursor: Option<String>,
 }
 
-fn parse_time(field: &str, v: &Option<String>) -> Result<Option<Timestamp>, ApiError> {
-    v.as_deref()
-        .map(|s| {
-            Timestamp::parse_iso(s)
-                .ok_or_else(|| ApiError::new(ErrorCode::InvalidQuery, format!("{field} must be ISO-8601")))
-        })
-        .transpose()
-}
-
 fn page_size(limit: Option<usize>) -> Result<usize, ApiError> {
     match limit.unwrap_or(DEFAULT_READ_PAGE) {
         n @ 1..=MAX_READ_PAGE => Ok(n),
@@ -78,8 +70,8 @@ pub async fn list_events(
     let p = params.parse()?;
     let query = ReadQuery {
         pattern: p.event_type,
-        from: parse_time("from", &p.from)?,
-        to: parse_time("to", &p.to)?,
+        from: parse_optional_time("from", p.from.as_deref())?,
+        to: parse_optional_time("to", p.to.as_deref())?,
         limit: page_size(p.limit)?,
         cursor: p.cursor,
     };

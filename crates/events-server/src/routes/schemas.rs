@@ -1,16 +1,14 @@
 //! `/schemas/{ns}/...`: the schema registry. The admin token, or the namespace's own key.
+//! Thin handlers over [`events_api::schemas`] (the wire types and the registry calls).
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use events_core::name::validate_namespace;
-use events_core::{ApiError, ErrorCode, Timestamp};
-use events_objects::SchemaRegistry;
-use events_objects::schema_registry::{
-    Compatibility, RegisterSchema, RegistryConfig, SchemaRequest, SchemaResponse, SchemaVersion, ValidationMode,
+use events_api::schemas::{
+    self as api, ConfigView, RegisterBody, SchemaList, SchemaView, ValidateBody, ValidateResult,
 };
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use utoipa::ToSchema;
+use events_core::Timestamp;
+use events_core::name::validate_namespace;
+use events_objects::schema_registry::SchemaRequest;
 use utoipa_axum::routes;
 
 use crate::auth::Caller;
@@ -38,118 +36,6 @@ async fn allowed(state: &AppState, headers: &HeaderMap, ns: &str) -> Result<Call
     Ok(caller)
 }
 
-async fn call(state: &AppState, ns: &str, req: SchemaRequest) -> Result<SchemaResponse> {
-    Ok(state.host.call_object::<SchemaRegistry>(ns, req).await?)
-}
-
-fn out_of_protocol() -> ApiErrorResponse {
-    ApiError::internal("schema registry answered out of protocol").into()
-}
-
-/// One schema version.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SchemaView {
-    /// The event type, for a type schema.
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    pub event_type: Option<String>,
-    /// The pattern, for a pattern schema.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pattern: Option<String>,
-    /// Version number (1, 2, ...).
-    pub version: u32,
-    /// The JSON Schema.
-    #[schema(value_type = Object)]
-    pub schema: Value,
-    /// Compatibility rule: NONE, BACKWARD, FORWARD, FULL or a `_TRANSITIVE` form.
-    #[schema(value_type = String)]
-    pub compatibility: Compatibility,
-    /// The schema's own mode (`off`, `warn`, `strict`); absent: the namespace's.
-    #[schema(value_type = Option<String>)]
-    pub mode: Option<ValidationMode>,
-    /// Free text.
-    pub description: Option<String>,
-    /// Registration time (ISO-8601).
-    pub created_at: String,
-    /// Whether the subject was deleted after this version.
-    pub deleted: bool,
-}
-
-impl From<SchemaVersion> for SchemaView {
-    fn from(v: SchemaVersion) -> Self {
-        SchemaView {
-            event_type: (!v.is_pattern).then(|| v.subject.clone()),
-            pattern: v.is_pattern.then_some(v.subject),
-            version: v.version,
-            schema: v.schema,
-            compatibility: v.compatibility,
-            mode: v.mode,
-            description: v.description,
-            created_at: Timestamp::to_iso(v.created_at),
-            deleted: v.deleted,
-        }
-    }
-}
-
-/// A registration.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RegisterBody {
-    /// An event type (give this or `pattern`).
-    #[serde(rename = "type")]
-    pub event_type: Option<String>,
-    /// A type pattern such as `order.*` (give this or `type`).
-    pub pattern: Option<String>,
-    /// JSON Schema, draft 2020-12 (default) or draft-07 (`$schema`).
-    #[schema(value_type = Object)]
-    pub schema: Value,
-    /// Compatibility rule; default: the subject's current one, else the namespace's.
-    #[schema(value_type = Option<String>)]
-    pub compatibility: Option<Compatibility>,
-    /// Mode of this schema; default: the namespace's.
-    #[schema(value_type = Option<String>)]
-    pub mode: Option<ValidationMode>,
-    /// Free text.
-    pub description: Option<String>,
-}
-
-/// Schema listing.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct SchemaList {
-    /// Latest live version of each subject.
-    pub schemas: Vec<SchemaView>,
-}
-
-/// Namespace settings.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigView {
-    /// Mode of schemas that set none: `off`, `warn` or `strict` (default).
-    #[schema(value_type = String)]
-    pub mode: ValidationMode,
-    /// Default compatibility of new subjects (default BACKWARD).
-    #[schema(value_type = String)]
-    pub compatibility: Compatibility,
-}
-
-/// Events to test.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct ValidateBody {
-    /// Events as they would be sent to `POST /e`.
-    #[schema(value_type = Vec<Object>)]
-    pub events: Vec<Box<serde_json::value::RawValue>>,
-}
-
-/// Outcome of a test validation.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ValidateResult {
-    /// Whether every event passed (or had no schema).
-    pub valid: bool,
-    /// One entry per error: `{index, type, path, message, schema, version, mode}`.
-    #[schema(value_type = Vec<Object>)]
-    pub errors: Vec<Value>,
-}
-
 /// Registers a new schema version for an event type or pattern.
 #[utoipa::path(post, path = "/schemas/{ns}", tag = "schemas",
     params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$")),
@@ -167,29 +53,9 @@ pub async fn register_schema(
     body: JsonBody<RegisterBody>,
 ) -> Result<(StatusCode, ApiJson<SchemaView>)> {
     allowed(&state, &headers, &ns).await?;
-    let body = body.parse()?;
-    let (subject, is_pattern) = match (body.event_type, body.pattern) {
-        (Some(t), None) => (t, false),
-        (None, Some(p)) => (p, true),
-        _ => {
-            return Err(ApiError::new(ErrorCode::InvalidRequest, "give exactly one of \"type\" and \"pattern\"").into());
-        }
-    };
-    let req = RegisterSchema {
-        subject,
-        is_pattern,
-        schema: body.schema,
-        compatibility: body.compatibility,
-        mode: body.mode,
-        description: body.description,
-    };
-    match call(&state, &ns, SchemaRequest::Register(req)).await? {
-        SchemaResponse::Registered { version, created } => {
-            state.ingest.invalidate_schemas(&ns);
-            Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, ApiJson(version.into())))
-        }
-        _ => Err(out_of_protocol()),
-    }
+    let (view, created) = api::register(&state.host, &ns, body.parse()?).await?;
+    state.ingest.invalidate_schemas(&ns);
+    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, ApiJson(view)))
 }
 
 /// Lists the latest live version of every schema of a namespace.
@@ -203,10 +69,7 @@ pub async fn list_schemas(
     ApiPath(ns): ApiPath<String>,
 ) -> Result<ApiJson<SchemaList>> {
     allowed(&state, &headers, &ns).await?;
-    match call(&state, &ns, SchemaRequest::List).await? {
-        SchemaResponse::Versions(v) => Ok(ApiJson(SchemaList { schemas: v.into_iter().map(Into::into).collect() })),
-        _ => Err(out_of_protocol()),
-    }
+    Ok(ApiJson(api::versions(&state.host, &ns, SchemaRequest::List).await?))
 }
 
 /// Reads the namespace's validation mode and default compatibility.
@@ -220,10 +83,7 @@ pub async fn get_config(
     ApiPath(ns): ApiPath<String>,
 ) -> Result<ApiJson<ConfigView>> {
     allowed(&state, &headers, &ns).await?;
-    match call(&state, &ns, SchemaRequest::GetConfig).await? {
-        SchemaResponse::Config(c) => Ok(ApiJson(ConfigView { mode: c.mode, compatibility: c.compatibility })),
-        _ => Err(out_of_protocol()),
-    }
+    Ok(ApiJson(api::get_config(&state.host, &ns).await?))
 }
 
 /// Replaces the namespace's validation mode and default compatibility.
@@ -239,10 +99,7 @@ pub async fn put_config(
     body: JsonBody<ConfigView>,
 ) -> Result<ApiJson<ConfigView>> {
     allowed(&state, &headers, &ns).await?;
-    let body = body.parse()?;
-    let config = RegistryConfig { mode: body.mode, compatibility: body.compatibility };
-    call(&state, &ns, SchemaRequest::SetConfig(config)).await?;
-    Ok(ApiJson(body))
+    Ok(ApiJson(api::put_config(&state.host, &ns, body.parse()?).await?))
 }
 
 /// Validates events against the namespace's schemas without storing them.
@@ -259,23 +116,12 @@ pub async fn validate(
 ) -> Result<ApiJson<ValidateResult>> {
     allowed(&state, &headers, &ns).await?;
     let body = body.parse()?;
-    if body.events.len() > state.config.ingest.max_events_per_batch {
-        return Err(ApiError::new(ErrorCode::InvalidBatch, "too many events").into());
-    }
+    api::check_batch_size(&body, state.config.ingest.max_events_per_batch)?;
     let now = Timestamp(chrono::Utc::now().timestamp_millis());
     let limits =
         events_core::event::EventLimits { max_event_bytes: state.config.ingest.max_event_bytes, ..Default::default() };
     let events = crate::ingest::validate_events(&body.events, &ns, now, &limits)?;
-    match call(&state, &ns, SchemaRequest::Validate { events }).await? {
-        SchemaResponse::Validated { failures, .. } => {
-            let mut errors = events_api::schemas::failure_entries(&failures);
-            for (e, f) in errors.iter_mut().zip(failures.iter().flat_map(|f| f.errors.iter().map(move |_| f.mode))) {
-                e["mode"] = serde_json::to_value(f).unwrap_or(Value::Null);
-            }
-            Ok(ApiJson(ValidateResult { valid: errors.is_empty(), errors }))
-        }
-        _ => Err(out_of_protocol()),
-    }
+    Ok(ApiJson(api::validate(&state.host, &ns, events).await?))
 }
 
 /// The latest live version of a type's (or pattern's) schema.
@@ -289,10 +135,7 @@ pub async fn latest(
     ApiPath((ns, subject)): ApiPath<(String, String)>,
 ) -> Result<ApiJson<SchemaView>> {
     allowed(&state, &headers, &ns).await?;
-    match call(&state, &ns, SchemaRequest::Get { subject, version: None }).await? {
-        SchemaResponse::Version(v) => Ok(ApiJson(v.into())),
-        _ => Err(out_of_protocol()),
-    }
+    Ok(ApiJson(api::get(&state.host, &ns, subject, None).await?))
 }
 
 /// Deletes a schema: events of that type are no longer validated. The history stays readable.
@@ -306,10 +149,7 @@ pub async fn delete_schema(
     ApiPath((ns, subject)): ApiPath<(String, String)>,
 ) -> Result<ApiJson<SchemaList>> {
     allowed(&state, &headers, &ns).await?;
-    match call(&state, &ns, SchemaRequest::Delete { subject }).await? {
-        SchemaResponse::Versions(v) => Ok(ApiJson(SchemaList { schemas: v.into_iter().map(Into::into).collect() })),
-        _ => Err(out_of_protocol()),
-    }
+    Ok(ApiJson(api::versions(&state.host, &ns, SchemaRequest::Delete { subject }).await?))
 }
 
 /// Every version of a schema, oldest first (deleted ones included).
@@ -323,10 +163,7 @@ pub async fn versions(
     ApiPath((ns, subject)): ApiPath<(String, String)>,
 ) -> Result<ApiJson<SchemaList>> {
     allowed(&state, &headers, &ns).await?;
-    match call(&state, &ns, SchemaRequest::Versions { subject }).await? {
-        SchemaResponse::Versions(v) => Ok(ApiJson(SchemaList { schemas: v.into_iter().map(Into::into).collect() })),
-        _ => Err(out_of_protocol()),
-    }
+    Ok(ApiJson(api::versions(&state.host, &ns, SchemaRequest::Versions { subject }).await?))
 }
 
 /// One version of a schema.
@@ -344,9 +181,6 @@ pub async fn version(
     ApiPath((ns, subject, n)): ApiPath<(String, String, String)>,
 ) -> Result<ApiJson<SchemaView>> {
     allowed(&state, &headers, &ns).await?;
-    let n: u32 = n.parse().map_err(|_| ApiError::new(ErrorCode::InvalidRequest, "versions are positive integers"))?;
-    match call(&state, &ns, SchemaRequest::Get { subject, version: Some(n) }).await? {
-        SchemaResponse::Version(v) => Ok(ApiJson(v.into())),
-        _ => Err(out_of_protocol()),
-    }
+    let n = api::parse_version(&n)?;
+    Ok(ApiJson(api::get(&state.host, &ns, subject, Some(n)).await?))
 }
