@@ -414,3 +414,51 @@ async fn changes_between_snapshots_give_each_appended_row_once() {
     let bobby = body["rows"].as_array().unwrap().iter().find(|r| r["id"] == "p2").unwrap();
     assert_eq!(serde_json::from_str::<Value>(bobby["data"].as_str().unwrap()).unwrap(), json!({"name": "Bobby"}));
 }
+
+/// The recipes of docs/lakehouse.md, "Reading with other engines", as
+/// written: PyIceberg, DuckDB through PyIceberg's scan, and polars, over the
+/// events table and a CDC table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_recipes_read_every_row_with_pyiceberg_duckdb_and_polars() {
+    if skip_on_external(EXTERNAL) {
+        return;
+    }
+    require_python_modules(&["pyiceberg", "pyarrow", "duckdb", "polars"]);
+    let server = TestServer::start().await;
+    let ns = unique_ns("recipes");
+    let key = server.create_key(&ns).await;
+    let mut batch: Vec<Value> = (0..5).map(|i| order(&format!("o{i}"), json!({ "amount": i }))).collect();
+    batch.push(json!({ "type": "user.signup", "ts": iso_now(), "id": "s0" }));
+    server.ingest_ok(&key.auth(), &batch).await;
+    let change = |op: &str, id: &str, doc: Value| {
+        let mut e = json!({ "type": format!("collection.{op}"), "ts": iso_now(), "collection": "users", "docId": id });
+        if !doc.is_null() {
+            e["doc"] = doc;
+        }
+        e
+    };
+    let changes = [
+        change("insert", "u1", json!({ "plan": "free" })),
+        change("insert", "u2", json!({ "plan": "pro" })),
+        change("delete", "u1", Value::Null),
+    ];
+    server.ingest_ok(&key.auth(), &changes).await;
+    server.admin_flush().await;
+    compact_collection(&server, &key.auth(), &ns, "users", 3).await;
+
+    let v = run_py_json("recipes.py", &[server.base_url(), &key.key, &ns, "cdc_users"]);
+    // The change events are events too (with ids the server gave them).
+    let ids = v["pyiceberg_ids"].as_array().unwrap();
+    assert_eq!(ids.len(), 9, "{v}");
+    for id in ["o0", "o1", "o2", "o3", "o4", "s0"] {
+        assert!(ids.contains(&json!(id)), "{id}: {v}");
+    }
+    assert_eq!(v["polars_ids"], v["pyiceberg_ids"], "{v}");
+    assert_eq!(v["duckdb_count"], 9, "{v}");
+    assert_eq!(
+        v["duckdb_types"],
+        json!([["collection.delete", 1], ["collection.insert", 2], ["order.placed", 5], ["user.signup", 1]]),
+        "{v}"
+    );
+    assert_eq!(v["cdc_ids"], json!(["u2"]), "the deleted document is filtered out: {v}");
+}
