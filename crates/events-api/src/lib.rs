@@ -6,6 +6,7 @@
 //! - [`admin`]: namespace limits (`/admin/namespaces/{ns}/limits`);
 //! - [`auth`]: reading credentials (admin token, namespace keys, dev mode),
 //!   verifying namespace keys, the caller and its namespace checks;
+//! - [`cors`]: the CORS headers of both hosts;
 //! - [`cdc`]: the `/cdc/...` API (query parsing, collection processor calls,
 //!   the restore loop, the JSON answers);
 //! - [`health`]: the `/health` answer, one shape naming the host;
@@ -29,6 +30,7 @@
 pub mod admin;
 pub mod auth;
 pub mod cdc;
+pub mod cors;
 pub mod health;
 pub mod iceberg;
 pub mod ingest;
