@@ -239,6 +239,19 @@ fn invalid_key() -> ApiError {
     ApiError::new(ErrorCode::InvalidApiKey, "invalid API key")
 }
 
+/// Whether the request's `Authorization` header carries a publishable key:
+/// a host whose handlers may read a request before authenticating it (the
+/// Worker's) refuses such requests with [`publishable_forbidden`] before
+/// routing them anywhere but `POST /e`.
+pub fn bearer_is_publishable(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .and_then(|t| parse_any_key(t.trim()))
+        .is_some_and(|(kind, _, _)| kind == KeyKind::Publishable)
+}
+
 /// The refusal of a publishable key on any route but `POST /e`.
 pub fn publishable_forbidden() -> ApiError {
     ApiError::new(
@@ -410,6 +423,9 @@ mod tests {
     fn a_publishable_key_is_forbidden_everywhere_but_ingest() {
         let pk = format!("pk_acme_{}", "cd".repeat(32));
         let h = headers(&[("authorization", &format!("Bearer {pk}"))]);
+        assert!(bearer_is_publishable(&h));
+        assert!(!bearer_is_publishable(&headers(&[("authorization", &format!("Bearer ns_acme_{}", "cd".repeat(32)))])));
+        assert!(!bearer_is_publishable(&HeaderMap::new()));
         let e = credentials(&h, Some(ADMIN), false).unwrap_err();
         assert_eq!(e.code, ErrorCode::Forbidden);
         assert!(e.message.contains("POST /e"), "{e}");

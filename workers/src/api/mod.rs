@@ -79,6 +79,17 @@ pub async fn serve(req: Request, env: Env) -> worker::Result<Response> {
         return with_headers(Response::empty()?.with_status(200), events_api::cors::preflight_headers());
     }
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // Some handlers read the path, query or body before they authenticate:
+    // a publishable key is refused here, before any of them, everywhere but
+    // on `POST /e` and the routes that take no credentials.
+    let takes_no_key = matches!(
+        (method.as_str(), segments.as_slice()),
+        ("POST", ["e"]) | ("GET", ["health"] | [""] | ["openapi.json"]) | (_, ["webhooks", ..])
+    );
+    if !takes_no_key && events_api::auth::bearer_is_publishable(&call.headers) {
+        let refused = error_response(&events_api::auth::publishable_forbidden())?;
+        return with_headers(refused, events_api::cors::response_headers());
+    }
     let result = match (method.as_str(), segments.as_slice()) {
         ("GET", ["health"] | [""]) => health(&call),
         ("GET", ["openapi.json"]) => openapi(),
