@@ -140,7 +140,7 @@ async fn a_publishable_key_is_forbidden_on_every_route_but_post_e() {
             .split('/')
             .map(|s| match s {
                 "{ns}" | "{namespace}" => ns.as_str(),
-                s if s.starts_with('{') => "x",
+                s if s.starts_with('{') => "1",
                 s => s,
             })
             .collect::<Vec<_>>()
@@ -156,7 +156,8 @@ async fn a_publishable_key_is_forbidden_on_every_route_but_post_e() {
                 rb = rb.json(&json!({}));
             }
             let r = server.send(rb, &pk.auth()).await;
-            if expected_host() == "cloudflare" && r.status == 404 && r.text.contains("no route for") {
+            let unrouted = r.status == 404 && (method == "HEAD" || r.text.contains("no route for"));
+            if expected_host() == "cloudflare" && unrouted {
                 continue; // a native-only route (hosts.rs checks which)
             }
             assert_eq!(r.status, 403, "{method} {path} with a publishable key: {}", r.text);
