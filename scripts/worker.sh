@@ -180,7 +180,8 @@ cmd_test() {
         (cd "$root/tests/e2e/js" && npm ci --no-audit --no-fund --silent)
     fi
     local status=0 suites=(--test ingest --test admin --test read --test schemas --test webhooks
-        --test subscriptions --test lake --test restart --test cdc --test hosts --test original)
+        --test subscriptions --test lake --test restart --test cdc --test hosts --test original
+        --test publishable)
     # Pass 1: everything but the tests that restart the runtime, in parallel.
     (cd "$root" && cargo test -p events-e2e --no-fail-fast "${suites[@]}" "$@" -- --skip restart) || status=$?
     # Pass 2: the tests that kill and restart the runtime (named *restart*), one at a time,

@@ -4,13 +4,16 @@
 //! the Cloudflare Worker (`workers/`), so both hosts decode, validate, verify
 //! and read in exactly the same way:
 //! - [`admin`]: namespace limits (`/admin/namespaces/{ns}/limits`);
-//! - [`auth`]: reading credentials (admin token, namespace keys, dev mode),
-//!   verifying namespace keys, the caller and its namespace checks;
+//! - [`auth`]: reading credentials (admin token, namespace keys, publishable
+//!   keys, dev mode), verifying keys, origin checks, the caller and its
+//!   namespace checks;
+//! - [`cors`]: the CORS headers of both hosts;
 //! - [`cdc`]: the `/cdc/...` API (query parsing, collection processor calls,
 //!   the restore loop, the JSON answers);
 //! - [`health`]: the `/health` answer, one shape naming the host;
 //! - [`iceberg`]: the Iceberg REST catalog's error model (`ErrorModel`);
 //! - [`ingest`]: decoding an ingest body and validating its events;
+//! - [`keys`]: `/admin/namespaces/{ns}/keys` (secret and publishable keys);
 //! - [`limits`]: rate limits and quotas counted in process, merged into the limiter objects in the background;
 //! - [`params`]: query parameters read alike everywhere (times, `limit`);
 //! - [`reader`]: reading events back from writer buffers and Parquet files;
@@ -30,9 +33,11 @@
 pub mod admin;
 pub mod auth;
 pub mod cdc;
+pub mod cors;
 pub mod health;
 pub mod iceberg;
 pub mod ingest;
+pub mod keys;
 pub mod limits;
 pub mod params;
 pub mod reader;

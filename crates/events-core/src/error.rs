@@ -129,6 +129,9 @@ error_codes! {
     /// or lost behind events.do's back). The read fails rather than miss its
     /// rows; `details.key` names the file.
     DataFileMissing = "DATA_FILE_MISSING" => 500,
+    /// A publishable key with allowed origins was used from another origin,
+    /// or without an `Origin` header; `details.origin` is what was sent.
+    OriginNotAllowed = "ORIGIN_NOT_ALLOWED" => 403,
 }
 
 impl ErrorCode {

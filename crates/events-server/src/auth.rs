@@ -4,12 +4,16 @@
 //!   any namespace, named by the `X-Namespace` header (default `default`).
 //! - `Authorization: Bearer ns_<namespace>_<secret>` is a tenant: it acts on
 //!   its own namespace only, whatever `X-Namespace` says.
+//! - `Authorization: Bearer pk_<namespace>_<secret>` (or `?key=pk_...`) is a
+//!   publishable key: `POST /e` only ([`Auth::authenticate_ingest`]); every
+//!   other route ([`Auth::authenticate`]) refuses it with `403 FORBIDDEN`.
 //! - No credentials: refused, unless the server runs with `--dev`, where the
 //!   caller acts on `X-Namespace` (default `default`).
 //!
 //! The rules are the shared [`events_api::auth`] (also used by the Worker):
 //! the admin token is compared in constant time, keys are checked against
-//! their namespace's `Tenant` object. Verified keys are cached here for
+//! their namespace's `Tenant` object. Verified keys (secret and publishable
+//! alike, with a publishable key's origins and limits) are cached here for
 //! [`KEY_CACHE_TTL`]; revoking a key through this server evicts it at once.
 
 use std::collections::HashMap;
@@ -18,8 +22,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
+use events_api::auth::{Access, Credentials, KeyGrant, credentials_for, verify_key};
 pub use events_api::auth::{Caller, DEFAULT_NAMESPACE, NAMESPACE_HEADER, Principal};
-use events_api::auth::{Credentials, credentials, verify_key};
 use events_core::ApiError;
 use events_host_native::NativeHost;
 
@@ -33,8 +37,7 @@ pub const KEY_CACHE_CAPACITY: usize = 10_000;
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
 struct Cached {
-    namespace: String,
-    key_id: String,
+    grant: KeyGrant,
     at: Instant,
 }
 
@@ -75,35 +78,60 @@ impl Auth {
         Ok(token)
     }
 
-    /// Authenticates a request (see [`events_api::auth::credentials`]).
+    /// Authenticates a request to any route but `POST /e` (see
+    /// [`events_api::auth::credentials`]): publishable keys are refused.
     pub async fn authenticate(&self, host: &NativeHost, headers: &HeaderMap) -> Result<Caller, ApiError> {
-        let (namespace, digest) = match credentials(headers, Some(&self.admin_token), self.dev)? {
-            Credentials::Resolved(caller) => return Ok(caller),
-            Credentials::NamespaceKey { namespace, secret_sha256 } => (namespace, secret_sha256),
-        };
-        if let Some(hit) = self.cached(&digest, &namespace) {
-            return Ok(Caller { principal: Principal::Key { id: hit }, namespace });
-        }
-        let caller = verify_key(host, namespace, digest.clone()).await?;
-        let Principal::Key { id } = &caller.principal else {
-            unreachable!("a verified namespace key is a key principal");
-        };
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= KEY_CACHE_CAPACITY {
-            cache.clear();
-        }
-        cache.insert(digest, Cached { namespace: caller.namespace.clone(), key_id: id.clone(), at: Instant::now() });
-        Ok(caller)
+        self.authenticate_for(host, headers, None, Access::Full).await
     }
 
-    fn cached(&self, digest: &str, ns: &str) -> Option<String> {
+    /// Authenticates a request to `POST /e`, which also admits publishable
+    /// keys, in the header or in `query`'s `key` parameter.
+    pub async fn authenticate_ingest(
+        &self,
+        host: &NativeHost,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Caller, ApiError> {
+        self.authenticate_for(host, headers, query, Access::Ingest).await
+    }
+
+    async fn authenticate_for(
+        &self,
+        host: &NativeHost,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        access: Access,
+    ) -> Result<Caller, ApiError> {
+        let (namespace, digest, kind) =
+            match credentials_for(headers, query, Some(&self.admin_token), self.dev, access)? {
+                Credentials::Resolved(caller) => return Ok(caller),
+                Credentials::NamespaceKey { namespace, secret_sha256, kind } => (namespace, secret_sha256, kind),
+            };
+        let grant = match self.cached(&digest, &namespace, kind) {
+            Some(grant) => grant,
+            None => {
+                let grant = verify_key(host, namespace, digest.clone(), kind).await?;
+                let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                if cache.len() >= KEY_CACHE_CAPACITY {
+                    cache.clear();
+                }
+                cache.insert(digest, Cached { grant: grant.clone(), at: Instant::now() });
+                grant
+            }
+        };
+        grant.admit(headers)
+    }
+
+    fn cached(&self, digest: &str, ns: &str, kind: events_objects::tenant::KeyKind) -> Option<KeyGrant> {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let hit = cache.get(digest)?;
-        (hit.at.elapsed() < KEY_CACHE_TTL && hit.namespace == ns).then(|| hit.key_id.clone())
+        // The kind too: a publishable key's secret under the `ns_` prefix is no key.
+        (hit.at.elapsed() < KEY_CACHE_TTL && hit.grant.namespace == ns && hit.grant.kind == kind)
+            .then(|| hit.grant.clone())
     }
 
     /// Forgets a revoked key at once.
     pub fn evict_key(&self, key_id: &str) {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, c| c.key_id != key_id);
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, c| c.grant.id != key_id);
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{Method, header};
+use axum::http::{HeaderName, Method};
 use events_api::ingest::pipeline::Background;
 use tokio::net::TcpListener;
 use tower_http::cors::{Any, CorsLayer};
@@ -57,14 +57,19 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// CORS: any origin, `GET`/`POST`, with `Authorization`, `Content-Type` and `Last-Event-ID`.
+/// CORS, as the shared [`events_api::cors`] defines it for both hosts: any
+/// origin, the API's methods and request headers, the readable answer
+/// headers, preflights cached for a day.
 fn cors() -> CorsLayer {
+    use events_api::cors::{ALLOW_HEADERS, ALLOW_METHODS, EXPOSE_HEADERS, MAX_AGE_SECONDS};
+    let names = |list: &[&'static str]| list.iter().map(|h| HeaderName::from_static(h)).collect::<Vec<_>>();
+    let methods: Vec<Method> = ALLOW_METHODS.iter().map(|m| m.parse().expect("a method name")).collect();
     CorsLayer::new()
         .allow_origin(Any)
-        .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, routes::tail::LAST_EVENT_ID.clone()])
-        .expose_headers([middleware::X_REQUEST_ID.clone()])
-        .max_age(Duration::from_secs(600))
+        .allow_methods(methods)
+        .allow_headers(names(ALLOW_HEADERS))
+        .expose_headers(names(EXPOSE_HEADERS))
+        .max_age(Duration::from_secs(MAX_AGE_SECONDS))
 }
 
 /// A server bound to its address, not yet serving.

@@ -425,7 +425,8 @@ async fn other_content_types_are_refused_with_415() {
     let (server, key) = server_and_key("media").await;
     let auth = key.auth();
     let body = body_of(&[event("a.b", "wrong-type")]);
-    for content_type in ["text/plain", "application/xml", "multipart/form-data; boundary=x"] {
+    // (`text/plain` is read as JSON, for `navigator.sendBeacon`: see publishable.rs.)
+    for content_type in ["text/html", "application/xml", "multipart/form-data; boundary=x"] {
         let r = server.post_raw("/e", &auth, &[("Content-Type", content_type)], body.clone()).await;
         assert_eq!((r.status, r.code()), (415, "UNSUPPORTED_MEDIA_TYPE"), "Content-Type {content_type}: {}", r.text);
         r.expect_error(415, "UNSUPPORTED_MEDIA_TYPE");

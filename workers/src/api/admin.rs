@@ -2,13 +2,13 @@
 
 use events_api::admin::LimitsView;
 use events_core::name::validate_namespace;
-use events_core::{ApiError, ErrorCode, Timestamp};
+use events_api::keys;
+use events_core::{ApiError, ErrorCode};
 use events_objects::event_writer::flush_writer;
 use events_objects::shard_coordinator::ShardRequest;
-use events_objects::tenant::{KeyInfo, TenantRequest, TenantResponse};
-use events_objects::{ShardCoordinator, Tenant};
+use events_objects::ShardCoordinator;
 use events_runtime::Host;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::auth::authenticate;
 use super::{ApiResult, Call, json, parse_json};
@@ -18,58 +18,28 @@ use crate::host::CfHost;
 /// Largest key-creation body.
 const MAX_ADMIN_BODY_BYTES: usize = 16 * 1024;
 
-/// A key without its secret, as the native server shows it.
-fn key_view(k: KeyInfo) -> Value {
-    json!({
-        "id": k.id, "namespace": k.namespace, "name": k.name, "createdAt": k.created_at.to_iso(),
-        "revokedAt": k.revoked_at.map(Timestamp::to_iso), "prefix": k.prefix,
-    })
-}
-
 async fn admin(call: &Call) -> Result<(), ApiError> {
     authenticate(call).await?.require_admin()
 }
 
-/// `POST /admin/namespaces/{ns}/keys`.
+/// `POST /admin/namespaces/{ns}/keys`: the shared [`events_api::keys`].
 pub async fn create_key(call: &mut Call, ns: &str) -> ApiResult {
     admin(call).await?;
     validate_namespace(ns)?;
-    let body = call.body(MAX_ADMIN_BODY_BYTES).await?;
-    let name = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        let v: Value = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid key request: {e}")))?;
-        v.get("name").and_then(Value::as_str).map(str::to_string)
-    };
-    match call.host.call::<Tenant>(ns, TenantRequest::CreateKey { name }).await? {
-        TenantResponse::KeyCreated { info, key } => {
-            let mut view = key_view(info);
-            view["key"] = json!(key);
-            json(201, &view)
-        }
-        _ => Err(ApiError::internal("unexpected answer")),
-    }
+    let request = keys::CreateKeyRequest::parse(&call.body(MAX_ADMIN_BODY_BYTES).await?)?;
+    json(201, &keys::create_key(&call.host, ns, request).await?)
 }
 
 /// `GET /admin/namespaces/{ns}/keys`.
 pub async fn list_keys(call: &Call, ns: &str) -> ApiResult {
     admin(call).await?;
-    validate_namespace(ns)?;
-    match call.host.call::<Tenant>(ns, TenantRequest::ListKeys).await? {
-        TenantResponse::Keys(keys) => json(200, &json!({"keys": keys.into_iter().map(key_view).collect::<Vec<_>>()})),
-        _ => Err(ApiError::internal("unexpected answer")),
-    }
+    json(200, &keys::list_keys(&call.host, ns).await?)
 }
 
 /// `DELETE /admin/namespaces/{ns}/keys/{id}`.
 pub async fn revoke_key(call: &Call, ns: &str, id: &str) -> ApiResult {
     admin(call).await?;
-    validate_namespace(ns)?;
-    match call.host.call::<Tenant>(ns, TenantRequest::RevokeKey { id: id.to_string() }).await? {
-        TenantResponse::Key(info) => json(200, &key_view(info)),
-        _ => Err(ApiError::internal("unexpected answer")),
-    }
+    json(200, &keys::revoke_key(&call.host, ns, id).await?)
 }
 
 /// `GET /admin/namespaces/{ns}/limits`: the shared [`events_api::admin`].

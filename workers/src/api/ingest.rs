@@ -11,7 +11,7 @@ use events_objects::event_writer::Appended;
 use events_objects::tenant::NamespaceLimits;
 use events_runtime::Host;
 
-use super::auth::authenticate;
+use super::auth::{authenticate, authenticate_ingest};
 use super::config::WorkerConfig;
 use super::{ApiResult, Call, json};
 use crate::directory::{DIRECTORY_NAME, DirectoryRequest};
@@ -95,7 +95,7 @@ fn spawn_background(host: &CfHost, work: Vec<Background>) {
 
 /// Serves `POST /e`; `deprecated` adds the headers of the `/ingest` alias.
 pub async fn ingest(call: &mut Call, deprecated: bool) -> ApiResult {
-    let mut response = run(call).await?;
+    let mut response = run(call, deprecated).await?;
     if deprecated {
         let _ = response.headers_mut().set("deprecation", "true");
         let _ = response.headers_mut().set("link", "</e>; rel=\"successor-version\"");
@@ -103,8 +103,9 @@ pub async fn ingest(call: &mut Call, deprecated: bool) -> ApiResult {
     Ok(response)
 }
 
-async fn run(call: &mut Call) -> ApiResult {
-    let caller = authenticate(call).await?;
+async fn run(call: &mut Call, deprecated: bool) -> ApiResult {
+    // Publishable keys are for `POST /e` only, not its deprecated alias.
+    let caller = if deprecated { authenticate(call).await? } else { authenticate_ingest(call).await? };
     let host = call.host.clone();
     let settings = settings(&call.config);
     let body = match call.body(settings.max_body_bytes).await {
@@ -114,6 +115,7 @@ async fn run(call: &mut Call) -> ApiResult {
     let request = IngestRequest {
         namespace: &caller.namespace,
         limiter_subject: &caller.limiter_subject(call.client_ip.as_deref()),
+        key_rate_limit: caller.key_rate_limit(),
         headers: &call.headers,
         body: &body,
     };

@@ -74,7 +74,22 @@ pub async fn serve(req: Request, env: Env) -> worker::Result<Response> {
     let client_ip = headers.get("cf-connecting-ip").and_then(|v| v.to_str().ok()).map(str::to_string);
     let mut call =
         Call { host: CfHost::new(env), config, headers, query: url.query().unwrap_or("").to_string(), client_ip, req };
+    if method == "OPTIONS" {
+        // A CORS preflight (any path), answered as natively.
+        return with_headers(Response::empty()?.with_status(200), events_api::cors::preflight_headers());
+    }
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // Some handlers read the path, query or body before they authenticate:
+    // a publishable key is refused here, before any of them, everywhere but
+    // on `POST /e` and the routes that take no credentials.
+    let takes_no_key = matches!(
+        (method.as_str(), segments.as_slice()),
+        ("POST", ["e"]) | ("GET", ["health"] | [""] | ["openapi.json"]) | (_, ["webhooks", ..])
+    );
+    if !takes_no_key && events_api::auth::bearer_is_publishable(&call.headers) {
+        let refused = error_response(&events_api::auth::publishable_forbidden())?;
+        return with_headers(refused, events_api::cors::response_headers());
+    }
     let result = match (method.as_str(), segments.as_slice()) {
         ("GET", ["health"] | [""]) => health(&call),
         ("GET", ["openapi.json"]) => openapi(),
@@ -112,10 +127,19 @@ pub async fn serve(req: Request, env: Env) -> worker::Result<Response> {
         },
         _ => Err(ApiError::new(ErrorCode::NotFound, format!("no route for {method} {path}"))),
     };
-    match result {
-        Ok(r) => Ok(r),
-        Err(e) => error_response(&e),
+    let response = match result {
+        Ok(r) => r,
+        Err(e) => error_response(&e)?,
+    };
+    with_headers(response, events_api::cors::response_headers())
+}
+
+/// `response` with `headers` set (the shared CORS headers).
+fn with_headers(mut response: Response, headers: Vec<(&'static str, String)>) -> worker::Result<Response> {
+    for (name, value) in headers {
+        response.headers_mut().set(name, &value)?;
     }
+    Ok(response)
 }
 
 /// The error envelope `{"error", "code", "details"}` with the code's status.

@@ -24,6 +24,8 @@ pub struct DecodedBatch {
 
 /// Decodes the request body: size limit, `Content-Encoding`, `Content-Type`.
 /// `max` is the largest body accepted, before and after decompression.
+/// `text/plain` is read as JSON (`navigator.sendBeacon` sends strings as
+/// `text/plain;charset=UTF-8` and cannot choose), with the same limits and errors.
 pub fn decode_body(headers: &HeaderMap, body: &[u8], max: usize) -> Result<DecodedBatch, ApiError> {
     let too_large = |size: usize| {
         ApiError::new(ErrorCode::PayloadTooLarge, format!("request body is larger than {max} bytes"))
@@ -57,7 +59,7 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8], max: usize) -> Result<Decod
     let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let header_batch_id = headers.get(BATCH_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
     match mime.as_str() {
-        "application/json" | "text/json" | "" => {
+        "application/json" | "text/json" | "text/plain" | "" => {
             let batch: events_core::EventBatch = serde_json::from_slice(&body).map_err(|e| match e.classify() {
                 serde_json::error::Category::Data => ApiError::new(
                     ErrorCode::InvalidBatch,
@@ -80,7 +82,9 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8], max: usize) -> Result<Decod
         }
         other => Err(ApiError::new(
             ErrorCode::UnsupportedMediaType,
-            format!("Content-Type {other:?} is not supported; use application/json or application/x-ndjson"),
+            format!(
+                "Content-Type {other:?} is not supported; use application/json (or text/plain holding JSON) or application/x-ndjson"
+            ),
         )),
     }
 }
@@ -162,6 +166,23 @@ pub fn validate_events_with_origin(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_text_plain_body_is_json_with_the_same_errors() {
+        let body = br#"{"events":[{"type":"page.viewed"}],"batchId":"b-1"}"#;
+        for ct in ["text/plain", "text/plain;charset=UTF-8", "Text/Plain; charset=utf-8", "application/json"] {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, ct.parse().unwrap());
+            let batch = decode_body(&h, body, 1024).unwrap_or_else(|e| panic!("{ct}: {e}"));
+            assert_eq!((batch.events.len(), batch.batch_id.as_deref()), (1, Some("b-1")), "{ct}");
+            let bad = decode_body(&h, b"{not json", 1024).err().unwrap();
+            assert_eq!(bad.code, ErrorCode::InvalidJson, "{ct}");
+            assert_eq!(decode_body(&h, body, 10).err().unwrap().code, ErrorCode::PayloadTooLarge, "{ct}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, "text/html".parse().unwrap());
+        assert_eq!(decode_body(&h, body, 1024).err().unwrap().code, ErrorCode::UnsupportedMediaType);
+    }
 
     #[test]
     fn the_origin_of_each_id_is_reported() {

@@ -30,7 +30,7 @@ use events_objects::event_writer::{Appended, WriterRequest, WriterResponse, writ
 use events_objects::rate_limiter::{QuotaDecision, RateDecision};
 use events_objects::schema_registry::{EventFailure, SchemaRequest, SchemaResponse, ValidationMode};
 use events_objects::shard_coordinator::{ShardRequest, batch_shard};
-use events_objects::tenant::{NamespaceLimits, TenantRequest, TenantResponse};
+use events_objects::tenant::{KeyRateLimit, NamespaceLimits, TenantRequest, TenantResponse};
 use events_objects::{EventWriter, SchemaRegistry, ShardCoordinator, Tenant};
 use events_runtime::Host;
 use http::HeaderMap;
@@ -74,6 +74,9 @@ pub struct IngestRequest<'a> {
     pub namespace: &'a str,
     /// Who the rate limits count (`key:<id>`, `ip:<addr>`, `admin`).
     pub limiter_subject: &'a str,
+    /// The key's own per-minute limits, which replace the namespace's
+    /// (publishable keys: [`crate::auth::Caller::key_rate_limit`]).
+    pub key_rate_limit: Option<KeyRateLimit>,
     /// The request headers (`Content-Type`, `Content-Encoding`, `Idempotency-Key`).
     pub headers: &'a HeaderMap,
     /// The body as received.
@@ -255,7 +258,12 @@ impl Ingest {
     ) -> Result<Accepted, Refusal> {
         let ns = req.namespace;
         let limits = self.layout(host, ns).await?.limits;
-        let limits = limits.or_defaults(settings.defaults);
+        let mut limits = limits.or_defaults(settings.defaults);
+        if let Some(own) = req.key_rate_limit {
+            let own = own.effective();
+            limits.requests_per_minute = own.requests_per_minute;
+            limits.events_per_minute = own.events_per_minute;
+        }
         // A request whose body cannot be used still counts as a request (with no events).
         let batch = match decode_batch(req, settings) {
             Ok(batch) => batch,

@@ -3,13 +3,13 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use events_api::admin::LimitsView;
+use events_api::keys::{self, CreateKeyRequest, CreatedKey, KeyList, KeyView};
+use events_core::ApiError;
 use events_core::name::validate_namespace;
-use events_core::{ApiError, Timestamp};
 use events_objects::event_writer::{WriterRequest, WriterResponse};
 use events_objects::outbox::CONSUMERS;
 use events_objects::shard_coordinator::ShardRequest;
-use events_objects::tenant::{KeyInfo, TenantRequest, TenantResponse};
-use events_objects::{EventWriter, ShardCoordinator, Tenant};
+use events_objects::{EventWriter, ShardCoordinator};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::routes;
@@ -34,66 +34,13 @@ async fn admin(state: &AppState, headers: &HeaderMap) -> Result<()> {
     Ok(())
 }
 
-/// A namespace API key, without its secret.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct KeyView {
-    /// Key id.
-    pub id: String,
-    /// Namespace.
-    pub namespace: String,
-    /// Label.
-    pub name: Option<String>,
-    /// Creation time (ISO-8601).
-    pub created_at: String,
-    /// Revocation time, if revoked.
-    pub revoked_at: Option<String>,
-    /// The key's first characters.
-    pub prefix: String,
-}
-
-impl From<KeyInfo> for KeyView {
-    fn from(k: KeyInfo) -> Self {
-        KeyView {
-            id: k.id,
-            namespace: k.namespace,
-            name: k.name,
-            created_at: k.created_at.to_iso(),
-            revoked_at: k.revoked_at.map(Timestamp::to_iso),
-            prefix: k.prefix,
-        }
-    }
-}
-
-/// A new key: the only time its secret is shown.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CreatedKey {
-    /// The full key, `ns_<namespace>_<secret>`. Store it now; it is not shown again.
-    pub key: String,
-    /// The key's facts.
-    #[serde(flatten)]
-    pub info: KeyView,
-}
-
-/// Body of key creation.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-pub struct CreateKeyRequest {
-    /// Optional label.
-    pub name: Option<String>,
-}
-
-/// Key listing.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct KeyList {
-    /// Every key of the namespace, revoked ones included.
-    pub keys: Vec<KeyView>,
-}
-
-/// Creates an API key for a namespace.
+/// Creates an API key for a namespace: a secret key (`ns_...`, the default),
+/// or with `"kind": "publishable"` a write-only key (`pk_...`) for browsers,
+/// which only `POST /e` accepts, maybe from `allowedOrigins` only, with its own
+/// `rateLimit`. The answer is the only time the key is shown.
 #[utoipa::path(post, path = "/admin/namespaces/{ns}/keys", tag = "admin",
     params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$")),
-    request_body(content = Option<CreateKeyRequest>, description = "Optional: without a body the key has no label"),
+    request_body(content = Option<CreateKeyRequest>, description = "Optional: without a body the key is a secret key without a label"),
     responses((status = 201, description = "Created", body = CreatedKey)),
     security(("bearerAuth" = [])))]
 pub async fn create_key(
@@ -104,25 +51,11 @@ pub async fn create_key(
 ) -> Result<(StatusCode, ApiJson<CreatedKey>)> {
     admin(&state, &headers).await?;
     validate_namespace(&ns)?;
-    let body = body.bytes()?;
-    // The body is optional (none, or null): no body means no label.
-    let request: CreateKeyRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        CreateKeyRequest::default()
-    } else {
-        serde_json::from_slice::<Option<CreateKeyRequest>>(&body)
-            .map_err(|e| ApiError::new(events_core::ErrorCode::InvalidJson, format!("invalid key request: {e}")))?
-            .unwrap_or_default()
-    };
-    let name = request.name;
-    match state.host.call_object::<Tenant>(&ns, TenantRequest::CreateKey { name }).await? {
-        TenantResponse::KeyCreated { info, key } => {
-            Ok((StatusCode::CREATED, ApiJson(CreatedKey { key, info: info.into() })))
-        }
-        _ => Err(ApiError::internal("unexpected answer").into()),
-    }
+    let request = CreateKeyRequest::parse(&body.bytes()?)?;
+    Ok((StatusCode::CREATED, ApiJson(keys::create_key(&state.host, &ns, request).await?)))
 }
 
-/// Lists a namespace's API keys.
+/// Lists a namespace's API keys (kind, and a publishable key's origins and limits; never a secret).
 #[utoipa::path(get, path = "/admin/namespaces/{ns}/keys", tag = "admin",
     params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$")),
     responses((status = 200, description = "Keys", body = KeyList)),
@@ -133,14 +66,10 @@ pub async fn list_keys(
     ApiPath(ns): ApiPath<String>,
 ) -> Result<ApiJson<KeyList>> {
     admin(&state, &headers).await?;
-    validate_namespace(&ns)?;
-    match state.host.call_object::<Tenant>(&ns, TenantRequest::ListKeys).await? {
-        TenantResponse::Keys(keys) => Ok(ApiJson(KeyList { keys: keys.into_iter().map(Into::into).collect() })),
-        _ => Err(ApiError::internal("unexpected answer").into()),
-    }
+    Ok(ApiJson(keys::list_keys(&state.host, &ns).await?))
 }
 
-/// Revokes an API key; it stops working at once.
+/// Revokes an API key (secret or publishable); it stops working at once.
 #[utoipa::path(delete, path = "/admin/namespaces/{ns}/keys/{id}", tag = "admin",
     params(("ns" = String, Path, description = "Namespace", pattern = "^[a-z0-9][a-z0-9-]{0,63}$"), ("id" = String, Path, description = "Key id")),
     responses((status = 200, description = "Revoked", body = KeyView)),
@@ -151,14 +80,9 @@ pub async fn revoke_key(
     ApiPath((ns, id)): ApiPath<(String, String)>,
 ) -> Result<ApiJson<KeyView>> {
     admin(&state, &headers).await?;
-    validate_namespace(&ns)?;
-    match state.host.call_object::<Tenant>(&ns, TenantRequest::RevokeKey { id: id.clone() }).await? {
-        TenantResponse::Key(info) => {
-            state.auth.evict_key(&id);
-            Ok(ApiJson(info.into()))
-        }
-        _ => Err(ApiError::internal("unexpected answer").into()),
-    }
+    let view = keys::revoke_key(&state.host, &ns, &id).await?;
+    state.auth.evict_key(&id);
+    Ok(ApiJson(view))
 }
 
 /// Reads a namespace's limits.

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -52,25 +52,42 @@ pub struct IngestResponse {
 }
 
 /// Ingests a batch of events. The answer is sent only once the events are on disk (fsynced).
+///
+/// The one route a publishable key (`pk_...`) may call: in the
+/// `Authorization` header, or as the `key` query parameter for
+/// `navigator.sendBeacon`, which cannot set headers (publishable keys only).
 #[utoipa::path(
     post,
     path = "/e",
     tag = "ingest",
-    request_body(content = IngestRequest, description = "JSON batch, or NDJSON (application/x-ndjson); gzip allowed"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "batchId for NDJSON bodies")),
+    request_body(
+        content(
+            (IngestRequest = "application/json"),
+            (IngestRequest = "text/plain"),
+            (String = "application/x-ndjson"),
+        ),
+        description = "JSON batch (application/json, or text/plain holding the same JSON, as navigator.sendBeacon sends it), or NDJSON (application/x-ndjson); gzip allowed"
+    ),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "batchId for NDJSON bodies"),
+        ("key" = Option<String>, Query, description = "A publishable key (pk_<namespace>_<secret>), for clients that cannot send Authorization (sendBeacon). Any other key here is refused (401 INVALID_AUTH_FORMAT), as is a key sent both here and in Authorization."),
+        ("Origin" = Option<String>, Header, description = "Checked against a publishable key's allowed origins; required when it has any"),
+    ),
     responses(
         (status = 200, description = "Accepted and durable", body = IngestResponse),
+        (status = 403, description = "A publishable key used from an origin it does not allow (ORIGIN_NOT_ALLOWED)", body = crate::error::ErrorBody),
         (status = 429, description = "Rate limit or quota exceeded (see Retry-After)", body = crate::error::ErrorBody),
     ),
-    security(("bearerAuth" = []))
+    security(("bearerAuth" = []), ("publishableKey" = []))
 )]
 pub async fn ingest(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    run(state, peer, headers, body).await
+    run(state, peer, headers, body, Some(query.as_deref().unwrap_or(""))).await
 }
 
 /// Deprecated alias of `POST /e`.
@@ -88,15 +105,22 @@ pub async fn ingest_deprecated(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let mut response = run(state, peer, headers, body).await;
+    let mut response = run(state, peer, headers, body, None).await;
     let h = response.headers_mut();
     h.insert("deprecation", HeaderValue::from_static("true"));
     h.insert("link", HeaderValue::from_static("</e>; rel=\"successor-version\""));
     response
 }
 
-async fn run(state: AppState, peer: SocketAddr, headers: HeaderMap, body: Body) -> Response {
-    let caller = match state.auth.authenticate(&state.host, &headers).await {
+/// `query` is the query string of `POST /e`, which may carry a publishable
+/// key; `None` on the deprecated alias, which takes no publishable key.
+async fn run(state: AppState, peer: SocketAddr, headers: HeaderMap, body: Body, query: Option<&str>) -> Response {
+    let authenticated = match query {
+        Some(_) => state.auth.authenticate_ingest(&state.host, &headers, query).await,
+        // The deprecated alias: only the credentials every route takes.
+        None => state.auth.authenticate(&state.host, &headers).await,
+    };
+    let caller = match authenticated {
         Ok(c) => c,
         Err(e) => return ApiErrorResponse(e).into_response(),
     };
@@ -119,6 +143,7 @@ async fn run(state: AppState, peer: SocketAddr, headers: HeaderMap, body: Body) 
     let request = pipeline::IngestRequest {
         namespace: &caller.namespace,
         limiter_subject: &caller.limiter_subject(Some(&ip)),
+        key_rate_limit: caller.key_rate_limit(),
         headers: &headers,
         body: &bytes,
     };

@@ -142,7 +142,9 @@ impl Default for ApiRouter {
 )]
 pub struct ApiDoc;
 
-/// Adds the `bearerAuth` security scheme (`Authorization: Bearer <key>`).
+/// Adds the security schemes: `bearerAuth` (`Authorization: Bearer <key>`:
+/// the admin token, a secret key `ns_...`, or on `POST /e` a publishable key
+/// `pk_...`) and `publishableKey` (the `key` query parameter of `POST /e`).
 struct BearerAuth;
 
 impl utoipa::Modify for BearerAuth {
@@ -150,7 +152,26 @@ impl utoipa::Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearerAuth",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The admin token, a secret key (ns_<namespace>_<secret>), or, on POST /e only, a \
+                         publishable key (pk_<namespace>_<secret>); any other route refuses a publishable key \
+                         with 403 FORBIDDEN.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "publishableKey",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Query(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    "key",
+                    "A publishable key (pk_<namespace>_<secret>) as a query parameter, on POST /e only (for \
+                     navigator.sendBeacon, which cannot send Authorization).",
+                ),
+            )),
         );
     }
 }
