@@ -323,7 +323,7 @@ pub async fn run_query(
     caches: Option<NamespaceCaches>,
 ) -> Result<(SchemaRef, SendableRecordBatchStream), ApiError> {
     check_read_only(sql)?;
-    let store = Arc::new(data_files::DataFiles::new(store, tables.iter().map(|t| t.files.as_slice())));
+    let store = Arc::new(data_files::DataFiles::new(store, tables.iter().flat_map(|t| t.files.iter().cloned())));
     let mut runtime = RuntimeEnvBuilder::new()
         .with_object_store_registry(Arc::new(LakeOnly(store)))
         .with_memory_limit(limits.max_memory_bytes, 1.0);
