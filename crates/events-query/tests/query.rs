@@ -302,3 +302,35 @@ async fn user_errors_in_sql_are_invalid_queries() {
         assert_eq!(e.code, events_core::ErrorCode::InvalidQuery, "{sql}: {e:?}");
     }
 }
+
+/// A table of many files, queried twice so the footer and statistics caches
+/// are warm, then one of its files vanishes: a count that the cached footers
+/// could answer fails with the missing file's key instead.
+#[tokio::test]
+async fn a_file_missing_from_a_large_table_fails_the_query_even_with_warm_caches() {
+    let files: Vec<(String, Vec<u8>)> = (0..24)
+        .map(|h| {
+            let file = events_lake::encode_events(&[&event(&format!("e{h}"), T0 + h, json!({}))]).unwrap();
+            (format!("events/ns=acme/2027-01-15/{h:02}/part.parquet"), file)
+        })
+        .collect();
+    let (store, tables) = lake(files.iter().map(|(k, f)| (k.as_str(), f.clone())).collect()).await;
+    let caches = events_query::QueryCaches::default();
+    let count = |tables: Vec<QueryTable>| {
+        let (store, caches) = (store.clone(), caches.for_namespace("acme"));
+        async move {
+            let sql = "SELECT count(*) AS n FROM events";
+            let (_, mut stream) = run_query(store, tables, sql, QueryLimits::default(), Some(caches)).await?;
+            let batch = stream.next().await.expect("one batch").map_err(events_query::datafusion_error)?;
+            let n = batch.column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().unwrap().value(0);
+            Ok::<i64, events_core::ApiError>(n)
+        }
+    };
+    assert_eq!(count(tables.clone()).await.unwrap(), 24);
+    assert_eq!(count(tables.clone()).await.unwrap(), 24, "again, from warm caches");
+    let gone = &files[7].0;
+    store.delete(&gone.as_str().into()).await.unwrap();
+    let e = count(tables).await.expect_err("a missing file never counts as empty");
+    assert_eq!(e.code, events_core::ErrorCode::DataFileMissing, "{e}");
+    assert_eq!(e.details["key"], json!(gone), "{e}");
+}
