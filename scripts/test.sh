@@ -12,28 +12,40 @@
 #
 # Creates (once) a venv at ${EVENTS_VENV:-$HOME/.cache/events-do/venv} with
 # tests/e2e/py/requirements.txt, reinstalling when that file changes, and
-# exports EVENTS_PYTHON for the tests. Keeps CARGO_TARGET_DIR if set.
+# exports EVENTS_PYTHON for the tests; likewise a venv at
+# ${EVENTS_FUZZ_VENV:-$HOME/.cache/events-do/venv-fuzz} with the OpenAPI
+# fuzzer (tests/e2e/py/fuzz-requirements.txt), exporting EVENTS_SCHEMATHESIS
+# for tests/e2e/tests/openapi_fuzz.rs. Keeps CARGO_TARGET_DIR if set.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-venv="${EVENTS_VENV:-$HOME/.cache/events-do/venv}"
-requirements="$root/tests/e2e/py/requirements.txt"
-stamp="$venv/.events-requirements.sha256"
-want="$(sha256sum "$requirements" | cut -d' ' -f1)"
+# ensure_venv DIR REQUIREMENTS: creates the venv DIR (once) and installs
+# REQUIREMENTS into it whenever that file changed since the last install.
+ensure_venv() {
+    local venv="$1" requirements="$2"
+    local stamp="$venv/.events-requirements.sha256" want
+    want="$(sha256sum "$requirements" | cut -d' ' -f1)"
+    if ! "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
+        echo "==> creating Python venv at $venv"
+        mkdir -p "$(dirname "$venv")"
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+    fi
+    if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+        echo "==> installing Python test tools ($requirements)"
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+        echo "$want" >"$stamp"
+    fi
+}
 
-if ! "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
-    echo "==> creating Python venv at $venv"
-    mkdir -p "$(dirname "$venv")"
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-fi
-if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
-    echo "==> installing Python test tools ($requirements)"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
-    echo "$want" >"$stamp"
-fi
+venv="${EVENTS_VENV:-$HOME/.cache/events-do/venv}"
+ensure_venv "$venv" "$root/tests/e2e/py/requirements.txt"
+fuzz_venv="${EVENTS_FUZZ_VENV:-$HOME/.cache/events-do/venv-fuzz}"
+ensure_venv "$fuzz_venv" "$root/tests/e2e/py/fuzz-requirements.txt"
+export EVENTS_SCHEMATHESIS="$fuzz_venv/bin/schemathesis"
+echo "==> EVENTS_SCHEMATHESIS=$EVENTS_SCHEMATHESIS ($("$EVENTS_SCHEMATHESIS" --version))"
 export EVENTS_PYTHON="$venv/bin/python"
 echo "==> EVENTS_PYTHON=$EVENTS_PYTHON ($("$EVENTS_PYTHON" -c 'import pyarrow, moto, boto3; print("pyarrow", pyarrow.__version__, "moto", moto.__version__, "boto3", boto3.__version__)'))"
 

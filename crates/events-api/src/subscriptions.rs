@@ -104,9 +104,18 @@ pub enum DeliveryListing<'a> {
 }
 
 /// Parses the `cursor` of an attempt listing (the `nextCursor` of the
-/// previous page: an attempt number).
+/// previous page: an attempt number). An integer beyond what every host
+/// stores exactly (±2^53-1) is no attempt number either: `INVALID_QUERY`,
+/// never a value handed to storage.
 pub fn parse_attempt_cursor(cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
-    cursor.map(|c| c.parse::<i64>().map_err(|_| ApiError::new(ErrorCode::InvalidQuery, "invalid cursor"))).transpose()
+    cursor
+        .map(|c| {
+            c.parse::<i64>()
+                .ok()
+                .filter(|n| (events_runtime::MIN_EXACT_INTEGER..=events_runtime::MAX_EXACT_INTEGER).contains(n))
+                .ok_or_else(|| ApiError::new(ErrorCode::InvalidQuery, "invalid cursor"))
+        })
+        .transpose()
 }
 
 /// Parses the body of a secret rotation: empty (or only whitespace) means
@@ -431,8 +440,15 @@ mod tests {
         }
         assert_eq!(parse_attempt_cursor(None).unwrap(), None);
         assert_eq!(parse_attempt_cursor(Some("-3")).unwrap(), Some(-3));
-        let err = parse_attempt_cursor(Some("abc")).unwrap_err();
-        assert_eq!((err.code, err.message.as_str()), (ErrorCode::InvalidQuery, "invalid cursor"));
+        let max = events_runtime::MAX_EXACT_INTEGER;
+        assert_eq!(parse_attempt_cursor(Some(&max.to_string())).unwrap(), Some(max));
+        assert_eq!(parse_attempt_cursor(Some(&(-max).to_string())).unwrap(), Some(-max));
+        // Found by the OpenAPI fuzzer: i64::MIN reached the object's storage,
+        // which refuses integers it cannot store exactly (a 500).
+        for bad in ["abc", "-9223372036854775808", "9007199254740992", "-9007199254740992"] {
+            let err = parse_attempt_cursor(Some(bad)).unwrap_err();
+            assert_eq!((err.code, err.message.as_str()), (ErrorCode::InvalidQuery, "invalid cursor"), "{bad}");
+        }
     }
 
     #[test]

@@ -155,6 +155,11 @@ async fn routing_signatures_retries_and_rotation() {
     // Malformed queries and worker names are refused in the envelope, on every host.
     server.get("/subscriptions?limit=many", &auth).await.expect_error(400, "INVALID_QUERY");
     server.get(&format!("/subscriptions/{sub}/attempts?cursor=latest"), &auth).await.expect_error(400, "INVALID_QUERY");
+    // A cursor beyond what storage holds exactly (found by the OpenAPI fuzzer: it was a 500).
+    for path in [format!("/subscriptions/{sub}/attempts"), format!("/subscriptions/{sub}/events/o1/attempts")] {
+        let r = server.get(&format!("{path}?cursor=-9223372036854775808"), &auth).await;
+        r.expect_error(400, "INVALID_QUERY");
+    }
     server.get(&format!("/subscriptions/{sub}/deliveries?limit=-1"), &auth).await.expect_error(400, "INVALID_QUERY");
     let bad_worker = json!({"workerId": "evil.example/x", "pattern": "**", "rpcMethod": "run"});
     server.post_json("/subscriptions/subscribe", &auth, &bad_worker).await.expect_error(400, "INVALID_REQUEST");

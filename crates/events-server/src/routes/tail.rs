@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use events_api::tail::{self, TailEnv};
 use events_core::{ApiError, ErrorCode};
 use futures::StreamExt;
-use serde::Deserialize;
-use utoipa::IntoParams;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
 use crate::error::{ApiErrorResponse, ApiQuery};
@@ -40,6 +40,40 @@ pub struct StreamParams {
     #[serde(rename = "lastEventId")]
     #[param(rename = "lastEventId")]
     pub last_event_id: Option<String>,
+}
+
+/// One message of the stream, as an SSE client parses it (the document's
+/// schema of `text/event-stream` describes each message, not the whole body;
+/// `: heartbeat` comments are not messages).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamMessage {
+    /// The message's name: `ready` (the first, `data` the namespace, the
+    /// pattern and the starting position), `gap`, `lagged` or `error`;
+    /// absent on an event.
+    #[schema(nullable = false, value_type = Option<StreamMessageName>)]
+    pub event: Option<String>,
+    /// JSON text: the event as `GET /events` shows it, or the named message's body.
+    pub data: String,
+    /// `<event id>@<position>` on an event, `@<position>` on `ready` and `gap`.
+    #[schema(nullable = false)]
+    pub id: Option<String>,
+    /// The reconnection delay in milliseconds, on the first message.
+    #[schema(nullable = false, minimum = 0)]
+    pub retry: Option<u64>,
+}
+
+/// The names of the stream's named messages.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamMessageName {
+    /// The first message: the stream's starting position.
+    Ready,
+    /// Events were trimmed from the buffers before the stream read them.
+    Gap,
+    /// The client or the stream fell behind; the stream ends.
+    Lagged,
+    /// A read failed for good; the stream ends.
+    Error,
 }
 
 /// What a stream needs from this server.
@@ -69,7 +103,7 @@ impl TailEnv for NativeTail {
     params(StreamParams,
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this message id (the `id` of the last message received).")),
     responses(
-        (status = 200, description = "The stream (text/event-stream; never ends by itself)", content_type = "text/event-stream", body = String),
+        (status = 200, description = "The stream (text/event-stream; never ends by itself)", content_type = "text/event-stream", body = StreamMessage),
         (status = 429, description = "The namespace has the most open streams allowed (`RATE_LIMITED`, see Retry-After)", body = crate::error::ErrorBody)),
     security(("bearerAuth" = [])))]
 pub async fn stream_events(
