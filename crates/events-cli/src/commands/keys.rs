@@ -15,6 +15,9 @@ Examples:
   # Keep it in a variable
   KEY=$(events keys create acme --name importer --token $EVENTS_ADMIN_TOKEN)
 
+  # A publishable key for browsers: POST /e only, from these origins
+  events keys create acme --publishable --origin https://shop.example.com --token $EVENTS_ADMIN_TOKEN
+
   # List a namespace's keys
   events keys list acme --token $EVENTS_ADMIN_TOKEN
 
@@ -38,13 +41,26 @@ pub enum KeysAction {
     #[command(after_help = "\
 Examples:
   events keys create acme --name checkout-service --token $EVENTS_ADMIN_TOKEN
-  events keys create acme --name checkout-service --token $EVENTS_ADMIN_TOKEN --json")]
+  events keys create acme --name checkout-service --token $EVENTS_ADMIN_TOKEN --json
+  events keys create acme --publishable --origin https://shop.example.com --requests-per-minute 120 --token $EVENTS_ADMIN_TOKEN")]
     Create {
         /// Namespace.
         namespace: String,
         /// Label.
         #[arg(long)]
         name: Option<String>,
+        /// A write-only publishable key (`pk_...`) for browsers: it can only `POST /e`.
+        #[arg(long)]
+        publishable: bool,
+        /// Publishable keys: an origin it is accepted from (repeat for more; none: any origin).
+        #[arg(long = "origin", value_name = "ORIGIN", requires = "publishable")]
+        origins: Vec<String>,
+        /// Publishable keys: most requests per minute (server default when absent).
+        #[arg(long, requires = "publishable")]
+        requests_per_minute: Option<u64>,
+        /// Publishable keys: most events per minute (server default when absent).
+        #[arg(long, requires = "publishable")]
+        events_per_minute: Option<u64>,
     },
     /// List keys (without secrets).
     #[command(after_help = "\
@@ -72,9 +88,26 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
     let client = Client::new(&args.client)?;
     let out = args.client.output.printer();
     match args.action {
-        KeysAction::Create { namespace, name } => {
+        KeysAction::Create { namespace, name, publishable, origins, requests_per_minute, events_per_minute } => {
             let path = format!("/admin/namespaces/{}/keys", enc(&namespace));
-            let key = client.call(Method::POST, &path, Some(json!({ "name": name }))).await?;
+            let mut body = json!({ "name": name });
+            if publishable {
+                body["kind"] = json!("publishable");
+                if !origins.is_empty() {
+                    body["allowedOrigins"] = json!(origins);
+                }
+                let mut limit = serde_json::Map::new();
+                if let Some(n) = requests_per_minute {
+                    limit.insert("requestsPerMinute".into(), json!(n));
+                }
+                if let Some(n) = events_per_minute {
+                    limit.insert("eventsPerMinute".into(), json!(n));
+                }
+                if !limit.is_empty() {
+                    body["rateLimit"] = limit.into();
+                }
+            }
+            let key = client.call(Method::POST, &path, Some(body)).await?;
             let chosen = args.client.output.json || args.client.output.format.is_some();
             if chosen {
                 out.record(&key);
