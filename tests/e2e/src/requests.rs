@@ -101,6 +101,23 @@ impl TestServer {
         }
     }
 
+    /// Waits until the first collection of `ns` has applied `changes`
+    /// changes (they reach its processor through the outbox), then compacts
+    /// `collection`, which commits its state as the collection's CDC table.
+    pub async fn compact_collection(&self, auth: &Auth, ns: &str, collection: &str, changes: i64) {
+        let deadline = std::time::Instant::now() + crate::DEADLINE;
+        loop {
+            let list = self.get(&format!("/cdc/{ns}"), auth).await;
+            let stats = list.expect(200)["collections"].as_array().and_then(|c| c.first().cloned());
+            if stats.as_ref().is_some_and(|s| s["changes"] == changes) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "changes not applied: {}", list.text);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.post_json(&format!("/cdc/{ns}/{collection}/_compact"), auth, &json!({})).await.expect(200);
+    }
+
     /// `POST /admin/flush`; returns the written file keys.
     pub async fn admin_flush(&self) -> Vec<String> {
         let r = self.post_json("/admin/flush", &self.admin(), &json!({})).await;

@@ -102,18 +102,7 @@ async fn pyiceberg_reads_a_cdc_collection_as_of_each_compaction() {
     let compact = |expected: i64| {
         let (server, key, ns) = (&server, &key, &ns);
         async move {
-            // Changes reach the processor through the outbox: wait for them, then compact.
-            let deadline = std::time::Instant::now() + events_e2e::DEADLINE;
-            loop {
-                let list = server.get(&format!("/cdc/{ns}"), &key.auth()).await;
-                let stats = list.expect(200)["collections"].as_array().unwrap().first().cloned();
-                if stats.as_ref().is_some_and(|s| s["changes"] == expected) {
-                    break;
-                }
-                assert!(std::time::Instant::now() < deadline, "changes not applied: {}", list.text);
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            server.post_json(&format!("/cdc/{ns}/User-Profiles/_compact"), &key.auth(), &json!({})).await.expect(200);
+            server.compact_collection(&key.auth(), ns, "User-Profiles", expected).await;
             let list = server.get(&format!("/cdc/{ns}"), &key.auth()).await;
             let stats = list.expect(200)["collections"][0].clone();
             assert_eq!(stats["table"], "cdc_user_profiles", "{stats}");
@@ -310,21 +299,6 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// Waits until the namespace's collection `collection` applied `expected` changes, then compacts it.
-async fn compact_collection(server: &TestServer, auth: &events_e2e::Auth, ns: &str, collection: &str, expected: i64) {
-    let deadline = std::time::Instant::now() + events_e2e::DEADLINE;
-    loop {
-        let list = server.get(&format!("/cdc/{ns}"), auth).await;
-        let stats = list.expect(200)["collections"].as_array().unwrap().first().cloned();
-        if stats.as_ref().is_some_and(|s| s["changes"] == expected) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "changes not applied: {}", list.text);
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    server.post_json(&format!("/cdc/{ns}/{collection}/_compact"), auth, &json!({})).await.expect(200);
-}
-
 fn ids_of(rows: &Value) -> Vec<String> {
     let mut ids: Vec<String> = rows.as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
     ids.sort();
@@ -400,13 +374,13 @@ async fn changes_between_snapshots_give_each_appended_row_once() {
             &[change("insert", "p1", json!({"name": "Ada"})), change("insert", "p2", json!({"name": "Bob"}))],
         )
         .await;
-    compact_collection(&server, &auth, &ns, "people", 2).await;
+    server.compact_collection(&auth, &ns, "people", 2).await;
     let r = server.get("/tables/cdc_people/changes", &auth).await;
     let body = r.expect(200).clone();
     assert_eq!(ids_of(&body["rows"]), ["p1", "p2"], "{}", r.text);
     let c1 = body["toSnapshotId"].as_i64().unwrap();
     server.ingest_ok(&auth, &[change("update", "p2", json!({"name": "Bobby"}))]).await;
-    compact_collection(&server, &auth, &ns, "people", 3).await;
+    server.compact_collection(&auth, &ns, "people", 3).await;
     let r = server.get(&format!("/tables/cdc_people/changes?from_snapshot={c1}"), &auth).await;
     let body = r.expect(200).clone();
     assert_eq!(body["snapshots"][0]["operation"], "overwrite", "{}", r.text);
@@ -444,7 +418,7 @@ async fn the_documented_recipes_read_every_row_with_pyiceberg_duckdb_and_polars(
     ];
     server.ingest_ok(&key.auth(), &changes).await;
     server.admin_flush().await;
-    compact_collection(&server, &key.auth(), &ns, "users", 3).await;
+    server.compact_collection(&key.auth(), &ns, "users", 3).await;
 
     let v = run_py_json("recipes.py", &[server.base_url(), &key.key, &ns, "cdc_users"]);
     // The change events are events too (with ids the server gave them).

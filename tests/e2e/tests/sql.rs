@@ -5,9 +5,7 @@
 //! Every test here reads the server's local lake, so none runs against an
 //! external server (`EVENTS_TEST_BASE_URL`).
 
-use std::time::{Duration, Instant};
-
-use events_e2e::{Auth, DEADLINE, ServerOptions, TestServer, iso_now, skip_on_external, unique_ns};
+use events_e2e::{Auth, ServerOptions, TestServer, iso_now, skip_on_external, unique_ns};
 use serde_json::{Value, json};
 
 const EXTERNAL: &str = "reads the server's local lake";
@@ -206,18 +204,8 @@ async fn sql_joins_events_with_a_cdc_collection() {
             ],
         )
         .await;
-    // Wait until the processor applied the five changes, then compact: the
-    // compaction commits the collection's state as table cdc_users.
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let list = server.get(&format!("/cdc/{ns}"), &auth).await;
-        if list.expect(200)["collections"][0]["changes"] == 5 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "changes not applied: {}", list.text);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    server.post_json(&format!("/cdc/{ns}/users/_compact"), &auth, &json!({})).await.expect(200);
+    // The compaction commits the collection's state as table cdc_users.
+    server.compact_collection(&auth, &ns, "users", 5).await;
     let clicks: Vec<Value> = ["u1", "u1", "u2", "u3", "nobody"]
         .iter()
         .enumerate()

@@ -184,10 +184,10 @@ async fn iceberg_rust_reads_a_cdc_collection_and_sees_each_compaction_as_the_dat
     let inserts: Vec<Value> =
         ["u1", "u2", "u3"].iter().map(|id| change("insert", id, json!({ "plan": "free" }))).collect();
     server.ingest_ok(&key.auth(), &inserts).await;
-    compact_collection(&server, &key.auth(), &ns, "accounts", 3).await;
+    server.compact_collection(&key.auth(), &ns, "accounts", 3).await;
     let changes = [change("update", "u1", json!({ "plan": "pro" })), change("delete", "u3", Value::Null)];
     server.ingest_ok(&key.auth(), &changes).await;
-    compact_collection(&server, &key.auth(), &ns, "accounts", 5).await;
+    server.compact_collection(&key.auth(), &ns, "accounts", 5).await;
 
     let catalog = rest_catalog(&server, &key.key).await;
     let ident = TableIdent::new(NamespaceIdent::new(ns.clone()), "cdc_accounts".to_string());
@@ -211,19 +211,4 @@ async fn iceberg_rust_reads_a_cdc_collection_and_sees_each_compaction_as_the_dat
     assert_eq!(operations, [Operation::Append, Operation::Overwrite]);
     let first = scan(&table, Some(snapshots[0].snapshot_id())).await;
     assert_eq!(sorted(strings(&first, "id")), ["u1", "u2", "u3"], "time travel to the first compaction");
-}
-
-/// Waits until the namespace's collection `collection` applied `expected` changes, then compacts it.
-async fn compact_collection(server: &TestServer, auth: &events_e2e::Auth, ns: &str, collection: &str, expected: i64) {
-    let deadline = std::time::Instant::now() + events_e2e::DEADLINE;
-    loop {
-        let list = server.get(&format!("/cdc/{ns}"), auth).await;
-        let stats = list.expect(200)["collections"].as_array().unwrap().first().cloned();
-        if stats.as_ref().is_some_and(|s| s["changes"] == expected) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "changes not applied: {}", list.text);
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    server.post_json(&format!("/cdc/{ns}/{collection}/_compact"), auth, &json!({})).await.expect(200);
 }
