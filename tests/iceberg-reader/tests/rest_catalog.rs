@@ -53,39 +53,20 @@ fn strings(batches: &[RecordBatch], name: &str) -> Vec<String> {
     let mut out = Vec::new();
     for batch in batches {
         let column = batch.column_by_name(name).unwrap_or_else(|| panic!("no column {name}"));
-        let cast = arrow_cast_to_strings(column.as_ref());
-        out.extend(cast);
+        out.extend(column_strings(column.as_ref()));
     }
     out
 }
 
-/// A string-typed Arrow column as owned strings (`""` for null), whatever
-/// string layout the reader chose.
-fn arrow_cast_to_strings(column: &dyn Array) -> Vec<String> {
-    use arrow_array::types::{Int32Type, Int64Type};
-    let value = |i: usize, s: &dyn Fn(usize) -> String| if column.is_null(i) { String::new() } else { s(i) };
+/// A string column as owned strings (`""` for null), whatever string layout
+/// the reader chose.
+fn column_strings(column: &dyn Array) -> Vec<String> {
+    let owned = |v: Option<&str>| v.unwrap_or_default().to_string();
     match column.data_type() {
-        arrow_schema::DataType::Utf8 => {
-            let a = column.as_string::<i32>();
-            (0..a.len()).map(|i| value(i, &|i| a.value(i).to_string())).collect()
-        }
-        arrow_schema::DataType::LargeUtf8 => {
-            let a = column.as_string::<i64>();
-            (0..a.len()).map(|i| value(i, &|i| a.value(i).to_string())).collect()
-        }
-        arrow_schema::DataType::Utf8View => {
-            let a = column.as_string_view();
-            (0..a.len()).map(|i| value(i, &|i| a.value(i).to_string())).collect()
-        }
-        arrow_schema::DataType::Int32 => {
-            let a = column.as_primitive::<Int32Type>();
-            (0..a.len()).map(|i| value(i, &|i| a.value(i).to_string())).collect()
-        }
-        arrow_schema::DataType::Int64 => {
-            let a = column.as_primitive::<Int64Type>();
-            (0..a.len()).map(|i| value(i, &|i| a.value(i).to_string())).collect()
-        }
-        other => panic!("unexpected column type {other}"),
+        arrow_schema::DataType::Utf8 => column.as_string::<i32>().iter().map(owned).collect(),
+        arrow_schema::DataType::LargeUtf8 => column.as_string::<i64>().iter().map(owned).collect(),
+        arrow_schema::DataType::Utf8View => column.as_string_view().iter().map(owned).collect(),
+        other => panic!("{other} is not a string column"),
     }
 }
 
