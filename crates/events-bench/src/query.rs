@@ -241,20 +241,7 @@ pub async fn run(opts: &QueryBench) -> anyhow::Result<Vec<Figure>> {
     for q in QUERIES {
         let mut best = f64::MAX;
         for run in 0..=opts.runs {
-            let t = Instant::now();
-            let res = client
-                .post(format!("{url}/query"))
-                .bearer_auth(crate::ADMIN_TOKEN)
-                .header("X-Namespace", NAMESPACE)
-                .json(&json!({ "sql": q.events_sql }))
-                .send()
-                .await?;
-            let status = res.status();
-            let body = res.text().await?;
-            if !status.is_success() {
-                bail!("{}: {status}: {body}", q.name);
-            }
-            let elapsed = t.elapsed().as_secs_f64();
+            let (elapsed, body) = timed_query(&client, &url, q.events_sql).await.with_context(|| q.name)?;
             if run > 0 {
                 best = best.min(elapsed);
             }
@@ -306,23 +293,10 @@ struct FixedCosts {
 async fn fixed_costs(client: &reqwest::Client, url: &str) -> anyhow::Result<FixedCosts> {
     let median_ms = |sql: &'static str| async move {
         let mut times = Vec::with_capacity(FIXED_COST_RUNS);
-        let runs = std::env::var("EVENTS_BENCH_FIXED_COST_RUNS").ok().and_then(|r| r.parse().ok());
-        for run in 0..=runs.unwrap_or(FIXED_COST_RUNS) {
-            let t = Instant::now();
-            let res = client
-                .post(format!("{url}/query"))
-                .bearer_auth(crate::ADMIN_TOKEN)
-                .header("X-Namespace", NAMESPACE)
-                .json(&json!({ "sql": sql }))
-                .send()
-                .await?;
-            let status = res.status();
-            let body = res.text().await?;
-            if !status.is_success() {
-                bail!("{sql}: {status}: {body}");
-            }
+        for run in 0..=FIXED_COST_RUNS {
+            let (seconds, _) = timed_query(client, url, sql).await?;
             if run > 0 {
-                times.push(t.elapsed().as_secs_f64() * 1e3);
+                times.push(seconds * 1e3);
             }
         }
         times.sort_by(f64::total_cmp);
@@ -333,6 +307,25 @@ async fn fixed_costs(client: &reqwest::Client, url: &str) -> anyhow::Result<Fixe
         table_ms.push((*sql, median_ms(sql).await?));
     }
     Ok(FixedCosts { table_ms, bare_ms: median_ms("SELECT 1").await? })
+}
+
+/// Runs `sql` through `POST /query` as the admin of the bench namespace;
+/// answers the seconds to the last byte and the body.
+async fn timed_query(client: &reqwest::Client, url: &str, sql: &str) -> anyhow::Result<(f64, String)> {
+    let t = Instant::now();
+    let res = client
+        .post(format!("{url}/query"))
+        .bearer_auth(crate::ADMIN_TOKEN)
+        .header("X-Namespace", NAMESPACE)
+        .json(&json!({ "sql": sql }))
+        .send()
+        .await?;
+    let status = res.status();
+    let body = res.text().await?;
+    if !status.is_success() {
+        bail!("{sql}: {status}: {body}");
+    }
+    Ok((t.elapsed().as_secs_f64(), body))
 }
 
 struct DuckTiming {
